@@ -1,0 +1,86 @@
+"""Shared test fixtures: tiny randomly initialised models of each supported family, offline tokenizers, data dir."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+VOCAB = 320
+
+_COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
+TINY_CONFIGS = {
+    "llama": lambda: transformers.LlamaConfig(**_COMMON, num_key_value_heads=2),
+    "qwen2": lambda: transformers.Qwen2Config(**_COMMON, num_key_value_heads=2),
+    "mistral": lambda: transformers.MistralConfig(**_COMMON, num_key_value_heads=2),
+    "phi3": lambda: transformers.Phi3Config(**_COMMON, num_key_value_heads=2, pad_token_id=0),
+    "gemma2": lambda: transformers.Gemma2Config(**_COMMON, num_key_value_heads=2, head_dim=16),
+    "gemma3_text": lambda: transformers.Gemma3TextConfig(**_COMMON, num_key_value_heads=2, head_dim=12),
+    "gpt2": lambda: transformers.GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=3, n_head=4),
+}
+
+
+def tiny_model(family: str, seed: int = 0) -> transformers.PreTrainedModel:
+    """A tiny random causal LM; biases (where the family has them) are made non-zero so they matter."""
+    torch.manual_seed(seed)
+    config = TINY_CONFIGS[family]()
+    config.bos_token_id, config.eos_token_id = 1, 2
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for module in model.modules():
+            bias = getattr(module, "bias", None)
+            if isinstance(bias, torch.nn.Parameter):
+                bias.normal_(0, 0.5)
+    return model
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    """The real data folder (TAROT_DATA_DIR, else ../shared/data beside the repo); skips if absent."""
+    path = Path(os.environ.get("TAROT_DATA_DIR") or SHARED_DATA)
+    if not path.is_dir():
+        pytest.skip(f"real data not found at {path}: set TAROT_DATA_DIR to a copy of shared/data")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A small byte-level BPE tokenizer trained in-process (no hub), with a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    corpus = [
+        "The quick brown fox jumps over the lazy dog. Answer: True False Yes No World Sports Business Science",
+        "If you follow these instructions, do you return to the starting point? Take 1 step. Turn left.",
+        "Correct Incorrect red green blue purple orange. What color is this? 0123456789 #ff00aa rgb hsl",
+    ]
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+        "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+    )
+    return fast
+
+
+@pytest.fixture
+def saved_tiny_llama(tmp_path, tiny_tokenizer) -> Path:
+    """A tiny Llama + tokenizer saved as a local HF checkpoint directory."""
+    path = tmp_path / "tiny-llama"
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return path
