@@ -13,6 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if SHARED_DATA.is_dir():  # CI keeps the real data beside the clone; subprocesses inherit this
+    os.environ.setdefault("TAROT_DATA_DIR", str(SHARED_DATA))
 VOCAB = 320
 
 _COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4)
@@ -84,3 +86,46 @@ def saved_tiny_llama(tmp_path, tiny_tokenizer) -> Path:
     tiny_model("llama").save_pretrained(path)
     tiny_tokenizer.save_pretrained(path)
     return path
+
+
+def run_console(command: list[str], output_path: Path, env: dict | None = None, check: bool = True):
+    """Run an installed console script (e.g. the stock `lm_eval`) in a subprocess.
+
+    Returns (completed process, parsed results JSON or None).
+    """
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    executable = shutil.which(command[0], path=str(Path(sys.executable).parent)) or command[0]
+    full_env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    proc = subprocess.run(
+        [executable, *command[1:], "--output_path", str(output_path)],
+        capture_output=True, text=True, env=full_env, timeout=900,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    results = sorted(output_path.rglob("results_*.json"))
+    return proc, (json.loads(results[-1].read_text()) if results else None)
+
+
+def write_choice_task(folder: Path, name: str, rows: list[dict]) -> Path:
+    """A minimal lm-eval multiple_choice YAML task over a local JSONL file (fields: input, label)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{input}}\\nAnswer (True or False):"\n'
+        'doc_to_choice: ["False", "True"]\n'
+        "doc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n"
+    )
+    return folder

@@ -1,0 +1,82 @@
+"""The stock `lm_eval` console script sees tarot-hf through the startup hook (real subprocesses)."""
+
+import json
+
+import pytest
+import torch
+
+from conftest import run_console, write_choice_task
+from tarot_eval import checkpoint
+from tarot_eval.edit import HeadEdit
+
+ROWS = [{"input": f"Take {i} steps forward and {i % 3} steps back.", "label": i % 2} for i in range(12)]
+
+
+@pytest.fixture
+def task_dir(tmp_path):
+    return write_choice_task(tmp_path / "tasks", "probe_steps", ROWS)
+
+
+def _common(task_dir, model, model_args):
+    return ["lm_eval", "--model", model, "--model_args", model_args, "--tasks", "probe_steps",
+            "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "4", "--log_samples"]
+
+
+def _acc(results, task="probe_steps"):
+    return results["results"][task]["acc,none"]
+
+
+def _per_doc(output_path):
+    (samples,) = output_path.rglob("samples_*.jsonl")
+    return [json.loads(line)["resps"] for line in samples.read_text().splitlines()]
+
+
+def test_tarot_hf_and_hf_in_the_stock_command(tmp_path, task_dir, saved_tiny_llama):
+    _, hf = run_console(_common(task_dir, "hf", f"pretrained={saved_tiny_llama}"), tmp_path / "hf")
+    _, ours = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}"), tmp_path / "ours")
+    assert _acc(ours) == _acc(hf)
+    assert _per_doc(tmp_path / "ours") == _per_doc(tmp_path / "hf")  # same log-likelihoods, document by document
+    assert ours["config"]["model"] == "tarot-hf" and ours["config"]["tarot_rotations"] is None
+
+
+def test_rotations_are_recorded_in_results(tmp_path, task_dir, saved_tiny_llama):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
+    edit = HeadEdit.identity(model, "rotation", (0, 1, 2))
+    edit.params = torch.full_like(edit.params, 0.7)
+    ckpt = checkpoint.save(tmp_path / "ckpt", edit, model, provenance={"task": "probe_steps"})
+    _, results = run_console(
+        _common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},rotations={ckpt}"), tmp_path / "rot"
+    )
+    assert results["config"]["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(ckpt)
+    assert results["config"]["tarot_fold"] is True and results["config"]["tarot_method"] == "rotation"
+
+
+def test_switch_off_and_passthrough(tmp_path, task_dir, saved_tiny_llama):
+    args = _common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}")
+    proc, _ = run_console(args, tmp_path / "off", env={"TAROT_EVAL_NO_AUTOLOAD": "1"}, check=False)
+    assert proc.returncode != 0 and "tarot-hf" in proc.stderr + proc.stdout
+    _, results = run_console(["tarot-eval", "lm-eval", *args[1:]], tmp_path / "pass", env={"TAROT_EVAL_NO_AUTOLOAD": "1"})
+    assert results["config"]["model"] == "tarot-hf"
+
+
+def test_unknown_model_arg_fails_the_command(tmp_path, task_dir, saved_tiny_llama):
+    proc, _ = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},rotaions=x"), tmp_path / "bad", check=False)
+    assert proc.returncode != 0 and "unknown model_args rotaions" in proc.stderr
+
+
+@pytest.mark.slow
+def test_embedded_default_matches_hf_on_the_gguf(tmp_path, data_dir):
+    """Real SmolLM2: `--model tarot-hf` (no pretrained, no rotations) == `--model hf` on the GGUF file."""
+    from tarot_eval import default_model
+
+    examples = json.loads((data_dir / "bigbench" / "navigate.json").read_text())["examples"][:24]
+    rows = [{"input": e["input"], "label": int(e["target_scores"]["True"] == 1)} for e in examples]
+    task_dir = write_choice_task(tmp_path / "tasks", "probe_navigate", rows)
+    gguf = default_model.gguf_path()
+    common = ["--tasks", "probe_navigate", "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "8"]
+    _, hf = run_console(["lm_eval", "--model", "hf", "--model_args", f"pretrained={gguf.parent},gguf_file={gguf.name}", *common], tmp_path / "hf")
+    _, ours = run_console(["lm_eval", "--model", "tarot-hf", *common], tmp_path / "ours")
+    assert _acc(ours, "probe_navigate") == _acc(hf, "probe_navigate")
+    assert ours["config"]["tarot_base_model"]["source"].startswith("SmolLM2-135M-Instruct")
