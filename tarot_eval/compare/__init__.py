@@ -1,0 +1,11 @@
+"""`tarot-eval compare`: lm-eval results folders -> leaderboard (Markdown, CSV, PNG, HTML).
+
+Modules: `runs` reads lm-eval's output files, `labels` names each run's model and method,
+`significance` pairs per-document outcomes and runs the exact McNemar test, `leaderboard`
+builds the rows, `chart` draws the bars, `render` writes the files, `command` is the CLI
+(`add_arguments`, `run`).
+"""
+
+from tarot_eval.compare.command import add_arguments, run
+
+__all__ = ["add_arguments", "run"]

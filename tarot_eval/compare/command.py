@@ -1,0 +1,46 @@
+"""`tarot-eval compare RESULTS_DIR`: argument parsing and the steps, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tarot_eval.compare import labels, leaderboard, render, runs
+from tarot_eval.compare.errors import CompareError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("results_dir", type=Path, metavar="RESULTS_DIR",
+        help="folder holding lm_eval --output_path folders (searched recursively for results_*.json)")
+    add("--out", type=Path, default=None,
+        help="where to write leaderboard.{md,csv,png,html} (default: RESULTS_DIR/leaderboard)")
+    add("--metric", default="acc",
+        help="lm-eval metric, optionally with its filter, e.g. acc, acc_norm, exact_match,strict-match (default: acc)")
+    add("--label", action="append", metavar="PATH=METHOD",
+        help="method name for the run(s) at or under PATH (a results file or folder); repeatable")
+    add("--model-label", action="append", metavar="PATH=MODEL",
+        help="model name for the run(s) at or under PATH; repeatable")
+    add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
+    add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
+    add("--no-significance", action="store_true", help="skip the McNemar test (no samples files needed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        root = args.results_dir
+        found = runs.read_runs(
+            root,
+            args.metric,
+            method_labels=labels.parse_labels(args.label, root, "--label"),
+            model_labels=labels.parse_labels(args.model_label, root, "--model-label"),
+        )
+        board = leaderboard.build(found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha)
+        paths = render.write_all(board, args.out or root / "leaderboard")
+    except CompareError as error:
+        print(f"tarot-eval compare: error: {error}", file=sys.stderr)
+        return 2
+    print(render.markdown(board))
+    print("wrote " + ", ".join(str(path) for path in paths.values()), file=sys.stderr)
+    return 0

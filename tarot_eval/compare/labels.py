@@ -1,0 +1,92 @@
+"""Which model and which method a run is: user labels first, then lm-eval's record, then the folder.
+
+lm-eval records `config.model` ("hf", "tarot-hf"), `config.model_args`, and merges the
+model's `get_model_info()` into `config`; for `tarot-hf` that adds `tarot_rotations`,
+`tarot_method`, `tarot_provenance` and `tarot_base_model`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm_eval.utils import simple_parse_args_string
+
+from tarot_eval.compare.errors import CompareError
+
+# model_args keys naming the weights, most specific first (an adapter is its own model)
+MODEL_ARG_KEYS = ("gguf_file", "peft", "delta", "pretrained")
+
+
+def parse_labels(items: list[str] | None, root: Path, option: str) -> dict[Path, str]:
+    """`PATH=NAME` assignments -> {resolved path: name}; PATH may be relative to `root`."""
+    labels = {}
+    for item in items or []:
+        raw_path, sep, name = item.rpartition("=")
+        if not sep or not raw_path or not name:
+            raise CompareError(f"{option} {item!r}: expected PATH=NAME")
+        path = Path(raw_path)
+        if not path.is_absolute() and (root / path).exists():
+            path = root / path
+        if not path.exists():
+            raise CompareError(f"{option} {item!r}: {raw_path} is neither a path nor a path under {root}")
+        labels[path.resolve()] = name
+    return labels
+
+
+def label_for(source: Path, labels: dict[Path, str]) -> str | None:
+    """The label whose path is `source` or its closest enclosing folder."""
+    source = source.resolve()
+    matching = [path for path in labels if path == source or path in source.parents]
+    return labels[max(matching, key=lambda path: len(path.parts))] if matching else None
+
+
+def check_labels_used(labels: dict[Path, str], sources: list[Path], option: str) -> None:
+    resolved = [source.resolve() for source in sources]
+    for path in labels:
+        if not any(path == source or path in source.parents for source in resolved):
+            raise CompareError(f"{option} {path}={labels[path]}: no results file is at or under {path}")
+
+
+def model_args(config: dict) -> dict:
+    args = config.get("model_args") or {}
+    return dict(args) if isinstance(args, dict) else simple_parse_args_string(str(args))
+
+
+def short_name(path_or_id: str) -> str:
+    return Path(path_or_id.rstrip("/")).name.removesuffix(".gguf")
+
+
+def model_from_results(results: dict, source: Path) -> str:
+    """Short model name: the weights named in model_args, else what the model reported, else lm-eval's folder."""
+    config = results.get("config", {})
+    args = model_args(config)
+    for key in MODEL_ARG_KEYS:
+        if isinstance(args.get(key), str) and args[key]:
+            return short_name(args[key])
+    if (config.get("tarot_base_model") or {}).get("name"):  # tarot-hf on its embedded default model
+        return short_name(config["tarot_base_model"]["name"])
+    if results.get("model_source") == "CUSTOM" and config.get("model"):
+        return str(config["model"])  # an in-process model: lm-eval records its _name_or_path
+    return source.parent.name
+
+
+def method_from_config(config: dict) -> str | None:
+    """'base' for a plain `hf` run or `tarot-hf` without rotations; the edit method otherwise."""
+    if "tarot_rotations" in config or "tarot_method" in config:
+        if not config.get("tarot_rotations"):
+            return "base"
+        method = config.get("tarot_method") or "tarot"
+        optimizer = (config.get("tarot_provenance") or {}).get("optimizer")
+        return f"{method} ({optimizer})" if optimizer else method
+    if config.get("model") == "hf":
+        return "base"
+    return None
+
+
+def run_folder_label(source: Path, root: Path, results: dict) -> str:
+    """The --output_path folder of a run, relative to `root` (lm-eval adds a model folder below it)."""
+    folder = source.parent
+    if folder.name == results.get("model_name_sanitized") and folder != root:
+        folder = folder.parent
+    relative = folder.relative_to(root).as_posix()
+    return folder.name if relative == "." else relative

@@ -1,0 +1,169 @@
+"""Find lm-eval runs under a folder and read each one's scores for a metric.
+
+`lm_eval ... --output_path DIR --log_samples` writes one run as
+`DIR/<model_name_sanitized>/results_<date>.json` plus `samples_<task>_<date>.jsonl` beside it
+(lm_eval/loggers/evaluation_tracker.py). Every `results_*.json` below the folder is one run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from tarot_eval.compare.errors import CompareError
+from tarot_eval.compare.labels import check_labels_used, label_for, method_from_config, model_from_results, run_folder_label
+
+RESULTS_PREFIX = "results_"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Score:
+    """One task's aggregate score in one run, and where its per-document samples live."""
+
+    task: str
+    metric: str
+    filter: str
+    value: float
+    stderr: float | None
+    n_shot: int
+    samples: Path
+
+
+@dataclass(frozen=True)
+class Run:
+    """One lm-eval run: which model, which method (label), and its scores by task."""
+
+    source: Path
+    model: str
+    method: str
+    scores: dict[str, Score]
+
+    @property
+    def shots(self) -> str:
+        counts = sorted({score.n_shot for score in self.scores.values()})
+        return "/".join(str(count) for count in counts) + "-shot"
+
+
+def find_results(root: Path) -> list[Path]:
+    """All lm-eval aggregated results files below `root`, sorted."""
+    if not root.exists():
+        raise CompareError(f"results folder {root} does not exist")
+    if not root.is_dir():
+        raise CompareError(f"{root} is not a folder; pass the --output_path folder given to lm_eval")
+    if not any(root.iterdir()):
+        raise CompareError(f"results folder {root} is empty")
+    found = sorted(path for path in root.rglob(f"{RESULTS_PREFIX}*.json") if path.is_file())
+    if not found:
+        raise CompareError(
+            f"no lm-eval results ({RESULTS_PREFIX}*.json) under {root}; "
+            "write them with `lm_eval ... --output_path DIR --log_samples`"
+        )
+    return found
+
+
+def split_metric(metric: str) -> tuple[str, str | None]:
+    name, _, filter_key = metric.partition(",")
+    return name, filter_key or None
+
+
+def metric_key(entry: dict, metric: str) -> tuple[str, str] | None:
+    """(metric, filter) of `metric` in one task's results entry; None if the task lacks it."""
+    name, filter_key = split_metric(metric)
+    filters = [key.partition(",")[2] for key in entry if key.partition(",")[0] == name and "," in key]
+    if filter_key is not None:
+        return (name, filter_key) if filter_key in filters else None
+    if not filters:
+        return None
+    if len(filters) == 1:
+        return name, filters[0]
+    if "none" in filters:
+        return name, "none"
+    raise CompareError(f"metric {name!r} has several filters ({', '.join(filters)}); pass e.g. --metric {name},{filters[0]}")
+
+
+def available_metrics(results: dict) -> set[str]:
+    return {
+        key
+        for task in results.get("configs", {})
+        for key in results.get("results", {}).get(task, {})
+        if "," in key and "_stderr," not in key
+    }
+
+
+def as_stderr(value) -> float | None:
+    """lm-eval writes 'N/A' when it did not bootstrap a standard error."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def read_scores(results: dict, source: Path, metric: str) -> dict[str, Score]:
+    """Scores of every task (not group) in the run that reports `metric`."""
+    date = source.stem.removeprefix(RESULTS_PREFIX)
+    scores = {}
+    for task in results.get("configs", {}):
+        entry = results.get("results", {}).get(task, {})
+        key = metric_key(entry, metric)
+        if key is None:
+            continue
+        name, filter_key = key
+        scores[task] = Score(
+            task=task,
+            metric=name,
+            filter=filter_key,
+            value=float(entry[f"{name},{filter_key}"]),
+            stderr=as_stderr(entry.get(f"{name}_stderr,{filter_key}")),
+            n_shot=int(results.get("n-shot", {}).get(task, 0)),
+            samples=source.parent / f"samples_{task}_{date}.jsonl",
+        )
+    return scores
+
+
+def load_results(source: Path) -> dict:
+    try:
+        results = json.loads(source.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise CompareError(f"cannot read lm-eval results {source}: {error}") from error
+    if not isinstance(results, dict) or "results" not in results or "configs" not in results:
+        raise CompareError(f"{source} is not an lm-eval results file (no 'results'/'configs')")
+    return results
+
+
+def read_runs(
+    root: Path,
+    metric: str,
+    method_labels: dict[Path, str] | None = None,
+    model_labels: dict[Path, str] | None = None,
+) -> list[Run]:
+    """Every run under `root` with its `metric` scores; labels override what the JSON says."""
+    method_labels, model_labels = method_labels or {}, model_labels or {}
+    sources = find_results(root)
+    check_labels_used(method_labels, sources, "--label")
+    check_labels_used(model_labels, sources, "--model-label")
+    runs, metrics_seen, left_out = [], set(), []
+    for source in sources:
+        results = load_results(source)
+        metrics_seen |= available_metrics(results)
+        scores = read_scores(results, source, metric)
+        left_out += [f"{source}: {task}" for task in results["configs"] if task not in scores]
+        if not scores:
+            continue
+        method = (
+            label_for(source, method_labels)
+            or method_from_config(results.get("config", {}))
+            or run_folder_label(source, root, results)
+        )
+        model = label_for(source, model_labels) or model_from_results(results, source)
+        runs.append(Run(source=source, model=model, method=method, scores=scores))
+    if not runs:
+        names = sorted({key.partition(",")[0] for key in metrics_seen})
+        raise CompareError(
+            f"unknown metric {metric!r}: no task under {root} reports it; "
+            f"available: {', '.join(names) or 'none'}"
+        )
+    for where in left_out:
+        log.warning("%s does not report %s; left out", where, metric)
+    return runs

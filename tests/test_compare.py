@@ -1,0 +1,275 @@
+"""`tarot-eval compare` on real lm-eval output folders written by lm-eval's own EvaluationTracker."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import json
+import math
+import random
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+import torch
+from conftest import tiny_model
+from lm_eval import simple_evaluate
+from lm_eval.loggers import EvaluationTracker
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+
+from tarot_eval import checkpoint
+from tarot_eval.compare import add_arguments, run
+from tarot_eval.edit import HeadEdit, attach
+
+TASKS = ("toy_a", "toy_b")
+WORDS = "quick brown fox jumps over the lazy dog step turn left red green blue color".split()
+CHOICES = [" True", " False", " Yes", " No"]
+
+
+def write_task(folder: Path, name: str, seed: int, n_docs: int = 40, edited_doc: int | None = None) -> None:
+    """A 4-way multiple_choice YAML task over a local JSON file; `edited_doc` gets a changed question."""
+    rng = random.Random(seed)
+    docs = [
+        {"question": " ".join(rng.choice(WORDS) for _ in range(6)), "choices": CHOICES, "label": rng.randrange(4)}
+        for _ in range(n_docs)
+    ]
+    if edited_doc is not None:
+        docs[edited_doc]["question"] += " again"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = folder / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
+    (folder / f"{name}.yaml").write_text(
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        'doc_to_text: "{{question}} Answer:"\n'
+        "doc_to_choice: choices\n"
+        "doc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+
+
+def evaluate_into(output_path: Path, model, tasks, task_manager, model_args="pretrained=tiny-llama", **kwargs) -> Path:
+    """Run lm-eval and save exactly as `lm_eval --output_path ... --log_samples` does; returns the results file."""
+    tracker = EvaluationTracker(output_path=str(output_path))
+    results = simple_evaluate(
+        model=model, model_args=model_args, tasks=list(tasks), task_manager=task_manager,
+        log_samples=True, evaluation_tracker=tracker, bootstrap_iters=200, **kwargs,
+    )
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+    (results_file,) = output_path.rglob("results_*.json")
+    return results_file
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory, tiny_tokenizer):
+    """Task folder, task manager and one tiny Llama wrapped in lm-eval's HFLM."""
+    root = tmp_path_factory.mktemp("compare")
+    for seed, name in enumerate(TASKS):
+        write_task(root / "tasks", name, seed)
+    model = tiny_model("llama")
+    lm = HFLM(pretrained=model, tokenizer=tiny_tokenizer, batch_size=16)
+    return {"root": root, "model": model, "lm": lm, "tasks": TaskManager(include_path=str(root / "tasks"), include_defaults=False)}
+
+
+@pytest.fixture(scope="module")
+def runs_root(toy) -> Path:
+    """base, rotation and rescale runs of the same model, one lm_eval output folder each."""
+    root, model, lm = toy["root"] / "results", toy["model"], toy["lm"]
+    evaluate_into(root / "base", lm, TASKS, toy["tasks"])
+    torch.manual_seed(1)
+    for method, draw in (("rotation", lambda p: p.uniform_(-3.0, 3.0)), ("rescale", lambda p: p.uniform_(0.0, 1.0))):
+        edit = HeadEdit.identity(model, method, [0, 1, 2])
+        handle = attach(model, edit)
+        handle.params = draw(torch.empty_like(edit.params))
+        try:
+            evaluate_into(root / method, lm, TASKS, toy["tasks"])
+        finally:
+            handle.remove()
+    return root
+
+
+def compare(capsys, *argv) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="tarot-eval compare")
+    add_arguments(parser)
+    code = run(parser.parse_args([str(arg) for arg in argv]))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def read_csv(path: Path) -> dict[tuple[str, str], dict]:
+    with path.open(newline="") as handle:
+        return {(record["method"], record["task"]): record for record in csv.DictReader(handle)}
+
+
+def results_by_method(root: Path) -> dict[str, dict]:
+    return {path.parents[1].name: json.loads(path.read_text()) for path in root.rglob("results_*.json")}
+
+
+def per_doc_acc(results_file: Path, task: str) -> dict[int, float]:
+    date = results_file.stem.removeprefix("results_")
+    lines = (results_file.parent / f"samples_{task}_{date}.jsonl").read_text().splitlines()
+    return {sample["doc_id"]: sample["acc"] for sample in map(json.loads, lines)}
+
+
+def exact_mcnemar_p(base_only: int, other_only: int) -> float:
+    """Two-sided exact binomial p-value from the binomial formula (independent of scipy)."""
+    n, k = base_only + other_only, min(base_only, other_only)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
+
+
+def test_table_matches_results_json(runs_root, tmp_path, capsys):
+    code, out, _ = compare(capsys, runs_root, "--out", tmp_path)
+    assert code == 0
+    table = read_csv(tmp_path / "leaderboard.csv")
+    results = results_by_method(runs_root)
+    assert {method for method, _ in table} == {"base", "rotation", "rescale"}
+    base = {task: results["base"]["results"][task]["acc,none"] for task in TASKS}
+    for method, result in results.items():
+        values = []
+        for task in TASKS:
+            record, entry = table[(method, task)], result["results"][task]
+            value = entry["acc,none"]
+            values.append(value)
+            assert float(record["value"]) == value
+            assert float(record["stderr"]) == entry["acc_stderr,none"]
+            assert f"{value * 100:.1f} ± {entry['acc_stderr,none'] * 100:.1f}" in out
+            if method != "base":
+                assert float(record["delta"]) == pytest.approx(value - base[task])
+                assert float(record["relative_pct"]) == pytest.approx((value - base[task]) / base[task] * 100)
+        average = table[(method, "average")]
+        assert float(average["value"]) == pytest.approx(sum(values) / len(values))
+        if method != "base":
+            relative = [(v - base[t]) / base[t] * 100 for v, t in zip(values, TASKS)]
+            assert float(average["relative_pct"]) == pytest.approx(sum(relative) / len(relative))
+    rows = [line for line in out.splitlines() if line.startswith("| tiny-llama")]
+    assert [row.split("|")[2].strip() for row in rows] == ["base", "rescale", "rotation"]
+
+
+def test_mcnemar_p_values_match_an_independent_count(runs_root, tmp_path, capsys):
+    assert compare(capsys, runs_root, "--out", tmp_path)[0] == 0
+    table = read_csv(tmp_path / "leaderboard.csv")
+    files = {path.parents[1].name: path for path in runs_root.rglob("results_*.json")}
+    discordant_total = 0
+    for method in ("rotation", "rescale"):
+        for task in TASKS:
+            base, other = per_doc_acc(files["base"], task), per_doc_acc(files[method], task)
+            base_only = sum(1 for doc in base if base[doc] == 1 and other[doc] == 0)
+            other_only = sum(1 for doc in base if base[doc] == 0 and other[doc] == 1)
+            record = table[(method, task)]
+            assert (int(record["base_only_right"]), int(record["other_only_right"])) == (base_only, other_only)
+            assert int(record["n_docs"]) == len(base)
+            assert float(record["p_value"]) == pytest.approx(exact_mcnemar_p(base_only, other_only), rel=1e-12)
+            discordant_total += base_only + other_only
+    assert discordant_total > 0, "the edits changed no answer: the test would not exercise McNemar"
+
+
+def test_significance_marks_follow_alpha(runs_root, tmp_path, capsys):
+    code, out, _ = compare(capsys, runs_root, "--out", tmp_path, "--alpha", "0.99")
+    assert code == 0
+    records = [r for r in read_csv(tmp_path / "leaderboard.csv").values() if r["p_value"]]
+    marked = [r for r in records if float(r["p_value"]) < 0.99]
+    assert marked, "no cell below alpha=0.99: nothing to mark"
+    assert all(r["significant"] == str(float(r["p_value"]) < 0.99) for r in records)
+    assert out.count("*)") == len(marked)
+
+
+def test_writes_csv_png_and_self_contained_html(runs_root, tmp_path, capsys):
+    code, out, _ = compare(capsys, runs_root, "--out", tmp_path / "board")
+    assert code == 0
+    board = tmp_path / "board"
+    png = (board / "leaderboard.png").read_bytes()
+    image = matplotlib.image.imread(board / "leaderboard.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+    page = (board / "leaderboard.html").read_text()
+    assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
+    assert "<table>" in page and page.count("<tr") == 4  # header + three runs
+    for method in ("base", "rotation", "rescale"):
+        assert f"<td>{method}</td>" in page
+    assert (board / "leaderboard.md").read_text().strip() in out
+
+
+def test_labels_come_from_lm_eval_config_for_hf_and_tarot_hf(toy, saved_tiny_llama, tmp_path, capsys):
+    import tarot_eval.lm  # noqa: F401  (registers tarot-hf)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
+    edit = HeadEdit.identity(model, "rotation", [0])
+    edit.params = torch.full_like(edit.params, 1.5)
+    ckpt = checkpoint.save(tmp_path / "ckpt", edit, model, bounds=(-math.pi, math.pi), provenance={"optimizer": "random"})
+    root = tmp_path / "results"
+    evaluate_into(root / "first", "hf", ["toy_a"], toy["tasks"], model_args=f"pretrained={saved_tiny_llama}", device="cpu", batch_size=16)
+    evaluate_into(root / "second", "tarot-hf", ["toy_a"], toy["tasks"], model_args=f"pretrained={saved_tiny_llama},rotations={ckpt}", device="cpu", batch_size=16)
+    code, out, _ = compare(capsys, root, "--out", tmp_path / "board")
+    assert code == 0
+    table = read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert set(table) == {("base", "toy_a"), ("base", "average"), ("rotation (random)", "toy_a"), ("rotation (random)", "average")}
+    assert {record["model"] for record in table.values()} == {"tiny-llama"}
+    assert table[("rotation (random)", "toy_a")]["p_value"]
+
+
+def test_label_options_override(runs_root, tmp_path, capsys):
+    code, out, _ = compare(capsys, runs_root, "--out", tmp_path, "--label", "rotation=angles", "--model-label", ".=toy-model")
+    assert code == 0
+    table = read_csv(tmp_path / "leaderboard.csv")
+    assert {method for method, _ in table} == {"base", "angles", "rescale"}
+    assert {record["model"] for record in table.values()} == {"toy-model"}
+    assert table[("angles", "toy_a")]["p_value"]
+
+    code, _, err = compare(capsys, runs_root, "--label", "nowhere=x")
+    assert code == 2 and "nowhere is neither a path" in err
+    code, _, err = compare(capsys, runs_root, "--label", "rotation=base")
+    assert code == 2 and "two runs are both tiny-llama / base / 0-shot" in err
+
+
+def test_different_document_sets_are_refused(toy, runs_root, tmp_path, capsys):
+    limited = tmp_path / "limited"
+    shutil.copytree(runs_root / "base", limited / "base")
+    evaluate_into(limited / "rotation", toy["lm"], ["toy_a"], toy["tasks"], limit=25)
+    code, _, err = compare(capsys, limited, "--out", tmp_path / "board")
+    assert code == 2 and "cover different documents" in err and "15 doc_ids only in base" in err
+
+    write_task(tmp_path / "edited_tasks", "toy_a", seed=0, edited_doc=7)
+    edited = tmp_path / "edited"
+    shutil.copytree(runs_root / "base", edited / "base")
+    manager = TaskManager(include_path=str(tmp_path / "edited_tasks"), include_defaults=False)
+    evaluate_into(edited / "rotation", toy["lm"], ["toy_a"], manager)
+    code, _, err = compare(capsys, edited, "--out", tmp_path / "board")
+    assert code == 2 and "doc_id 7 has a different document" in err
+
+    code, _, _ = compare(capsys, edited, "--out", tmp_path / "board", "--no-significance")
+    assert code == 0
+
+
+def test_cli_errors(runs_root, tmp_path, capsys):
+    code, _, err = compare(capsys, tmp_path / "missing")
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = compare(capsys, tmp_path / "empty")
+    assert code == 2 and "is empty" in err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.json").write_text("{}")
+    code, _, err = compare(capsys, tmp_path / "other")
+    assert code == 2 and "no lm-eval results" in err
+
+    code, _, err = compare(capsys, runs_root, "--metric", "f1")
+    assert code == 2 and "unknown metric 'f1'" in err and "available: acc" in err
+
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_root, copy)
+    (missing,) = (copy / "rotation").rglob("samples_toy_b_*.jsonl")
+    missing.unlink()
+    code, _, err = compare(capsys, copy, "--out", tmp_path / "board")
+    assert code == 2 and str(missing) in err and "--log_samples" in err
+    code, out, _ = compare(capsys, copy, "--out", tmp_path / "board", "--no-significance")
+    assert code == 0 and "p=" not in out
