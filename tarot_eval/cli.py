@@ -18,7 +18,10 @@ SUBCOMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tarot-eval", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="tarot-eval",
+        description="TaRot attention-head edits for lm-eval: optimize, evaluate, compare, export.",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=name != "lm-eval")
