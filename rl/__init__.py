@@ -1,0 +1,1 @@
+"""Reward-driven rotation search for generation (installed as `tarot_eval.rl`)."""

@@ -1,0 +1,71 @@
+"""Fluency guards for generated text: perplexity under a base model, distinct-n, repetition.
+
+A reward can be gamed by degenerate text ("great great great ..."); these numbers show it.
+Words are whitespace-separated and lower-cased for distinct-n and repetition.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+
+def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+    if n < 1:
+        raise ValueError(f"n-gram size must be >= 1, got {n}")
+    words = text.lower().split()
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Distinct n-grams over all n-grams across `texts` (Li et al. 2016); 0.0 when there are none."""
+    grams = [gram for text in texts for gram in _ngrams(text, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repetition_rate(text: str, n: int = 1) -> float:
+    """Share of a text's n-grams that repeat an earlier one in the same text; 0.0 when it has none."""
+    grams = _ngrams(text, n)
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+@dataclass(frozen=True)
+class Perplexity:
+    """Per-text perplexity (nan for an empty continuation) and the token-weighted corpus perplexity."""
+
+    per_text: list[float]
+    corpus: float
+
+
+@torch.no_grad()
+def continuation_perplexity(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str]) -> Perplexity:
+    """Perplexity of each continuation given its prompt under `model` (e.g. the unedited base model).
+
+    Prompt and continuation are tokenized separately and joined, so the continuation's tokens
+    are exactly those the model is asked to predict.
+    """
+    if len(prompts) != len(continuations):
+        raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    per_text, total_nll, total_tokens = [], 0.0, 0
+    for prompt, continuation in tqdm(list(zip(prompts, continuations)), desc="perplexity", leave=False):
+        prompt_ids = tokenizer(prompt, return_tensors="pt").input_ids
+        continuation_ids = tokenizer(continuation, add_special_tokens=False, return_tensors="pt").input_ids
+        if continuation_ids.shape[1] == 0:
+            per_text.append(math.nan)
+            continue
+        if prompt_ids.shape[1] == 0:
+            raise ValueError("empty prompt and a tokenizer that adds no BOS: the first token has no context")
+        input_ids = torch.cat([prompt_ids, continuation_ids], dim=1).to(model.device)
+        labels = input_ids.clone()
+        labels[:, : prompt_ids.shape[1]] = -100
+        mean_nll = float(model(input_ids=input_ids, labels=labels).loss)
+        count = continuation_ids.shape[1]
+        per_text.append(math.exp(mean_nll))
+        total_nll += mean_nll * count
+        total_tokens += count
+    corpus = math.exp(total_nll / total_tokens) if total_tokens else math.nan
+    return Perplexity(per_text=per_text, corpus=corpus)
