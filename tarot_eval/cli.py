@@ -12,6 +12,7 @@ import sys
 
 SUBCOMMANDS = {
     "lm-eval": ("tarot_eval.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
+    "optimize": ("tarot_eval.optimize.command", "search a head edit on a task's training documents"),
     "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, McNemar test, csv, png, html"),
     "export": ("tarot_eval.export", "fold a checkpoint into the weights and save a plain HF model"),
 }

@@ -1,0 +1,83 @@
+"""Gradient ascent on the edit (our extension, not in the paper).
+
+The point x (search-space coordinates, so the parameters are the angles or factors themselves in
+the `full` space) is a trainable tensor on the frozen model; Adam minimizes the mean negative log
+objective term over the training documents (cross-entropy over the choices for `choice-prob`);
+after each step x is clamped back into the box. One step = one evaluation of the training batch
+(forward and backward), recorded with the score at the point before the step. The sidecar of
+step k holds that point and the state after the step (next point, Adam moments), so a resumed
+run continues from the last recorded step exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tarot_eval.optimize import random_search
+from tarot_eval.optimize.record import RunRecord
+
+
+@dataclass(frozen=True)
+class GradSettings:
+    lr: float = 0.02
+    betas: tuple[float, float] = (0.9, 0.999)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def start_point(space) -> torch.Tensor:
+    """The identity edit when the space holds it, else the cube's centre."""
+    x = space.identity_point()
+    return x if x is not None else torch.full((space.dim,), 0.5, dtype=torch.float64)
+
+
+def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: GradSettings) -> None:
+    """`loss_and_evaluation(params) -> (loss tensor, Evaluation)`."""
+    done = len(record.trace)
+    if done:
+        state = record.tensors(done - 1)
+        x = state["next_x"].clone()
+    else:
+        x = start_point(space).clone()
+    x.requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=settings.lr, betas=settings.betas)
+    if done:
+        optimizer.state[x] = {
+            "step": torch.tensor(float(done)),
+            "exp_avg": state["exp_avg"].clone(),
+            "exp_avg_sq": state["exp_avg_sq"].clone(),
+        }
+    with random_search.progress(record, budget, "grad") as bar:
+        for _ in range(done, budget):
+            start = time.perf_counter()
+            evaluated = x.detach().clone()
+            optimizer.zero_grad()
+            loss, evaluation = loss_and_evaluation(space.to_params(x).float())
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.clamp_(0, 1)
+            moments = optimizer.state[x]
+            entry = {
+                "phase": "grad",
+                "train": evaluation.value,
+                "train_acc": evaluation.accuracy,
+                "loss": loss.item(),
+                "wall_s": round(time.perf_counter() - start, 4),
+                "time": round(time.time(), 3),
+            }
+            record.append(
+                entry,
+                {
+                    "x": evaluated,
+                    "next_x": x.detach().clone(),
+                    "exp_avg": moments["exp_avg"].detach().clone(),
+                    "exp_avg_sq": moments["exp_avg_sq"].detach().clone(),
+                },
+            )
+            bar.update(1)
+            bar.set_postfix(best=f"{max(record.values()):.4f}", loss=f"{loss.item():.4f}")

@@ -1,0 +1,213 @@
+"""One optimization run: task -> objective -> search -> selection on validation -> checkpoint + record.
+
+Selection never reads the test split. The search ranks points by the training objective; the
+final point is the candidate with the best objective on validation documents held out from the
+same training pool (bo/random: the `select_k` best by training score; grad: `select_k` steps
+spread along the trajectory, i.e. early stopping on validation). An edit that does not beat the
+base model on validation is still saved, with `improved: false` in its provenance, and reported
+loudly by the command.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from tarot_eval import architectures, checkpoint
+from tarot_eval import objective as objectives
+from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
+from tarot_eval.optimize.plot import plot_traces
+from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.search_space import SearchSpace
+
+OPTIMIZERS = ("bo", "random", "grad")
+RESULT_NAME = "result.json"
+PLOT_NAME = "trace.png"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that determines a run's results (budget aside, which a resumed run may extend)."""
+
+    task: str
+    method: str = "rotation"
+    layers: tuple[int, ...] = (0,)
+    bounds: tuple[float, float] = (-0.7853981633974483, 0.7853981633974483)
+    optimizer: str = "bo"
+    space: str = "full"
+    objective: str = "choice-prob"
+    n_train: int = 20
+    n_val: int = 20
+    seed: int = 0
+    balance: bool = False
+    prompt: objectives.PromptOptions = field(default_factory=objectives.PromptOptions)
+    bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
+    grad: gradient.GradSettings = field(default_factory=gradient.GradSettings)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
+        if self.objective not in objectives.OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {objectives.OBJECTIVES}")
+        if self.method == "rescale" and not 0 <= self.bounds[0] < self.bounds[1] <= 1:
+            raise ValueError(f"rescale factors live in [0, 1]; bounds {self.bounds} leave it")
+
+    def record_config(self) -> dict:
+        config = asdict(self)
+        for name in ("bo", "grad"):
+            if self.optimizer != name:
+                config.pop(name)
+        return config
+
+
+@dataclass
+class Result:
+    directory: Path
+    chosen_index: int
+    improved: bool
+    selected_on: str
+    scores: dict  # base/chosen x train/validation -> {"value", "accuracy"}
+    surrogate: dict | None
+    notes: list[str]
+
+
+class Problem:
+    """The training and validation objectives of one task on one model, with an edit attached."""
+
+    def __init__(self, model, lm, task, settings: Settings, batch_size: int = 16):
+        geo = architectures.geometry(model)
+        bad = [layer for layer in settings.layers if not 0 <= layer < geo.num_layers]
+        if bad:
+            raise ValueError(f"layers {bad} outside the model's 0..{geo.num_layers - 1}")
+        self.model = model
+        self.settings = settings
+        self.edit = HeadEdit.identity(model, settings.method, settings.layers)
+        self.space = SearchSpace.parse(
+            settings.space, settings.method, self.edit.params.shape, settings.bounds, seed=settings.seed
+        )
+        self.pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        self.batch_size = batch_size
+        docs = objectives.choose_docs(task, settings.n_train, settings.n_val, settings.seed)
+        if settings.balance:
+            _, ordered, _ = objectives.shuffled_pool(task, settings.seed)
+            docs = objectives.balance_by_base_model(docs, ordered, lambda pair: self._base_correct(task, lm, pair))
+        self.docs = docs
+        self.train = objectives.build_examples(task, lm, docs.train, settings.prompt)
+        self.validation = objectives.build_examples(task, lm, docs.validation, settings.prompt) if docs.validation else []
+
+    def _base_correct(self, task, lm, pair) -> bool:
+        examples = objectives.build_examples(task, lm, [pair], self.settings.prompt)
+        with torch.no_grad():
+            return objectives.ChoiceScorer(self.model, examples, pad_token_id=self.pad_id).score().correct(examples)[0]
+
+    def make_objectives(self, handle) -> tuple[objectives.Objective, objectives.Objective | None]:
+        def make(examples):
+            scorer = objectives.ChoiceScorer(self.model, examples, self.batch_size, self.pad_id)
+            return objectives.Objective(scorer, handle, self.settings.objective)
+
+        return make(self.train), (make(self.validation) if self.validation else None)
+
+
+def _recorded(record: RunRecord, key: str, evaluate) -> dict:
+    """{"value", "accuracy"} of `evaluate()`, computed once per run directory."""
+    entry = record.score(key, lambda: asdict(evaluate()))
+    return {"value": entry["value"], "accuracy": entry["accuracy"]}
+
+
+def candidates(record: RunRecord, optimizer: str, k: int) -> list[int]:
+    """Trace indices to compare on validation."""
+    n = len(record.trace)
+    if optimizer == "grad":
+        return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)}) if k > 1 else [n - 1]
+    order = sorted(range(n), key=lambda i: (-record.trace[i]["train"], i))
+    return sorted(order[:k])
+
+
+def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, select_k: int = 5, batch_size: int = 16) -> Result:
+    """Run (or resume) the search in `out`, choose on validation, save the checkpoint there."""
+    if budget < 1:
+        raise ValueError(f"budget must be at least 1 evaluation, got {budget}")
+    problem = Problem(model, lm, task, settings, batch_size)
+    config = {
+        **settings.record_config(),
+        "task_split": problem.docs.split,
+        "train_docs": [i for i, _ in problem.docs.train],
+        "validation_docs": [i for i, _ in problem.docs.validation],
+        "base_model": checkpoint.model_identity(model),
+    }
+    record = RunRecord(out, config)
+    started = time.perf_counter()
+    with attached(model, problem.edit) as handle:
+        train, validation = problem.make_objectives(handle)
+        identity = problem.edit.params.clone()
+        base = {"train": _recorded(record, "base:train", lambda: train.evaluate(identity))}
+        if validation is not None:
+            base["validation"] = _recorded(record, "base:validation", lambda: validation.evaluate(identity))
+
+        def evaluate(x):
+            return train.evaluate(problem.space.to_params(x).float())
+
+        if settings.optimizer == "random":
+            random_search.run(evaluate, problem.space, record, budget, settings.seed)
+        elif settings.optimizer == "bo":
+            bayesian.run(evaluate, problem.space, record, budget, settings.seed, settings.bo)
+        else:
+            gradient.run(train.loss_and_evaluation, problem.space, record, budget, settings.grad)
+        search_seconds = time.perf_counter() - started
+
+        pool = candidates(record, settings.optimizer, select_k)
+        params = {i: problem.space.to_params(record.point(i)).float() for i in pool}
+        if validation is not None:
+            val = {i: _recorded(record, f"validation:{i}", lambda i=i: validation.evaluate(params[i])) for i in pool}
+            chosen = max(pool, key=lambda i: (val[i]["value"], record.trace[i]["train"], -i))
+            selected_on = "validation"
+        else:
+            chosen = max(pool, key=lambda i: (record.trace[i]["train"], -i))
+            selected_on = "train"
+    entry = record.trace[chosen]
+    scores = {"base": base, "chosen": {"train": {"value": entry["train"], "accuracy": entry["train_acc"]}}}
+    if validation is not None:
+        scores["chosen"]["validation"] = val[chosen]
+    improved = scores["chosen"][selected_on]["value"] > base[selected_on]["value"]
+    surrogate = bayesian.surrogate_quality(record.trace) if settings.optimizer == "bo" else None
+    notes = list(problem.docs.notes)
+    if settings.optimizer == "grad":
+        notes.append("grad is tarot-eval's extension (Adam on the training objective), not the paper's method")
+    provenance = {
+        "task": settings.task,
+        "task_split": problem.docs.split,
+        "objective": settings.objective,
+        "optimizer": settings.optimizer,
+        "search_space": settings.space,
+        "seed": settings.seed,
+        "n_train": settings.n_train,
+        "n_val": len(problem.validation),
+        "budget": budget,
+        "evaluations": len(record.trace),
+        "chosen_evaluation": chosen,
+        "selected_on": selected_on,
+        "scores": scores,
+        "improved": improved,
+        "notes": notes,
+    }
+    checkpoint.save(out, HeadEdit(settings.method, settings.layers, params[chosen]), model, settings.bounds, provenance)
+    result = Result(Path(out), chosen, improved, selected_on, scores, surrogate, notes)
+    summary = {
+        **{k: v for k, v in asdict(result).items() if k != "directory"},
+        "candidates": pool,
+        "search_seconds_this_session": round(search_seconds, 2),
+        "evaluation_seconds_total": round(sum(e["wall_s"] for e in record.trace), 2),
+    }
+    (Path(out) / RESULT_NAME).write_text(json.dumps(summary, indent=2) + "\n")
+    plot_traces(
+        {settings.optimizer: record.values()},
+        Path(out) / PLOT_NAME,
+        title=f"{settings.task}: {settings.method}, {settings.optimizer} ({settings.space})",
+        baseline=base["train"]["value"],
+    )
+    return result

@@ -1,0 +1,236 @@
+"""The objective: built from a real lm-eval task object, scored on a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from tarot_eval import edit, objective
+
+WORDS = "red green blue apple cherry sky grass yes no true false left right up down step turn".split()
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def make_docs(n: int, split: str, seed: int) -> list[dict]:
+    rnd = random.Random(seed)
+    docs = []
+    for i in range(n):
+        words = rnd.sample(WORDS, 4)
+        label = int(words[0] in ("red", "green", "blue", "sky", "grass", "apple", "cherry"))
+        docs.append({"id": f"{split}-{i}", "question": " ".join(words), "label": label})
+    return docs
+
+
+def write_task(root, name: str = "tiny_mc", choices=("no", "yes"), splits=("train", "validation", "test"), sizes=None):
+    """A multiple_choice YAML task over local JSON files under `root`; returns the include path."""
+    sizes = sizes or {"train": 40, "validation": 12, "test": 16}
+    files = {}
+    for k, split in enumerate(splits):
+        path = root / f"{name}_{split}.jsonl"
+        path.write_text("".join(json.dumps(d) + "\n" for d in make_docs(sizes[split], split, k)))
+        files[split] = str(path)
+    split_keys = {"train": "training_split", "validation": "validation_split", "test": "test_split"}
+    lines = [
+        f"task: {name}",
+        "dataset_path: json",
+        "dataset_kwargs:",
+        "  data_files:",
+        *[f"    {split}: {path}" for split, path in files.items()],
+        "output_type: multiple_choice",
+        *[f"{split_keys[split]}: {split}" for split in splits],
+        'doc_to_text: "Question: {{question}}\\nAnswer:"',
+        f"doc_to_choice: {json.dumps(list(choices))}",
+        "doc_to_target: label",
+        "metric_list:",
+        "  - metric: acc",
+    ]
+    (root / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    return str(root)
+
+
+def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
+    corpus = [f"Question: {w} {v}\nAnswer: {w}" for w in WORDS for v in WORDS]
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<pad>", "<s>", "</s>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tok.train_from_iterator(corpus, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def tiny_model(vocab_size: int, seed: int = 0) -> transformers.PreTrainedModel:
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+    )
+    return transformers.LlamaForCausalLM(config).eval()
+
+
+def load_task(include_path: str, name: str = "tiny_mc"):
+    from lm_eval.tasks import TaskManager
+
+    return TaskManager(include_path=include_path, include_defaults=False).load(name)["tasks"][name]
+
+
+def hflm(model, tokenizer):
+    from lm_eval.models.huggingface import HFLM
+
+    return HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_task")
+    include = write_task(root)
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer))
+    return {"root": root, "include": include, "task": load_task(include), "tokenizer": tokenizer, "model": model}
+
+
+def independent_choice_logliks(model, tokenizer, task, doc) -> torch.Tensor:
+    """Each choice's log-likelihood from a full forward of context + choice, one sequence at a time."""
+    context = task.doc_to_text(doc)
+    values = []
+    for choice in task.doc_to_choice(doc):
+        ctx_ids = tokenizer(context)["input_ids"]
+        whole = tokenizer(context + task.config.target_delimiter + choice)["input_ids"]
+        cont = whole[len(ctx_ids):]
+        logits = model(torch.tensor([whole])).logits[0].log_softmax(-1)
+        values.append(sum(logits[len(ctx_ids) - 1 + j, t].item() for j, t in enumerate(cont)))
+    return torch.tensor(values)
+
+
+@pytest.mark.parametrize("choices", [("no", "yes"), ("green apple", "red cherry", "sky")])
+def test_objective_matches_independent_computation(tmp_path, choices):
+    include = write_task(tmp_path, choices=choices)
+    task = load_task(include)
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer))
+    docs = objective.choose_docs(task, n_train=6, n_val=2, seed=0)
+    examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
+    single = [ex.single_row for ex in examples]
+    assert all(single) if len(choices) == 2 else not any(single)
+    scorer = objective.ChoiceScorer(model, examples, batch_size=4, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        scores = scorer.score()
+        expected = [independent_choice_logliks(model, tokenizer, task, doc) for _, doc in docs.train]
+    for got, want in zip(scores.choice_loglik, expected):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    golds = [ex.gold for ex in examples]
+    assert golds == [doc["label"] for _, doc in docs.train]
+    want_prob = torch.stack([w.softmax(0)[g] for w, g in zip(expected, golds)]).mean().item()
+    assert scores.value(examples, "choice-prob") == pytest.approx(want_prob, abs=1e-5)
+    want_acc = sum(int(w.argmax()) == g for w, g in zip(expected, golds)) / len(golds)
+    assert scores.accuracy(examples) == want_acc
+
+
+def test_answer_token_prob_is_first_token_probability_over_vocabulary(tiny):
+    task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
+    docs = objective.choose_docs(task, n_train=4, n_val=0, seed=1)
+    examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
+    scorer = objective.ChoiceScorer(model, examples, pad_token_id=tokenizer.pad_token_id)
+    with torch.no_grad():
+        value = scorer.score().value(examples, "answer-token-prob")
+        want = []
+        for ex in examples:
+            context, cont = ex.pairs[ex.gold]
+            probs = model(torch.tensor([context])).logits[0, -1].softmax(-1)
+            want.append(probs[cont[0]].item())
+    assert value == pytest.approx(sum(want) / len(want), abs=1e-6)
+
+
+def test_training_docs_never_include_test_docs(tiny):
+    task = tiny["task"]
+    test_ids = {doc["id"] for doc in task.test_docs()}
+    docs = objective.choose_docs(task, n_train=20, n_val=10, seed=3)
+    assert docs.split == "train"
+    train_ids = [doc["id"] for _, doc in docs.train]
+    val_ids = [doc["id"] for _, doc in docs.validation]
+    assert not (set(train_ids) | set(val_ids)) & test_ids
+    assert not set(train_ids) & set(val_ids)
+    assert all(i.startswith("train-") for i in train_ids + val_ids)
+
+
+def test_falls_back_to_validation_split_and_says_so(tmp_path):
+    include = write_task(tmp_path, name="no_train", splits=("validation", "test"))
+    task = load_task(include, "no_train")
+    docs = objective.choose_docs(task, n_train=4, n_val=4, seed=0)
+    assert docs.split == "validation"
+    assert docs.notes and "no training split" in docs.notes[0]
+    assert all(doc["id"].startswith("validation-") for _, doc in docs.train + docs.validation)
+
+
+def test_refuses_a_pool_too_small_and_a_test_only_task(tmp_path, tiny):
+    with pytest.raises(objective.ObjectiveError, match="fewer than"):
+        objective.choose_docs(tiny["task"], n_train=40, n_val=1, seed=0)
+    include = write_task(tmp_path, name="test_only", splits=("test",))
+    with pytest.raises(objective.ObjectiveError, match="never reads the test split"):
+        objective.choose_docs(load_task(include, "test_only"), n_train=2, n_val=0, seed=0)
+
+
+def test_balanced_training_set_is_half_right_half_wrong(tiny):
+    task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
+    lm = hflm(model, tokenizer)
+    _, ordered, _ = objective.shuffled_pool(task, seed=0)
+
+    def is_correct(pair):
+        examples = objective.build_examples(task, lm, [pair], objective.PromptOptions())
+        with torch.no_grad():
+            return objective.ChoiceScorer(model, examples).score().correct(examples)[0]
+
+    docs = objective.choose_docs(task, n_train=6, n_val=4, seed=0)
+    balanced = objective.balance_by_base_model(docs, ordered, is_correct)
+    verdicts = [is_correct(pair) for pair in balanced.train]
+    assert sorted(verdicts) == [False] * 3 + [True] * 3
+    train_ids = {i for i, _ in balanced.train}
+    assert len(balanced.validation) == 4 and not train_ids & {i for i, _ in balanced.validation}
+
+
+def test_chat_template_prompts_match_lm_eval(tiny):
+    task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
+    lm = hflm(model, tokenizer)
+    docs = objective.choose_docs(task, n_train=2, n_val=0, seed=0)
+    options = objective.PromptOptions(apply_chat_template=True)
+    examples = objective.build_examples(task, lm, docs.train, options)
+    task.build_all_requests(limit=None, apply_chat_template=True, chat_template=lm.apply_chat_template)
+    contexts = {inst.arguments[0] for inst in task.instances}
+    context_text = tokenizer.decode(examples[0].pairs[0][0])
+    assert "<|user|>" in context_text and "<|assistant|>" in context_text
+    pairs, _ = objective.requests_for(task, docs.train[0][1], docs.train[0][0], options, lm.apply_chat_template)
+    assert pairs[0][0].startswith("<|user|>Question:")
+    assert contexts  # lm-eval built chat contexts in the same format
+    assert next(iter(contexts)).startswith("<|user|>Question:")
+
+
+def test_gradients_reach_the_edit(tiny):
+    task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
+    docs = objective.choose_docs(task, n_train=4, n_val=0, seed=0)
+    examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
+    head_edit = edit.HeadEdit.identity(model, "rotation", [0, 1])
+    with edit.attached(model, head_edit) as handle:
+        obj = objective.Objective(objective.ChoiceScorer(model, examples), handle)
+        params = head_edit.params.clone().requires_grad_(True)
+        loss, evaluation = obj.loss_and_evaluation(params)
+        loss.backward()
+        assert params.grad is not None and params.grad.abs().sum() > 0
+        assert evaluation.value == pytest.approx(obj.evaluate(params).value, abs=1e-6)

@@ -1,0 +1,218 @@
+"""The optimizers, the run record (resume, refusal) and the end-to-end run on a tiny model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+from test_objective import hflm, load_task, tiny_model, tiny_tokenizer, write_task
+
+from tarot_eval import checkpoint, objective
+from tarot_eval.edit import attached
+from tarot_eval.optimize import bo, command, grad, random_search
+from tarot_eval.optimize.record import TRACE_NAME, RunConfigError, RunRecord
+from tarot_eval.optimize.run import Problem, Settings, optimize
+from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
+
+FAST_BO = bo.BOSettings(n_init=4, num_restarts=4, raw_samples=128)
+OPTIMUM = torch.tensor([0.8, 0.2, 0.65, 0.3], dtype=torch.float64)
+
+
+class Toy:
+    """A smooth objective on [0, 1]^4 with its maximum 0 at OPTIMUM; counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return objective.Evaluation(-float(((x - OPTIMUM) ** 2).sum()), 0.0)
+
+
+class ToySpace:
+    dim = 4
+
+
+def run_toy(optimizer: str, directory, budget: int, seed: int = 0) -> tuple[RunRecord, Toy]:
+    record = RunRecord(directory, {"toy": optimizer, "seed": seed})
+    toy = Toy()
+    if optimizer == "bo":
+        bo.run(toy, ToySpace, record, budget, seed, FAST_BO)
+    else:
+        random_search.run(toy, ToySpace, record, budget, seed)
+    return record, toy
+
+
+# ------------------------------------------------------------------ search spaces
+
+
+@pytest.mark.parametrize(
+    "spec, method, dim",
+    [("full", "rotation", 2 * 4 * 3), ("head", "rotation", 2 * 4), ("layer", "rotation", 2), ("embed:5", "rotation", 5),
+     ("full", "rescale", 8), ("head", "rescale", 8), ("layer", "rescale", 2)],
+)
+def test_search_space_maps_the_cube_into_the_bounds(spec, method, dim):
+    shape = (2, 4, 3) if method == "rotation" else (2, 4)
+    bounds = parse_bounds("pi/6", method)
+    space = SearchSpace.parse(spec, method, shape, bounds, seed=1)
+    assert space.dim == dim
+    for x in (torch.zeros(dim), torch.ones(dim), torch.rand(dim, generator=torch.Generator().manual_seed(0))):
+        params = space.to_params(x.double())
+        assert params.shape == shape
+        assert bounds[0] - 1e-9 <= params.min() and params.max() <= bounds[1] + 1e-9
+    identity = space.identity_point()
+    if method == "rotation":
+        assert identity is not None and torch.equal(space.to_params(identity), torch.zeros(shape, dtype=torch.float64))
+    else:  # rescale identity = all factors 1: the cube's corner x = 1
+        assert identity is not None and torch.equal(space.to_params(identity), torch.ones(shape, dtype=torch.float64))
+
+
+def test_search_space_rejects_bad_specs():
+    with pytest.raises(ValueError, match="unknown search space"):
+        SearchSpace.parse("diagonal", "rotation", (1, 2, 2), (-1, 1))
+    with pytest.raises(ValueError, match="embed:D"):
+        SearchSpace.parse("embed", "rotation", (1, 2, 2), (-1, 1))
+    with pytest.raises(ValueError, match="multiple of pi"):
+        parse_bounds("quarter", "rotation")
+    assert parse_bounds("pi/4", "rotation") == pytest.approx((-math.pi / 4, math.pi / 4))
+
+
+# ------------------------------------------------------------------ optimizers on a toy objective
+
+
+def test_bo_maximizes_and_beats_random_search(tmp_path):
+    budget = 16
+    record, _ = run_toy("bo", tmp_path / "bo", budget)
+    random_bests = [max(run_toy("random", tmp_path / f"random{s}", budget, seed=s)[0].values()) for s in range(5)]
+    bo_best = max(record.values())
+    assert bo_best > sum(random_bests) / len(random_bests)
+    assert bo_best > max(record.values()[: FAST_BO.n_init])  # BO steps improved on the initial draws
+    quality = bo.surrogate_quality(record.trace)
+    assert quality["n"] == budget - FAST_BO.n_init
+    assert quality["median_noise"] < 0.1  # standardized units: the GP explains the function, not noise
+    assert quality["pearson"] > 0.3
+
+
+def test_held_out_quality_separates_signal_from_noise():
+    X = torch.rand(40, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    smooth = -((X - OPTIMUM) ** 2).sum(-1)
+    noise = torch.randn(40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert bo.held_out_quality(X, smooth, n_fit=30)["r2"] > 0.5
+    assert bo.held_out_quality(X, noise, n_fit=30)["r2"] < 0.2
+    assert bo.held_out_quality(X, smooth, n_fit=30, depth=12)["r2"] < 0.2  # the paper's depth-12 kernel collapses
+
+
+def test_trust_region_shrinks_after_failures():
+    settings = bo.BOSettings(trust_region=True, failure_tolerance=2)
+    trace = [{"phase": "init", "train": 1.0}] + [{"phase": "bo", "train": 0.5}] * 4
+    assert bo.trust_region_length(trace, settings) == pytest.approx(settings.initial_length / 4)
+
+
+@pytest.mark.parametrize("optimizer", ["random", "bo"])
+def test_resume_neither_repeats_nor_loses_evaluations(tmp_path, optimizer):
+    first, toy_first = run_toy(optimizer, tmp_path / "run", budget=5)
+    assert toy_first.calls == 5
+    resumed, toy_resumed = run_toy(optimizer, tmp_path / "run", budget=8)
+    assert toy_resumed.calls == 3
+    assert resumed.trace[:5] == first.trace
+    uninterrupted, _ = run_toy(optimizer, tmp_path / "straight", budget=8)
+    assert [e["train"] for e in resumed.trace] == pytest.approx([e["train"] for e in uninterrupted.trace], abs=1e-6)
+
+
+def test_a_line_torn_by_a_kill_is_dropped_and_redone(tmp_path):
+    record, _ = run_toy("random", tmp_path / "run", budget=4)
+    with open(tmp_path / "run" / TRACE_NAME, "a") as handle:
+        handle.write('{"index": 4, "phase": "ran')  # killed mid-write
+    reopened = RunRecord(tmp_path / "run", {"toy": "random", "seed": 0})
+    assert reopened.trace == record.trace
+    resumed, toy = run_toy("random", tmp_path / "run", budget=5)
+    assert toy.calls == 1 and len(resumed.trace) == 5
+    assert all(json.loads(line) for line in (tmp_path / "run" / TRACE_NAME).read_text().splitlines())
+
+
+def test_a_different_config_in_the_same_directory_is_refused(tmp_path):
+    run_toy("random", tmp_path / "run", budget=2, seed=0)
+    with pytest.raises(RunConfigError, match="seed: recorded 0, now 1"):
+        run_toy("random", tmp_path / "run", budget=2, seed=1)
+
+
+# ------------------------------------------------------------------ on a tiny model and a tiny lm-eval task
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("task")
+    task = load_task(write_task(root))
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(len(tokenizer), seed=3)
+    return task, model, hflm(model, tokenizer)
+
+
+def settings(**overrides) -> Settings:
+    base = dict(task="tiny_mc", layers=(0, 1), n_train=8, n_val=6, seed=0, bo=FAST_BO, grad=grad.GradSettings(lr=0.1))
+    return Settings(**{**base, **overrides})
+
+
+def test_grad_raises_the_training_objective(setup, tmp_path):
+    task, model, lm = setup
+    result = optimize(model, lm, task, settings(optimizer="grad"), tmp_path / "grad", budget=10)
+    trace = RunRecord(tmp_path / "grad", json.loads((tmp_path / "grad" / "run.json").read_text())).values()
+    assert trace[-1] > trace[0] + 0.01
+    assert trace[0] == pytest.approx(result.scores["base"]["train"]["value"], abs=1e-6)  # grad starts at the identity
+    provenance = checkpoint.read_config(tmp_path / "grad")["provenance"]
+    assert any("extension" in note for note in provenance["notes"])
+
+
+def test_grad_resume_continues_the_same_trajectory(setup, tmp_path):
+    task, model, lm = setup
+
+    def trace(directory, budget):
+        problem = Problem(model, lm, task, settings(optimizer="grad"))
+        record = RunRecord(directory, {"grad": 1})
+        with attached(model, problem.edit) as handle:
+            train, _ = problem.make_objectives(handle)
+            grad.run(train.loss_and_evaluation, problem.space, record, budget, problem.settings.grad)
+        return record, train.calls
+
+    straight, _ = trace(tmp_path / "straight", 6)
+    trace(tmp_path / "resumed", 3)
+    resumed, calls = trace(tmp_path / "resumed", 6)
+    assert calls == 3
+    assert resumed.values() == pytest.approx(straight.values(), abs=1e-6)
+
+
+@pytest.mark.parametrize("optimizer, method", [("random", "rotation"), ("bo", "rescale")])
+def test_checkpoint_reproduces_the_recorded_score(setup, tmp_path, optimizer, method):
+    task, model, lm = setup
+    bounds = parse_bounds("pi/4", method)
+    run_settings = settings(optimizer=optimizer, method=method, bounds=bounds, space="head")
+    result = optimize(model, lm, task, run_settings, tmp_path / "run", budget=6, select_k=3)
+    provenance = checkpoint.read_config(tmp_path / "run")["provenance"]
+    assert provenance["improved"] == result.improved
+    assert provenance["scores"]["chosen"]["validation"]["value"] > provenance["scores"]["base"]["validation"]["value"] or not result.improved
+    loaded = checkpoint.load(tmp_path / "run", model)
+    problem = Problem(model, lm, task, run_settings)
+    with attached(model, loaded) as handle:
+        _, validation = problem.make_objectives(handle)
+        score = validation.evaluate(loaded.params)
+    assert score.value == pytest.approx(result.scores["chosen"]["validation"]["value"], abs=1e-5)
+    again = optimize(model, lm, task, run_settings, tmp_path / "run", budget=6, select_k=3)
+    assert again.scores == result.scores  # a finished run re-run evaluates nothing new
+
+
+def test_command_merges_config_file_and_flags(tmp_path):
+    (tmp_path / "setup.yaml").write_text("task: tarot_navigate\nlayers: 0-4\nangle-limit: pi/6\nbudget: 50\n")
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = command.resolve(parser.parse_args(["--config", str(tmp_path / "setup.yaml"), "--budget", "7"]))
+    assert (args.task, args.layers, args.angle_limit, args.budget, args.optimizer) == ("tarot_navigate", "0-4", "pi/6", 7, "bo")
+    assert command.parse_layers(args.layers, 30) == (0, 1, 2, 3, 4)
+    assert command.parse_layers(None, 30) == (0, 1, 2, 3, 4)
+    (tmp_path / "bad.yaml").write_text("tsak: x\n")
+    with pytest.raises(SystemExit, match="unknown setting"):
+        command.resolve(parser.parse_args(["--config", str(tmp_path / "bad.yaml")]))
+    with pytest.raises(ValueError, match="outside"):
+        command.parse_layers("0-40", 30)
