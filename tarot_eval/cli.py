@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS = {
     "lm-eval": ("tarot_eval.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
     "optimize": ("tarot_eval.optimize.command", "search a head edit on a task's training documents"),
+    "leaderboard": ("tarot_eval.orchestrate", "optimize and evaluate a config's model x method x task grid (only what is missing), then compare"),
+    "rl": ("tarot_eval.rl.command", "train rotation angles for a generation reward (sentiment, toxicity) with BO or TRL GRPO"),
     "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, McNemar test, csv, png, html"),
     "export": ("tarot_eval.export", "fold a checkpoint into the weights and save a plain HF model"),
 }

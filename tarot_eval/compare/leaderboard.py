@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.compare.runs import Run
+from tarot_eval.compare.runs import Run, merge_runs
 from tarot_eval.compare.significance import McNemar, mcnemar, paired_outcomes
 
 log = logging.getLogger(__name__)
@@ -73,18 +73,6 @@ def _group_key(run: Run) -> tuple[str, str]:
     return run.model, run.shots
 
 
-def _check_unique(runs: list[Run]) -> None:
-    seen: dict[tuple[str, str, str], Run] = {}
-    for run in runs:
-        key = (*_group_key(run), run.method)
-        if key in seen:
-            raise CompareError(
-                f"two runs are both {run.model} / {run.method} / {run.shots}: {seen[key].source} and "
-                f"{run.source}; tell them apart with --label PATH=NAME"
-            )
-        seen[key] = run
-
-
 def _cell(run: Run, base: Run | None, task: str, significance: bool) -> Cell:
     score = run.scores[task]
     base_score = base.scores.get(task) if base is not None and base is not run else None
@@ -102,7 +90,7 @@ def build(
     """Rows model x shots x method, base first; each non-base row compared to its model's base."""
     if not 0 < alpha < 1:
         raise CompareError(f"--alpha must lie in (0, 1), got {alpha}")
-    _check_unique(runs)
+    runs = merge_runs(runs)
     bases = {_group_key(run): run for run in runs if run.method == base_method}
     for key in sorted({_group_key(run) for run in runs} - bases.keys()):
         log.warning("no %r run for %s %s: its rows get no improvement or significance", base_method, *key)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,3 +169,31 @@ def read_runs(
     for where in left_out:
         log.warning("%s does not report %s; left out", where, metric)
     return runs
+
+
+def merge_runs(found: list[Run]) -> list[Run]:
+    """One run per (model, method, shots): single-task runs of the same row are joined.
+
+    The same task scored twice in one row is refused (tell the runs apart with --label).
+    """
+    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    for run in found:
+        groups[(run.model, run.method, run.shots)].append(run)
+    merged = []
+    for (model, method, shots), members in groups.items():
+        if len(members) == 1:
+            merged.append(members[0])
+            continue
+        scores: dict[str, Score] = {}
+        sources: dict[str, Path] = {}
+        for run in members:
+            for task, score in run.scores.items():
+                if task in scores:
+                    raise CompareError(
+                        f"two runs are both {model} / {method} / {shots} and both score {task}: {sources[task]} and "
+                        f"{run.source}; tell them apart with --label PATH=NAME"
+                    )
+                scores[task], sources[task] = score, run.source
+        source = Path(os.path.commonpath([run.source for run in members]))
+        merged.append(Run(source=source, model=model, method=method, scores=scores))
+    return merged

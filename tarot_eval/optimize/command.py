@@ -124,6 +124,33 @@ def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...]:
     return tuple(layers)
 
 
+def build_settings(args: argparse.Namespace, num_layers: int):
+    """The run `Settings` from resolved flags (see `resolve`); shared with `tarot-eval leaderboard`."""
+    from tarot_eval.objective import PromptOptions
+    from tarot_eval.optimize.bo import BOSettings
+    from tarot_eval.optimize.grad import GradSettings
+    from tarot_eval.optimize.run import Settings
+    from tarot_eval.optimize.search_space import parse_bounds
+
+    return Settings(
+        task=args.task,
+        method=args.method,
+        layers=parse_layers(args.layers, num_layers),
+        bounds=parse_bounds(args.angle_limit, args.method),
+        optimizer=args.optimizer,
+        space=args.space,
+        objective=args.objective,
+        n_train=args.n_train,
+        n_val=args.n_val,
+        seed=args.seed,
+        balance=args.balance,
+        prompt=PromptOptions(args.num_fewshot, args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction),
+        bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
+                      kernel_depth=args.bo_kernel_depth, trust_region=args.trust_region),
+        grad=GradSettings(lr=args.lr),
+    )
+
+
 def compare(run_dirs: list[str], out: str) -> int:
     from tarot_eval.optimize.plot import plot_traces
     from tarot_eval.optimize.record import TRACE_NAME, read_lines
@@ -153,11 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tarot_eval import architectures
     from tarot_eval.default_model import load_model_and_tokenizer
-    from tarot_eval.objective import PromptOptions
-    from tarot_eval.optimize.bo import BOSettings
-    from tarot_eval.optimize.grad import GradSettings
-    from tarot_eval.optimize.run import Settings, optimize
-    from tarot_eval.optimize.search_space import parse_bounds
+    from tarot_eval.optimize.run import optimize
 
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
     geo = architectures.geometry(model)
@@ -166,23 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if len(loaded) != 1:
         raise SystemExit(f"--task {args.task!r} names {len(loaded)} tasks ({', '.join(loaded)}); name one task")
     task = next(iter(loaded.values()))
-    settings = Settings(
-        task=args.task,
-        method=args.method,
-        layers=parse_layers(args.layers, geo.num_layers),
-        bounds=parse_bounds(args.angle_limit, args.method),
-        optimizer=args.optimizer,
-        space=args.space,
-        objective=args.objective,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        seed=args.seed,
-        balance=args.balance,
-        prompt=PromptOptions(args.num_fewshot, args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction),
-        bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
-                      kernel_depth=args.bo_kernel_depth, trust_region=args.trust_region),
-        grad=GradSettings(lr=args.lr),
-    )
+    settings = build_settings(args, geo.num_layers)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=args.batch_size)
     print(
         f"optimizing {settings.method} of layers {list(settings.layers)} of {geo.num_layers} on {settings.task} "

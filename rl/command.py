@@ -1,0 +1,150 @@
+"""`tarot-eval rl`: train rotation angles for a generation reward (positive sentiment, low toxicity).
+
+    tarot-eval rl --reward sentiment --prompts imdb --out ckpt/imdb              # BO, embedded model
+    tarot-eval rl --reward toxicity --prompts rtp --out ckpt/detox --trainer grpo
+    lm_eval --model tarot-hf --model_args rotations=ckpt/imdb --tasks tarot_imdb
+
+Trains on the training prompts only; the test prompts (the ones `tarot_imdb` / `tarot_detox`
+generate for, `--n-test` of them) are set aside before the training prompts are drawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROMPT_SETS = ("imdb", "rtp")
+DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
+DEFAULT_N_TRAIN = {"imdb": 12, "rtp": 10}  # the paper's
+DEFAULT_BUDGET = {"bo": 60, "grpo": 20}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reward", required=True, choices=("sentiment", "toxicity"),
+                        help="sentiment: make continuations positive; toxicity: make them non-toxic")
+    parser.add_argument("--prompts", choices=PROMPT_SETS, help="prompt set (default: imdb for sentiment, rtp for toxicity)")
+    parser.add_argument("--out", required=True, help="output directory: checkpoint, result.json (and BO's run record)")
+    parser.add_argument("--trainer", choices=("bo", "grpo"), default="bo",
+                        help="bo: the paper's black-box search (default); grpo: TRL's GRPOTrainer on the angles")
+    parser.add_argument("--model", help="HF id, local model dir or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--sentiment-scorer", help="vader (default) or a HF sequence-classification model id/dir")
+    parser.add_argument("--toxicity-scorer", help="profanity-check (default), detoxify, or a HF model id/dir")
+    parser.add_argument("--toxicity-checkpoint", help="local Detoxify .ckpt (implies --toxicity-scorer detoxify)")
+    parser.add_argument("--toxicity-config-dir", help="Detoxify: local folder with the base model's HF config and tokenizer")
+    parser.add_argument("--n-train", type=int, help="training prompts (default 12 imdb, 10 rtp, as the paper)")
+    parser.add_argument("--n-test", type=int, default=100, help="test prompts set aside (default 100 = the lm-eval tasks' set)")
+    parser.add_argument("--prompt-seed", type=int, default=0, help="prompt split seed (the lm-eval tasks use 0)")
+    parser.add_argument("--data-dir", help="folder with imdb/ and real_toxicity_prompts/ (default $TAROT_DATA_DIR, else the hub)")
+    parser.add_argument("--layers", help="edited layers: '0-4', '0,2,5' or 'all' (default: the first sixth)")
+    parser.add_argument("--angle-limit", default="pi/4", help="angle bound, e.g. pi/4 (default) or 0.5")
+    parser.add_argument("--max-new-tokens", type=int, default=24, help="generated tokens per prompt (default 24)")
+    parser.add_argument("--batch-size", type=int, default=16, help="prompts per greedy generation batch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=int, help="bo: reward evaluations (default 60); grpo: optimizer steps (default 20)")
+    parser.add_argument("--space", default="head", help="bo search space: head (default), layer, embed:D or full")
+    parser.add_argument("--bo-init", type=int, default=4, help="bo: random initial points")
+    parser.add_argument("--bo-restarts", type=int, default=20, help="bo: acquisition optimizer restarts")
+    parser.add_argument("--bo-raw-samples", type=int, default=1024, help="bo: raw samples for the acquisition")
+    parser.add_argument("--bo-kernel-depth", type=int, default=3, help="bo: infinite-width BNN kernel depth")
+    parser.add_argument("--lr", type=float, default=0.02, help="grpo: Adam learning rate on the angles (radians)")
+    parser.add_argument("--num-generations", type=int, default=4, help="grpo: sampled completions per prompt")
+    parser.add_argument("--prompts-per-step", type=int, default=2, help="grpo: prompts per optimizer step")
+    parser.add_argument("--temperature", type=float, default=1.0, help="grpo: sampling temperature of the rollouts")
+
+
+def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
+    """(scorer name, get_scorer options) from the flags of the chosen reward; flags of the other kind are refused."""
+    toxicity_flags = [flag for flag, value in (("--toxicity-scorer", args.toxicity_scorer),
+                                               ("--toxicity-checkpoint", args.toxicity_checkpoint),
+                                               ("--toxicity-config-dir", args.toxicity_config_dir)) if value]
+    if args.reward == "sentiment":
+        if toxicity_flags:
+            raise SystemExit(f"{', '.join(toxicity_flags)} given with --reward sentiment; use --sentiment-scorer")
+        return args.sentiment_scorer, {}
+    if args.sentiment_scorer:
+        raise SystemExit("--sentiment-scorer given with --reward toxicity; use --toxicity-scorer")
+    detoxify_options = {k: v for k, v in (("checkpoint", args.toxicity_checkpoint),
+                                          ("config_dir", args.toxicity_config_dir)) if v}
+    name = args.toxicity_scorer or ("detoxify" if detoxify_options else None)
+    if detoxify_options and name != "detoxify":
+        raise SystemExit(f"--toxicity-checkpoint/--toxicity-config-dir are Detoxify's; --toxicity-scorer is {name!r}")
+    return name, detoxify_options
+
+
+def run(args: argparse.Namespace) -> int:
+    from tarot_eval import architectures
+    from tarot_eval.default_model import load_model_and_tokenizer
+    from tarot_eval.optimize.bo import BOSettings
+    from tarot_eval.optimize.command import parse_layers
+    from tarot_eval.optimize.search_space import parse_bounds
+    from tarot_eval.rl import prompts as prompt_sets
+    from tarot_eval.rl import train_bo, train_grpo
+    from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
+    from tarot_eval.rl.training import RewardSetting
+
+    name, options = scorer_request(args)
+    prompt_set = args.prompts or DEFAULT_PROMPTS[args.reward]
+    n_train = args.n_train if args.n_train is not None else DEFAULT_N_TRAIN[prompt_set]
+    budget = args.budget if args.budget is not None else DEFAULT_BUDGET[args.trainer]
+    try:
+        scorer = get_scorer(args.reward, name, **options)
+    except ScorerUnavailable as error:
+        raise SystemExit(f"tarot-eval rl: {error}") from error
+    load_split = prompt_sets.imdb_prompts if prompt_set == "imdb" else prompt_sets.toxicity_prompts
+    try:
+        split = load_split(n_train=n_train, n_test=args.n_test, seed=args.prompt_seed, data_dir=args.data_dir)
+    except prompt_sets.PromptsUnavailable as error:
+        raise SystemExit(f"tarot-eval rl: {error}") from error
+    setting = RewardSetting(
+        scorer=scorer,
+        train_prompts=tuple(p.text for p in split.train),
+        prompts={"set": prompt_set, "source": split.source, "seed": args.prompt_seed,
+                 "n_test_excluded": args.n_test, "ids": [p.id for p in split.train]},
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+    )
+    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    geo = architectures.geometry(model)
+    try:
+        layers = parse_layers(args.layers, geo.num_layers)
+        bounds = parse_bounds(args.angle_limit, "rotation")
+    except ValueError as error:
+        raise SystemExit(f"tarot-eval rl: {error}") from error
+    print(f"training rotations of layers {list(layers)} of {geo.num_layers} (±{bounds[1]:.4g} rad) with {args.trainer} "
+          f"for reward {args.reward} (scorer {scorer.name}) on {n_train} {prompt_set} prompts, budget {budget}",
+          file=sys.stderr)
+    if args.trainer == "bo":
+        settings = train_bo.BOTrainSettings(
+            layers=layers, bounds=bounds, space=args.space, budget=budget, seed=args.seed,
+            bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
+                          kernel_depth=args.bo_kernel_depth))
+        result = train_bo.train(model, tokenizer, setting, settings, args.out)
+    else:
+        settings = train_grpo.GRPOSettings(
+            layers=layers, bounds=bounds, steps=budget, learning_rate=args.lr, num_generations=args.num_generations,
+            prompts_per_step=args.prompts_per_step, temperature=args.temperature, seed=args.seed)
+        result = train_grpo.train(model, tokenizer, setting, settings, args.out)
+    print_summary(result, args.reward, args.model)
+    return 0
+
+
+def print_summary(result, reward: str, model: str | None) -> None:
+    task = "tarot_imdb" if reward == "sentiment" else "tarot_detox"
+    flagged = "positive" if reward == "sentiment" else "toxic"
+    lines = [
+        f"trainer {result.trainer}, scorer {result.scorer}, {result.seconds:.1f} s",
+        f"  train reward   base {result.before['reward']:.4f}  edited {result.after['reward']:.4f}",
+        f"  {flagged + ' rate':14s} base {result.before['flagged_rate']:.3f}  edited {result.after['flagged_rate']:.3f}",
+    ]
+    for example in result.examples:
+        lines.append(f"  prompt {example['prompt']!r}\n    base:   {example['before']!r}\n    edited: {example['after']!r}")
+    print("\n".join(lines))
+    if not result.improved:
+        banner = "!" * 78
+        print(f"{banner}\nNOT IMPROVED: the edit does not beat the base model's train reward.\n"
+              f"It is saved with `improved: false` in its provenance; do not ship it as an improvement.\n{banner}")
+    model_args = (f"pretrained={model}," if model else "") + f"rotations={result.directory}"
+    print(f"checkpoint: {result.directory}\nevaluate on the held-out prompts: "
+          f"lm_eval --model tarot-hf --model_args {model_args} --tasks {task}")

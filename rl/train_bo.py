@@ -1,0 +1,85 @@
+"""The paper's setting: the greedy train reward as a black-box objective of the angles, maximized by BO.
+
+Reuses the optimizer's BoTorch loop, search spaces and run record unchanged, so a run killed
+part-way resumes from its `--out` directory (same config) and a different config there is
+refused. The saved edit is the evaluated point with the best train reward (ties: the earliest);
+no held-out prompt is ever generated for.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from torch import nn
+
+from tarot_eval import checkpoint
+from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.objective import Evaluation
+from tarot_eval.optimize import bo as bayesian
+from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.search_space import SearchSpace
+from tarot_eval.rl.generate import GreedyScore
+from tarot_eval.rl.training import RewardSetting, TrainResult, save_result
+
+BASE_KEY = "base:train"
+
+
+@dataclass(frozen=True)
+class BOTrainSettings:
+    layers: tuple[int, ...]
+    bounds: tuple[float, float]
+    space: str = "head"  # one angle per head: low-dimensional enough for a GP
+    budget: int = 40  # reward evaluations, random initial points included
+    seed: int = 0
+    bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
+
+
+def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrainSettings, out) -> TrainResult:
+    """Run (or resume) BO in `out`; save the best point's checkpoint and result.json there."""
+    if settings.budget < 1:
+        raise ValueError(f"budget must be at least 1 evaluation, got {settings.budget}")
+    edit = HeadEdit.identity(model, "rotation", settings.layers)
+    space = SearchSpace.parse(settings.space, "rotation", edit.params.shape, settings.bounds, seed=settings.seed)
+    config = {"trainer": "bo", **asdict(settings), **setting.describe(), "base_model": checkpoint.model_identity(model)}
+    config.pop("budget")  # a resumed run may extend its budget
+    record = RunRecord(out, config)
+    started = time.perf_counter()
+    with attached(model, edit) as handle:
+        def measure(params) -> GreedyScore:
+            handle.params = params
+            return setting.measure(model, tokenizer)
+
+        identity = edit.params.clone()
+        base = record.score(BASE_KEY, lambda: _timed_entry(lambda: measure(identity)))
+
+        def evaluate(x) -> Evaluation:
+            score = measure(space.to_params(x).float())
+            return Evaluation(score.reward, score.flagged_rate)
+
+        bayesian.run(evaluate, space, record, settings.budget, settings.seed, settings.bo)
+    best = max(range(len(record.trace)), key=lambda i: (record.trace[i]["train"], -i))
+    chosen = HeadEdit("rotation", settings.layers, space.to_params(record.point(best)).float().clone())
+    before = GreedyScore(base["reward"], base["flagged_rate"], base["continuations"])
+    details = {
+        "search_space": space.spec,
+        "layers": list(settings.layers),
+        "bounds": list(settings.bounds),
+        "seed": settings.seed,
+        "budget": settings.budget,
+        "evaluations": len(record.trace),
+        "chosen_evaluation": best,
+        "selected_on": "train",
+        "bo": settings.bo.as_dict(),
+        "surrogate": bayesian.surrogate_quality(record.trace),
+        "session_seconds": round(time.perf_counter() - started, 2),
+    }
+    seconds = base["wall_s"] + sum(entry["wall_s"] for entry in record.trace)  # all sessions of a resumed run
+    return save_result(model, tokenizer, chosen, settings.bounds, out, "bo", setting, before, seconds, details)
+
+
+def _timed_entry(measure) -> dict:
+    start = time.perf_counter()
+    score = measure()
+    return {"reward": score.reward, "flagged_rate": score.flagged_rate, "continuations": score.continuations,
+            "wall_s": round(time.perf_counter() - start, 4)}

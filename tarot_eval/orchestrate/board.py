@@ -1,0 +1,33 @@
+"""The leaderboard of a config's cells, through `tarot_eval.compare`, named by its models and methods.
+
+Each cell is its own lm-eval run of one task; `compare` joins the runs of one model, method and
+shot count into one row. Folders under `OUT/runs` that the config no longer names are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tarot_eval.compare import leaderboard, render, runs
+from tarot_eval.orchestrate.config import BASE_METHOD, LeaderboardConfig
+from tarot_eval.orchestrate.plan import RUNS
+
+METRIC = "acc"
+
+
+def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
+    """The run of every model x method x task of the config, labelled with the config's names."""
+    found = []
+    for model in config.models:
+        for method in config.methods:
+            for task in config.tasks:
+                for run in runs.read_runs(runs_root / model.name / method.name / task, METRIC):
+                    found.append(dataclasses.replace(run, model=model.name, method=method.name))
+    return found
+
+
+def write(config: LeaderboardConfig, out: Path) -> tuple[str, dict[str, Path]]:
+    """Write `out/leaderboard.{md,csv,png,html}`; returns the Markdown table and the files."""
+    board = leaderboard.build(read_cells(config, out / RUNS), base_method=BASE_METHOD)
+    return render.markdown(board), render.write_all(board, out)

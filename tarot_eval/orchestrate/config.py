@@ -1,0 +1,296 @@
+"""The leaderboard config: YAML -> validated dataclasses; every error names the bad key.
+
+    models:      {NAME: {pretrained, layers, angle_limit, dtype, device}}   pretrained null = embedded SmolLM2
+    tasks:       {zero_shot: [TASK, ...], few_shot: [TASK_fewshot, ...] or {FEWSHOT_TASK: ZERO_SHOT_TASK}}
+    methods:     {base: null, NAME: {optimize settings}, ...}               base = the unedited model
+    optimizer:   {optimize settings shared by every method}
+    eval:        {batch_size, limit, apply_chat_template, fewshot_as_multiturn, system_instruction}
+    include_path: folder(s) of extra task YAMLs (relative to the config file)
+    include_defaults: also index lm-eval's built-in tasks (slow: ~15-30 s)
+
+"optimize settings" are the flags of `tarot-eval optimize` (underscores for dashes) that do not
+belong to a model, a task or the evaluation: method, optimizer, space, objective, n_train, n_val,
+budget, seed, balance, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr.
+A method's own settings win over the shared ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from tarot_eval.optimize import command as optimize_command
+
+BASE_METHOD = "base"
+FEWSHOT_SUFFIX = "_fewshot"
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # names become folder names
+TOP_KEYS = ("models", "tasks", "methods", "optimizer", "eval", "include_path", "include_defaults")
+MODEL_KEYS = ("pretrained", "layers", "angle_limit", "dtype", "device")
+TASK_KEYS = ("zero_shot", "few_shot")
+# optimize flags set elsewhere in the config (model section, task lists, eval section) or not at all
+NOT_OPTIMIZER_KEYS = frozenset(
+    {"config", "model", "dtype", "device", "task", "include_path", "out", "compare", "layers", "angle_limit",
+     "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction", "batch_size"}
+)
+
+
+class ConfigError(ValueError):
+    """A leaderboard config that cannot be run as written."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    pretrained: str | None = None  # HF id, local dir or .gguf file; None = embedded SmolLM2-135M-Instruct
+    layers: str | None = None  # as `tarot-eval optimize --layers`
+    angle_limit: str = "pi/4"
+    dtype: str = "float32"
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    settings: dict | None  # optimize settings; None for the unedited base model
+
+    @property
+    def is_base(self) -> bool:
+        return self.settings is None
+
+
+@dataclass(frozen=True)
+class EvalSpec:
+    batch_size: int = 16
+    limit: int | float | None = None
+    apply_chat_template: bool = False
+    fewshot_as_multiturn: bool = False
+    system_instruction: str | None = None
+
+
+@dataclass(frozen=True)
+class LeaderboardConfig:
+    source: Path
+    models: list[ModelSpec]
+    zero_shot: list[str]
+    few_shot: dict[str, str]  # few-shot task -> the zero-shot task whose checkpoint it is evaluated with
+    methods: list[MethodSpec]
+    optimizer: dict = field(default_factory=dict)
+    eval: EvalSpec = field(default_factory=EvalSpec)
+    include_path: list[str] = field(default_factory=list)
+    include_defaults: bool = False
+
+    @property
+    def tasks(self) -> list[str]:
+        return [*self.zero_shot, *self.few_shot]
+
+    def method_settings(self, method: MethodSpec) -> dict:
+        """Shared optimizer settings overridden by the method's own."""
+        return {**self.optimizer, **(method.settings or {})}
+
+
+def _optimizer_actions() -> dict[str, argparse.Action]:
+    """`tarot-eval optimize`'s flags that a method may set, by setting name."""
+    parser = argparse.ArgumentParser()
+    optimize_command.add_arguments(parser)
+    return {action.dest: action for action in parser._actions if action.dest not in NOT_OPTIMIZER_KEYS | {"help"}}
+
+
+def _mapping(value, where: str, required: bool = True) -> dict:
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _check_keys(mapping: dict, allowed, where: str) -> None:
+    unknown = [str(key) for key in mapping if key not in allowed]
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(allowed)}")
+
+
+def _check_name(name, where: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: name {name!r} must be letters, digits, '.', '_' or '-' (it names a folder)")
+    return name
+
+
+def _typed(value, kinds: tuple[type, ...], where: str, nullable: bool = False):
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(kind.__name__ for kind in kinds) + (" or null" if nullable else "")
+        raise ConfigError(f"{where}: expected {names}, got {value!r}")
+    return value
+
+
+def _optimizer_settings(raw, where: str, actions: dict[str, argparse.Action]) -> dict:
+    """Normalized keys; each value checked against the type and choices of its optimize flag."""
+    settings = {}
+    for key, value in _mapping(raw, where, required=False).items():
+        name = str(key).replace("-", "_")
+        if name not in actions:
+            raise ConfigError(
+                f"{where}.{key}: unknown optimizer setting; expected one of {', '.join(sorted(actions))}"
+            )
+        action = actions[name]
+        if action.nargs == 0:
+            _typed(value, (bool,), f"{where}.{key}")
+        elif action.type in (int, float):
+            _typed(value, (int,) if action.type is int else (int, float), f"{where}.{key}")
+        else:
+            _typed(value, (str,), f"{where}.{key}")
+        if action.choices and value not in action.choices:
+            raise ConfigError(f"{where}.{key}: {value!r} is not one of {', '.join(action.choices)}")
+        settings[name] = value
+    return settings
+
+
+def _models(raw) -> list[ModelSpec]:
+    models = []
+    for name, entry in _mapping(raw, "models").items():
+        where = f"models.{name}"
+        _check_name(name, where)
+        entry = _mapping(entry, where, required=False)
+        _check_keys(entry, MODEL_KEYS, where)
+        values = {
+            "pretrained": _typed(entry.get("pretrained"), (str,), f"{where}.pretrained", nullable=True),
+            "layers": entry.get("layers"),
+            "angle_limit": entry.get("angle_limit", ModelSpec.angle_limit),
+            "dtype": _typed(entry.get("dtype", ModelSpec.dtype), (str,), f"{where}.dtype"),
+            "device": _typed(entry.get("device", ModelSpec.device), (str,), f"{where}.device"),
+        }
+        for key in ("layers", "angle_limit"):  # YAML reads 0-4 as text but 3 or 0.5 as numbers
+            if values[key] is not None:
+                values[key] = str(_typed(values[key], (str, int, float), f"{where}.{key}"))
+        models.append(ModelSpec(name=name, **values))
+    if not models:
+        raise ConfigError("models: name at least one model")
+    return models
+
+
+def _task_list(raw, where: str) -> list[str]:
+    if not isinstance(raw, list) or not raw or not all(isinstance(task, str) and task for task in raw):
+        raise ConfigError(f"{where}: expected a non-empty list of task names")
+    if len(set(raw)) != len(raw):
+        raise ConfigError(f"{where}: a task is listed twice")
+    return list(raw)
+
+
+def _tasks(raw) -> tuple[list[str], dict[str, str]]:
+    raw = _mapping(raw, "tasks")
+    _check_keys(raw, TASK_KEYS, "tasks")
+    if "zero_shot" not in raw:
+        raise ConfigError("tasks.zero_shot: missing; list the tasks the methods are optimized on")
+    zero_shot = _task_list(raw["zero_shot"], "tasks.zero_shot")
+    few = raw.get("few_shot")
+    if few is None:
+        return zero_shot, {}
+    if isinstance(few, list):
+        few_shot = {task: task.removesuffix(FEWSHOT_SUFFIX) for task in _task_list(few, "tasks.few_shot")}
+        for task, source in few_shot.items():
+            if not task.endswith(FEWSHOT_SUFFIX):
+                raise ConfigError(
+                    f"tasks.few_shot: {task!r} does not end in {FEWSHOT_SUFFIX!r}; write few_shot as a mapping "
+                    "{FEWSHOT_TASK: ZERO_SHOT_TASK} to name the checkpoint it uses"
+                )
+    else:
+        few_shot = {str(task): source for task, source in _mapping(few, "tasks.few_shot").items()}
+    for task, source in few_shot.items():
+        if source not in zero_shot:
+            raise ConfigError(
+                f"tasks.few_shot.{task}: uses the checkpoint optimized on {source!r}, which is not in tasks.zero_shot"
+            )
+        if task in zero_shot:
+            raise ConfigError(f"tasks.few_shot.{task}: already listed in tasks.zero_shot")
+    return zero_shot, few_shot
+
+
+def _methods(raw, actions) -> list[MethodSpec]:
+    methods = []
+    for name, entry in _mapping(raw, "methods").items():
+        where = f"methods.{name}"
+        _check_name(name, where)
+        if name == BASE_METHOD:
+            if entry:
+                raise ConfigError(f"{where}: the base method is the unedited model and takes no settings")
+            methods.append(MethodSpec(name, None))
+        else:
+            methods.append(MethodSpec(name, _optimizer_settings(entry, where, actions)))
+    if not methods:
+        raise ConfigError("methods: name at least one method (base = the unedited model)")
+    return methods
+
+
+def _eval(raw) -> EvalSpec:
+    raw = _mapping(raw, "eval", required=False)
+    _check_keys(raw, tuple(EvalSpec.__dataclass_fields__), "eval")
+    spec = EvalSpec(
+        batch_size=_typed(raw.get("batch_size", EvalSpec.batch_size), (int,), "eval.batch_size"),
+        limit=_typed(raw.get("limit"), (int, float), "eval.limit", nullable=True),
+        apply_chat_template=_typed(raw.get("apply_chat_template", False), (bool,), "eval.apply_chat_template"),
+        fewshot_as_multiturn=_typed(raw.get("fewshot_as_multiturn", False), (bool,), "eval.fewshot_as_multiturn"),
+        system_instruction=_typed(raw.get("system_instruction"), (str,), "eval.system_instruction", nullable=True),
+    )
+    if spec.batch_size < 1:
+        raise ConfigError(f"eval.batch_size: must be at least 1, got {spec.batch_size}")
+    if spec.limit is not None and spec.limit <= 0:
+        raise ConfigError(f"eval.limit: must be positive (a count, or a fraction below 1), got {spec.limit}")
+    if spec.fewshot_as_multiturn and not spec.apply_chat_template:
+        raise ConfigError("eval.fewshot_as_multiturn: needs eval.apply_chat_template: true")
+    return spec
+
+
+def _include_paths(raw, base: Path) -> list[str]:
+    if raw is None:
+        return []
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise ConfigError("include_path: expected a folder or a list of folders")
+    paths = []
+    for item in items:
+        path = Path(item) if Path(item).is_absolute() else base / item
+        if not path.is_dir():
+            raise ConfigError(f"include_path: {item!r} is not a folder (relative paths start at {base})")
+        paths.append(str(path))
+    return paths
+
+
+def parse(raw, source: Path) -> LeaderboardConfig:
+    """A validated config from the YAML document `raw` read from `source`."""
+    raw = _mapping(raw, "top level")
+    _check_keys(raw, TOP_KEYS, "top level")
+    for key in ("models", "tasks", "methods"):
+        if key not in raw:
+            raise ConfigError(f"{key}: missing (a config names models, tasks and methods)")
+    actions = _optimizer_actions()
+    zero_shot, few_shot = _tasks(raw["tasks"])
+    return LeaderboardConfig(
+        source=source,
+        models=_models(raw["models"]),
+        zero_shot=zero_shot,
+        few_shot=few_shot,
+        methods=_methods(raw["methods"], actions),
+        optimizer=_optimizer_settings(raw.get("optimizer"), "optimizer", actions),
+        eval=_eval(raw.get("eval")),
+        include_path=_include_paths(raw.get("include_path"), source.parent),
+        include_defaults=_typed(raw.get("include_defaults", False), (bool,), "include_defaults"),
+    )
+
+
+def load(path: str | Path) -> LeaderboardConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    try:
+        return parse(raw, path)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

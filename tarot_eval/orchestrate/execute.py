@@ -1,0 +1,103 @@
+"""Run a model's cells in-process: the model, tokenizer and lm-eval wrapper are loaded once per model.
+
+Optimizations call `tarot_eval.optimize.run.optimize`; evaluations call `lm_eval.simple_evaluate`
+on a `TarotHFLM` built around the already loaded model (the checkpoint folded into o_proj for the
+run, unfolded after) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
+DIR --log_samples` does. No request cache is used: lm-eval keys it on the request alone, so
+differently edited models would share answers.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from tarot_eval.orchestrate.config import EvalSpec, ModelSpec
+from tarot_eval.orchestrate.plan import Evaluation, ModelPlan, Optimization
+
+
+class LoadedModel:
+    """One model, its tokenizer and an unedited `TarotHFLM` over them, shared by all its cells."""
+
+    def __init__(self, spec: ModelSpec, evaluation: EvalSpec):
+        from tarot_eval import default_model
+
+        self.spec = spec
+        self.evaluation = evaluation
+        self.model, self.tokenizer = default_model.load_model_and_tokenizer(spec.pretrained, spec.dtype, spec.device)
+        name, gguf_file = default_model.resolve(spec.pretrained)
+        self.model_args = {"pretrained": name, **({"gguf_file": gguf_file} if gguf_file else {})}
+        self.base_lm = self.lm()
+
+    def lm(self, rotations: Path | None = None):
+        """A `TarotHFLM` over the loaded model; with `rotations`, that checkpoint is folded in until `unfold()`."""
+        from tarot_eval.lm import TarotHFLM
+
+        return TarotHFLM(
+            pretrained=self.model,
+            tokenizer=self.tokenizer,
+            backend="causal",
+            batch_size=self.evaluation.batch_size,
+            rotations=None if rotations is None else str(rotations),
+        )
+
+
+def optimize(loaded: LoadedModel, job: Optimization, manager) -> None:
+    from tarot_eval.optimize.run import optimize as run_optimization
+
+    task = manager.load(job.task)["tasks"][job.task]
+    result = run_optimization(
+        loaded.model, loaded.base_lm, task, job.settings, job.directory, job.budget, job.select_k, loaded.evaluation.batch_size
+    )
+    if not result.improved:
+        tqdm.write(f"  note: {job.cell}: the chosen edit does not beat the base model on {result.selected_on} documents")
+
+
+def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
+    """lm-eval on one task into `job.folder` (cleared first), results JSON plus samples."""
+    import lm_eval
+    from lm_eval.loggers import EvaluationTracker
+
+    shutil.rmtree(job.folder, ignore_errors=True)
+    lm = loaded.base_lm if job.checkpoint is None else loaded.lm(job.checkpoint)
+    spec = loaded.evaluation
+    tracker = EvaluationTracker(output_path=str(job.folder))
+    try:
+        results = lm_eval.simple_evaluate(
+            model=lm,
+            model_args={**loaded.model_args, **({"rotations": str(job.checkpoint)} if job.checkpoint else {})},
+            tasks=[job.task],
+            batch_size=spec.batch_size,
+            device=loaded.spec.device,
+            limit=spec.limit,
+            log_samples=True,
+            evaluation_tracker=tracker,
+            apply_chat_template=spec.apply_chat_template,
+            fewshot_as_multiturn=spec.fewshot_as_multiturn,
+            system_instruction=spec.system_instruction,
+            task_manager=manager,
+        )
+    finally:
+        if lm.tarot_handle is not None:
+            lm.tarot_handle.unfold()
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task_name in results["configs"]:
+        tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+
+
+def execute(plan: ModelPlan, evaluation: EvalSpec, manager) -> None:
+    """Run the cells of `plan` that are not done: optimizations first, then evaluations."""
+    todo = plan.todo
+    if not todo:
+        return
+    loaded = LoadedModel(plan.spec, evaluation)
+    for step in tqdm(todo, desc=f"{plan.spec.name} cells", unit="cell"):
+        job = step.job
+        tqdm.write(f"running {'optimize' if isinstance(job, Optimization) else 'evaluate'} {job.cell} ({step.reason})")
+        if isinstance(job, Optimization):
+            optimize(loaded, job, manager)
+        else:
+            evaluate(loaded, job, manager)

@@ -1,0 +1,207 @@
+"""The cells of a leaderboard (optimizations and evaluations) and which are already done.
+
+Layout under the output folder:
+    checkpoints/<model>/<method>/<task>/   `tarot-eval optimize` output: checkpoint + run record
+    runs/<model>/<method>/<task>/          lm-eval `--output_path`: results_*.json + samples_*.jsonl
+
+An optimization is done when its checkpoint was made with the same settings and budget (other
+settings there are refused, never overwritten). An evaluation is done when its folder holds one
+results file and the task's samples, made with the same checkpoint (by hash) and eval settings;
+otherwise the folder is cleared and evaluated again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tarot_eval import checkpoint
+from tarot_eval.optimize import command as optimize_command
+from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME
+from tarot_eval.optimize.run import RESULT_NAME, Settings
+from tarot_eval.orchestrate.config import EvalSpec, LeaderboardConfig, ModelSpec
+
+CHECKPOINTS = "checkpoints"
+RUNS = "runs"
+
+
+class PlanError(ValueError):
+    """The config cannot run against this output folder or these models and tasks."""
+
+
+@dataclass(frozen=True)
+class Optimization:
+    model: str
+    method: str
+    task: str
+    settings: Settings
+    budget: int
+    select_k: int
+    directory: Path
+
+    @property
+    def cell(self) -> str:
+        return f"{self.model}/{self.method}/{self.task}"
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model: str
+    method: str
+    task: str
+    checkpoint: Path | None  # None: the unedited model
+    folder: Path
+
+    @property
+    def cell(self) -> str:
+        return f"{self.model}/{self.method}/{self.task}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One cell and why it runs (None: already done, skipped)."""
+
+    job: Optimization | Evaluation
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    spec: ModelSpec
+    optimizations: list[Step]
+    evaluations: list[Step]
+
+    @property
+    def todo(self) -> list[Step]:
+        return [step for step in [*self.optimizations, *self.evaluations] if step.reason is not None]
+
+
+def optimize_args(values: dict, model: ModelSpec, task: str, evaluation: EvalSpec) -> argparse.Namespace:
+    """The `tarot-eval optimize` arguments of one cell, resolved against that command's defaults."""
+    parser = argparse.ArgumentParser()
+    optimize_command.add_arguments(parser)
+    given = parser.parse_args([])
+    vars(given).update(
+        values,
+        task=task,
+        layers=model.layers,
+        angle_limit=model.angle_limit,
+        apply_chat_template=evaluation.apply_chat_template,
+        fewshot_as_multiturn=evaluation.fewshot_as_multiturn,
+        system_instruction=evaluation.system_instruction,
+    )
+    return optimize_command.resolve(given)
+
+
+def optimizer_settings(values: dict, model: ModelSpec, task: str, num_layers: int, evaluation: EvalSpec):
+    """(Settings, budget, select_k) of one cell, built as `tarot-eval optimize` builds them from its flags."""
+    args = optimize_args(values, model, task, evaluation)
+    settings = optimize_command.build_settings(args, num_layers)
+    return settings, args.budget, args.select_k
+
+
+def num_layers(model: ModelSpec) -> int:
+    """The model's layer count from its config alone (no weights loaded)."""
+    from transformers import AutoConfig
+
+    from tarot_eval import default_model
+
+    try:
+        name, gguf_file = default_model.resolve(model.pretrained)
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        return AutoConfig.from_pretrained(name, **extra).get_text_config().num_hidden_layers
+    except (OSError, default_model.DefaultModelMissing) as error:
+        raise PlanError(f"models.{model.name}: cannot read the config of {model.pretrained or 'the embedded model'}: {error}") from None
+
+
+def optimization_reason(job: Optimization) -> str | None:
+    """Why the optimization must run; None when its checkpoint is there for these settings and budget."""
+    directory = job.directory
+    if not (directory / checkpoint.CONFIG_NAME).is_file() or not (directory / RESULT_NAME).is_file():
+        return "resume the interrupted run" if (directory / RUN_CONFIG_NAME).is_file() else "no checkpoint yet"
+    if not (directory / RUN_CONFIG_NAME).is_file():
+        raise PlanError(f"{directory}: a checkpoint without the {RUN_CONFIG_NAME} run record; move it away to re-optimize")
+    recorded = json.loads((directory / RUN_CONFIG_NAME).read_text())
+    wanted = json.loads(json.dumps(job.settings.record_config()))
+    differences = [f"{key}: {recorded.get(key)!r} there, {value!r} now" for key, value in wanted.items() if recorded.get(key) != value]
+    if differences:
+        raise PlanError(
+            f"{job.cell}: {directory} was optimized with other settings ({'; '.join(differences)}); "
+            "delete that folder to re-optimize, or write to another --out"
+        )
+    done = checkpoint.read_config(directory).get("provenance", {}).get("budget")
+    return None if done == job.budget else f"budget {done} -> {job.budget}"
+
+
+def eval_record(results: dict) -> dict:
+    """What an lm-eval results file says about how it was run, in the terms of `wanted_record`."""
+    config = results.get("config", {})
+    return {
+        "checkpoint": config.get("tarot_checkpoint_hash"),
+        "limit": config.get("limit"),
+        "apply_chat_template": results.get("chat_template") is not None,
+        "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
+        "system_instruction": results.get("system_instruction"),
+    }
+
+
+def wanted_record(spec: EvalSpec, checkpoint_hash: str | None) -> dict:
+    return {
+        "checkpoint": checkpoint_hash,
+        "limit": spec.limit,
+        "apply_chat_template": spec.apply_chat_template,
+        "fewshot_as_multiturn": spec.fewshot_as_multiturn,
+        "system_instruction": spec.system_instruction,
+    }
+
+
+def results_files(folder: Path) -> list[Path]:
+    return sorted(folder.rglob("results_*.json")) if folder.is_dir() else []
+
+
+def evaluation_reason(job: Evaluation, spec: EvalSpec) -> str | None:
+    """Why the evaluation must run; None when its folder holds results of this very setup."""
+    found = results_files(job.folder)
+    if not found:
+        return "no results yet"
+    if len(found) > 1:
+        return f"{len(found)} results files in one folder"
+    if not list(found[0].parent.glob(f"samples_{job.task}_*.jsonl")):
+        return "results without samples"
+    try:
+        results = json.loads(found[0].read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return "unreadable results file"
+    expected = wanted_record(spec, checkpoint.checkpoint_hash(job.checkpoint) if job.checkpoint else None)
+    stale = [key for key, value in expected.items() if eval_record(results).get(key) != value]
+    return f"made with another {', '.join(stale)}" if stale else None
+
+
+def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelPlan:
+    """Every cell of `model`, each with why it runs or None; refuses settings the optimizer would refuse."""
+    layers = num_layers(model)
+    optimizations = []
+    for method in config.methods:
+        if method.is_base:
+            continue
+        values = config.method_settings(method)
+        for task in config.zero_shot:
+            try:
+                settings, budget, select_k = optimizer_settings(values, model, task, layers, config.eval)
+            except ValueError as error:
+                raise PlanError(f"models.{model.name} with methods.{method.name}: {error}") from None
+            job = Optimization(model.name, method.name, task, settings, budget, select_k,
+                               out / CHECKPOINTS / model.name / method.name / task)
+            optimizations.append(Step(job, optimization_reason(job)))
+    reoptimized = {(step.job.method, step.job.task) for step in optimizations if step.reason is not None}
+    evaluations = []
+    for method in config.methods:
+        for task in config.tasks:
+            source = config.few_shot.get(task, task)
+            directory = None if method.is_base else out / CHECKPOINTS / model.name / method.name / source
+            job = Evaluation(model.name, method.name, task, directory, out / RUNS / model.name / method.name / task)
+            reason = "its checkpoint is optimized in this run" if (method.name, source) in reoptimized else evaluation_reason(job, config.eval)
+            evaluations.append(Step(job, reason))
+    return ModelPlan(model, optimizations, evaluations)

@@ -1,0 +1,83 @@
+"""A whole leaderboard: check the tasks, plan every model (all refusals before any work), run what is
+missing, then the leaderboard files. Prints one line per cell: `skip` (done) or `run` (and why)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tarot_eval.orchestrate import board, execute
+from tarot_eval.orchestrate.config import LeaderboardConfig
+from tarot_eval.orchestrate.plan import ModelPlan, Optimization, PlanError, plan_model
+
+
+@dataclass(frozen=True)
+class Summary:
+    optimizations_run: int
+    optimizations_skipped: int
+    evaluations_run: int
+    evaluations_skipped: int
+
+    def __str__(self) -> str:
+        return (
+            f"optimizations: {self.optimizations_run} run, {self.optimizations_skipped} skipped; "
+            f"evaluations: {self.evaluations_run} run, {self.evaluations_skipped} skipped"
+        )
+
+
+def task_manager(config: LeaderboardConfig):
+    """lm-eval's TaskManager over the tarot tasks and the config's include_path (plus lm-eval's own if asked)."""
+    from lm_eval.tasks import TaskManager
+
+    from tarot_eval.autoload import tasks_dir
+
+    return TaskManager(include_path=[str(tasks_dir()), *config.include_path], include_defaults=config.include_defaults)
+
+
+def check_tasks(config: LeaderboardConfig, manager) -> None:
+    known = set(manager.all_subtasks)
+    for task in config.tasks:
+        if task in known:
+            continue
+        if task in set(manager.all_groups) | set(manager.all_tags):
+            raise PlanError(f"tasks: {task!r} is a group of tasks; list the tasks themselves")
+        hint = "" if config.include_defaults else " (set include_defaults: true for lm-eval's built-in tasks)"
+        raise PlanError(f"tasks: unknown task {task!r}: not a tarot task nor under include_path{hint}")
+
+
+def describe(plan: ModelPlan) -> list[str]:
+    lines = []
+    for step in [*plan.optimizations, *plan.evaluations]:
+        kind = "optimize" if isinstance(step.job, Optimization) else "evaluate"
+        lines.append(f"skip {kind} {step.job.cell}" if step.reason is None else f"run  {kind} {step.job.cell}: {step.reason}")
+    return lines
+
+
+def summarize(plans: list[ModelPlan]) -> Summary:
+    optimizations = [step for plan in plans for step in plan.optimizations]
+    evaluations = [step for plan in plans for step in plan.evaluations]
+    return Summary(
+        optimizations_run=sum(step.reason is not None for step in optimizations),
+        optimizations_skipped=sum(step.reason is None for step in optimizations),
+        evaluations_run=sum(step.reason is not None for step in evaluations),
+        evaluations_skipped=sum(step.reason is None for step in evaluations),
+    )
+
+
+def run_leaderboard(config: LeaderboardConfig, out: Path, manager=None, dry_run: bool = False) -> Summary:
+    """Compute the missing cells into `out` and write `out/leaderboard.*`; `dry_run` only reports the plan."""
+    manager = manager or task_manager(config)
+    check_tasks(config, manager)
+    plans = [plan_model(config, model, out) for model in config.models]
+    for plan in plans:
+        print("\n".join(describe(plan)), flush=True)
+    summary = summarize(plans)
+    print(("would run: " if dry_run else "") + str(summary), flush=True)
+    if dry_run:
+        return summary
+    for plan in plans:
+        execute.execute(plan, config.eval, manager)
+    table, files = board.write(config, out)
+    print(table)
+    print("wrote " + ", ".join(str(path) for path in files.values()), flush=True)
+    return summary

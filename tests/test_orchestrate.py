@@ -1,0 +1,251 @@
+"""`tarot-eval leaderboard` on a tiny random Llama and a tiny local task: runs what is missing, only that."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from test_objective import tiny_model, tiny_tokenizer, write_task
+
+from tarot_eval import checkpoint
+from tarot_eval.orchestrate import add_arguments, run
+from tarot_eval.orchestrate.config import ConfigError, load
+from tarot_eval.orchestrate.plan import PlanError, optimizer_settings
+from tarot_eval.orchestrate.runner import check_tasks, run_leaderboard, task_manager
+
+TASK = "lb_toy"
+FEWSHOT = "lb_toy_fewshot"
+LEADERBOARD_FILES = ("leaderboard.md", "leaderboard.csv", "leaderboard.png", "leaderboard.html")
+
+
+def tiny_config(model_dir: Path, tasks_dir: Path) -> dict:
+    """base listed last: its cells run after the edited ones, so a checkpoint left folded would show."""
+    return {
+        "include_path": str(tasks_dir),
+        "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1", "angle_limit": "pi/4"}},
+        "tasks": {"zero_shot": [TASK], "few_shot": [FEWSHOT]},
+        "optimizer": {"n_train": 4, "n_val": 4, "seed": 0, "budget": 3},
+        "methods": {
+            "rotation": {"method": "rotation", "optimizer": "grad", "lr": 0.2},
+            "rescale": {"method": "rescale", "optimizer": "random"},
+            "base": None,
+        },
+        "eval": {"batch_size": 8, "limit": 8},
+    }
+
+
+def write_config(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def leaderboard(config_path: Path, out: Path) -> str:
+    """Run the leaderboard; returns what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_leaderboard(load(config_path), out)
+    return printed.getvalue()
+
+
+def mtimes(out: Path) -> dict[str, int]:
+    return {
+        str(path.relative_to(out)): path.stat().st_mtime_ns
+        for folder in ("checkpoints", "runs")
+        for path in (out / folder).rglob("*")
+        if path.is_file()
+    }
+
+
+def results(folder: Path) -> dict:
+    (found,) = folder.rglob("results_*.json")
+    return json.loads(found.read_text())
+
+
+def loglikelihoods(folder: Path, task: str) -> list:
+    (found,) = folder.rglob(f"samples_{task}_*.jsonl")
+    return [json.loads(line)["filtered_resps"] for line in found.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("leaderboard")
+    tokenizer = tiny_tokenizer()
+    model_dir = root / "tiny-llama"
+    tiny_model(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tasks_dir = root / "tasks"
+    tasks_dir.mkdir()
+    write_task(tasks_dir, TASK, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    (tasks_dir / f"{FEWSHOT}.yaml").write_text(f"include: {TASK}.yaml\ntask: {FEWSHOT}\nnum_fewshot: 2\nfewshot_split: train\n")
+    config = tiny_config(model_dir, tasks_dir)
+    config_path = write_config(root / "leaderboard.yaml", config)
+    out = root / "out"
+    printed = leaderboard(config_path, out)
+    return {"root": root, "config": config, "config_path": config_path, "out": out, "printed": printed}
+
+
+def copy_of(setup, tmp_path) -> Path:
+    out = tmp_path / "out"
+    shutil.copytree(setup["out"], out)  # copy2 keeps the mtimes
+    return out
+
+
+def test_first_run_optimizes_evaluates_and_writes_the_leaderboard(setup):
+    out, printed = setup["out"], setup["printed"]
+    assert "optimizations: 2 run, 0 skipped; evaluations: 6 run, 0 skipped" in printed
+    for method in ("rotation", "rescale"):
+        directory = out / "checkpoints" / "tiny" / method / TASK
+        provenance = checkpoint.read_config(directory)["provenance"]
+        assert provenance["budget"] == 3 and provenance["evaluations"] == 3 and provenance["n_train"] == 4
+        for task in (TASK, FEWSHOT):  # the few-shot task is evaluated with the zero-shot task's checkpoint
+            config = results(out / "runs" / "tiny" / method / task)["config"]
+            assert config["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(directory)
+            assert config["limit"] == 8
+    assert not (out / "checkpoints" / "tiny" / "base").exists()
+    base = results(out / "runs" / "tiny" / "base" / TASK)
+    assert base["config"]["tarot_rotations"] is None and base["n-shot"][TASK] == 0
+    assert results(out / "runs" / "tiny" / "base" / FEWSHOT)["n-shot"][FEWSHOT] == 2
+    # the edit really is applied: per-document log-likelihoods differ from the base model's
+    rotated = loglikelihoods(out / "runs" / "tiny" / "rotation" / TASK, TASK)
+    assert rotated != loglikelihoods(out / "runs" / "tiny" / "base" / TASK, TASK)
+    for name in LEADERBOARD_FILES:
+        assert (out / name).stat().st_size > 0
+    table = (out / "leaderboard.md").read_text()
+    for label in ("tiny", "base", "rotation", "rescale", "0-shot", "2-shot", TASK, FEWSHOT):
+        assert label in table
+    assert table.strip() in printed  # the table is printed too
+    csv_rows = (out / "leaderboard.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + 6 * 2  # header + (3 methods x 2 shot counts) x (one task + average)
+
+
+def test_second_run_does_no_new_work(setup, tmp_path):
+    out = copy_of(setup, tmp_path)
+    before = mtimes(out)
+    printed = leaderboard(setup["config_path"], out)
+    assert "optimizations: 0 run, 2 skipped; evaluations: 0 run, 6 skipped" in printed
+    lines = printed.splitlines()
+    assert not [line for line in lines if line.startswith("run")]
+    assert len([line for line in lines if line.startswith("skip ")]) == 8
+    assert mtimes(out) == before
+    assert (out / "leaderboard.md").read_text() == (setup["out"] / "leaderboard.md").read_text()
+
+
+def test_deleting_one_results_folder_recomputes_only_that_cell(setup, tmp_path):
+    out = copy_of(setup, tmp_path)
+    deleted = out / "runs" / "tiny" / "base" / TASK
+    shutil.rmtree(deleted)
+    before = mtimes(out)
+    printed = leaderboard(setup["config_path"], out)
+    assert "optimizations: 0 run, 2 skipped; evaluations: 1 run, 5 skipped" in printed
+    assert f"run  evaluate tiny/base/{TASK}: no results yet" in printed
+    after = mtimes(out)
+    assert {key: after[key] for key in before} == before  # nothing else touched
+    # a fresh model gives the base scores the first run gave after evaluating folded edits: they were unfolded
+    assert loglikelihoods(deleted, TASK) == loglikelihoods(setup["out"] / "runs" / "tiny" / "base" / TASK, TASK)
+
+
+def test_folders_the_config_no_longer_names_are_left_out(setup, tmp_path):
+    out = copy_of(setup, tmp_path)
+    config = json.loads(json.dumps(setup["config"]))
+    del config["methods"]["rescale"]
+    printed = leaderboard(write_config(tmp_path / "fewer.yaml", config), out)
+    assert "optimizations: 0 run, 1 skipped; evaluations: 0 run, 4 skipped" in printed
+    table = (out / "leaderboard.md").read_text()
+    assert "rotation" in table and "rescale" not in table
+
+
+def test_a_new_checkpoint_makes_its_evaluations_stale(setup, tmp_path):
+    out = copy_of(setup, tmp_path)
+    config = dict(setup["config"], optimizer={**setup["config"]["optimizer"], "budget": 4})
+    printed = leaderboard(write_config(tmp_path / "more.yaml", config), out)
+    assert "optimizations: 2 run, 0 skipped; evaluations: 4 run, 2 skipped" in printed
+    assert f"run  optimize tiny/rotation/{TASK}: budget 3 -> 4" in printed
+    provenance = checkpoint.read_config(out / "checkpoints" / "tiny" / "rotation" / TASK)["provenance"]
+    assert provenance["evaluations"] == 4  # resumed: the 3 recorded evaluations plus one
+
+
+def test_changed_optimizer_settings_are_refused_not_overwritten(setup, tmp_path):
+    out = copy_of(setup, tmp_path)
+    config = dict(setup["config"], optimizer={**setup["config"]["optimizer"], "n_train": 5})
+    with pytest.raises(PlanError, match=r"tiny/rotation/lb_toy: .* other settings \(n_train: 4 there, 5 now\)"):
+        leaderboard(write_config(tmp_path / "changed.yaml", config), out)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(modles={}), r"top level: unknown key\(s\) modles"),
+        (lambda c: c["models"]["tiny"].update(layer="0-1"), r"models\.tiny: unknown key\(s\) layer"),
+        (lambda c: c["methods"]["rotation"].update(learning_rate=0.1), r"methods\.rotation\.learning_rate: unknown optimizer setting"),
+        (lambda c: c["methods"]["rotation"].update(optimizer="adam"), r"methods\.rotation\.optimizer: 'adam' is not one of"),
+        (lambda c: c["optimizer"].update(budget="many"), r"optimizer\.budget: expected int"),
+        (lambda c: c["methods"].update(base={"optimizer": "bo"}), r"methods\.base: the base method .* takes no settings"),
+        (lambda c: c["tasks"].update(few_shot={FEWSHOT: "lb_other"}), rf"tasks\.few_shot\.{FEWSHOT}: .*'lb_other', which is not in tasks\.zero_shot"),
+        (lambda c: c["eval"].update(fewshot_as_multiturn=True), r"eval\.fewshot_as_multiturn: needs eval\.apply_chat_template"),
+        (lambda c: c["tasks"].update(zero_shot=[TASK, "no_such_task"], few_shot=None), r"tasks: unknown task 'no_such_task'"),
+        (lambda c: c["models"]["tiny"].update(layers="0-7"), r"models\.tiny with methods\.rotation: --layers '0-7': \[2, 3, 4, 5, 6, 7\] outside"),
+    ],
+)
+def test_invalid_configs_are_refused_naming_the_key(setup, tmp_path, capsys, change, message):
+    config = json.loads(json.dumps(setup["config"]))
+    change(config)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--config", str(write_config(tmp_path / "bad.yaml", config)), "--out", str(tmp_path / "out")])
+    assert run(args) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("tarot-eval leaderboard: error: ")
+    assert re.search(message, error), error
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_dry_run_reports_without_working(setup, tmp_path):
+    out = tmp_path / "out"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        run_leaderboard(load(setup["config_path"]), out, dry_run=True)
+    assert "would run: optimizations: 2 run, 0 skipped; evaluations: 6 run, 0 skipped" in printed.getvalue()
+    assert not out.exists()
+
+
+def test_config_error_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"missing\.yaml: no such config file"):
+        load(tmp_path / "missing.yaml")
+
+
+SHIPPED = {  # config -> (layers in the model, edited layers, angle limit, training documents): the paper's setups
+    "leaderboard_smollm2.yaml": (30, tuple(range(5)), math.pi / 4, 20),
+    "leaderboard_qwen2_1.5b.yaml": (28, tuple(range(5)), math.pi / 4, 20),
+    "leaderboard_phi3_mini.yaml": (32, tuple(range(6)), math.pi / 4, 20),
+    "leaderboard_mistral_7b.yaml": (32, tuple(range(16)), math.pi / 6, 10),
+    "leaderboard_llama3_8b.yaml": (32, tuple(range(16)), math.pi / 6, 10),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_configs_give_the_papers_settings(name):
+    num_layers, layers, limit, n_train = SHIPPED[name]
+    config = load(Path(__file__).resolve().parents[1] / "configs" / name)
+    assert config.zero_shot == ["tarot_agnews", "tarot_navigate", "tarot_color", "tarot_winowhy", "tarot_entailed_polarity"]
+    assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
+    check_tasks(config, task_manager(config))
+    assert [method.name for method in config.methods] == ["base", "rotation", "rescale"]
+    (model,) = config.models
+    for method in config.methods[1:]:
+        settings, budget, _ = optimizer_settings(config.method_settings(method), model, "tarot_navigate", num_layers, config.eval)
+        assert settings.method == method.name and settings.layers == layers and settings.n_train == n_train
+        assert settings.bounds == (pytest.approx((-limit, limit)) if method.name == "rotation" else (0.0, 1.0))
+        assert settings.prompt.apply_chat_template and settings.prompt.fewshot_as_multiturn
+        if model.pretrained is not None:  # the paper's models: its objective, training set and budget
+            assert (settings.objective, settings.balance, settings.optimizer, settings.space, budget) == (
+                "answer-token-prob", True, "bo", "full", 124
+            )
+            assert settings.bo.kernel_depth == 12

@@ -1,0 +1,141 @@
+"""The rl trainers (GRPO over the angles, BO over greedy rewards), greedy generation and `tarot-eval rl`.
+
+Tiny random Llama + the in-process tokenizer; rewards are VADER or a toy scorer (share of vowels),
+both offline and cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+from conftest import tiny_model
+
+from tarot_eval import checkpoint
+from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.optimize.bo import BOSettings
+from tarot_eval.optimize.record import TRACE_NAME, RunConfigError
+from tarot_eval.rl import command, generate, train_bo, train_grpo
+from tarot_eval.rl.rewards import Score, Scorer
+from tarot_eval.rl.training import RESULT_NAME, RewardSetting
+
+PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
+BOUNDS = (-math.pi / 4, math.pi / 4)
+FAST_BO = BOSettings(n_init=4, num_restarts=2, raw_samples=64)
+
+
+class VowelScorer(Scorer):
+    """Toy reward: the share of letters that are vowels (flagged above one half)."""
+
+    kind = "sentiment"
+    name = "toy-vowels"
+
+    def score(self, texts):
+        scores = []
+        for text in texts:
+            letters = [c for c in text.lower() if c.isalpha()]
+            share = sum(c in "aeiou" for c in letters) / len(letters) if letters else 0.0
+            scores.append(Score(self.name, share, share > 0.5, share))
+        return scores
+
+
+def setting(scorer=None, max_new_tokens=8) -> RewardSetting:
+    return RewardSetting(scorer or VowelScorer(), PROMPTS, {"set": "toy"}, max_new_tokens=max_new_tokens, batch_size=3)
+
+
+def test_batched_greedy_generation_matches_one_at_a_time(tiny_tokenizer):
+    model = tiny_model("llama")
+    batched = generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=6, batch_size=4)
+    single = [generate.greedy_continuations(model, tiny_tokenizer, [p], max_new_tokens=6)[0] for p in PROMPTS]
+    assert batched == single
+    assert all(text for text in batched)
+
+
+def test_greedy_generation_follows_the_attached_edit(tiny_tokenizer):
+    model = tiny_model("llama")
+    base = generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=8)
+    edit = HeadEdit("rotation", (0, 1, 2), torch.full((3, 4, 4), math.pi / 4))
+    with attached(model, edit):
+        edited = generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=8)
+    assert edited != base
+    assert generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=8) == base
+
+
+def test_reward_texts_follow_the_task_convention():
+    assert generate.texts_to_score("sentiment", ["A "], ["b"]) == ["A b"]
+    assert generate.texts_to_score("toxicity", ["A "], ["b"]) == ["b"]
+    with pytest.raises(ValueError, match="unknown reward kind"):
+        generate.texts_to_score("humour", ["A"], ["b"])
+
+
+def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    base_weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    bounds = (-0.05, 0.05)  # tight, so the clamp is exercised by lr 0.04 Adam steps
+    settings = train_grpo.GRPOSettings(layers=(0, 1), bounds=bounds, steps=3, learning_rate=0.04,
+                                       num_generations=4, prompts_per_step=2)
+    result = train_grpo.train(model, tiny_tokenizer, setting(), settings, tmp_path / "grpo")
+
+    assert not hasattr(model, train_grpo.ANGLES)
+    assert dict(model.named_parameters()).keys() == base_weights.keys()
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, base_weights[name]), name
+        assert parameter.requires_grad
+    edit = checkpoint.load(tmp_path / "grpo", model)  # fingerprint of the untouched model
+    assert edit.params.abs().max() > 0
+    assert edit.params.min() >= bounds[0] - 1e-7 and edit.params.max() <= bounds[1] + 1e-7
+    assert (edit.params.abs() == bounds[1]).any()  # some angle hit the bound and was clamped
+    provenance = checkpoint.read_config(tmp_path / "grpo")["provenance"]
+    assert provenance["trainer"] == "grpo" and provenance["scorer"] == "toy-vowels"
+    assert provenance["steps"] == 3 and len(provenance["grpo_log"]) == 3
+    assert provenance["train_reward"]["after"]["reward"] == result.after["reward"]
+    assert provenance["improved"] == (result.after["reward"] > result.before["reward"])
+    with attached(model, edit):
+        assert setting().measure(model, tiny_tokenizer).reward == pytest.approx(result.after["reward"])
+
+
+def test_bo_improves_a_toy_reward_and_resumes(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    settings = train_bo.BOTrainSettings(layers=(0, 1), bounds=BOUNDS, budget=6, bo=FAST_BO)
+    result = train_bo.train(model, tiny_tokenizer, setting(), settings, tmp_path / "bo")
+    assert result.improved and result.after["reward"] > result.before["reward"]
+    trace = [json.loads(line) for line in (tmp_path / "bo" / TRACE_NAME).read_text().splitlines()]
+    assert len(trace) == 6 and {e["phase"] for e in trace} == {"init", "bo"}
+    assert result.after["reward"] == pytest.approx(max(e["train"] for e in trace))
+    saved = json.loads((tmp_path / "bo" / RESULT_NAME).read_text())
+    assert saved["scorer"] == "toy-vowels" and saved["search_space"] == "head" and len(saved["examples"]) == 3
+
+    longer = train_bo.train(model, tiny_tokenizer, setting(), settings.__class__(**{**settings.__dict__, "budget": 8}),
+                            tmp_path / "bo")
+    resumed = [json.loads(line) for line in (tmp_path / "bo" / TRACE_NAME).read_text().splitlines()]
+    assert len(resumed) == 8 and resumed[:6] == trace
+    assert longer.after["reward"] >= result.after["reward"]
+    with pytest.raises(RunConfigError, match="different config"):
+        train_bo.train(model, tiny_tokenizer, setting(max_new_tokens=5), settings, tmp_path / "bo")
+
+
+def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir, capsys):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    out = tmp_path / "imdb"
+    args = parser.parse_args(["--reward", "sentiment", "--prompts", "imdb", "--model", str(saved_tiny_llama),
+                              "--out", str(out), "--n-train", "3", "--budget", "5", "--max-new-tokens", "6",
+                              "--layers", "0", "--bo-restarts", "2", "--bo-raw-samples", "64"])
+    assert command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "scorer vader" in printed and "train reward" in printed
+    config = checkpoint.read_config(out)
+    assert config["layers"] == [0]
+    assert config["provenance"]["scorer"] == "vader" and config["provenance"]["prompts"]["set"] == "imdb"
+    assert config["provenance"]["prompts"]["n_test_excluded"] == 100
+
+
+def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    with pytest.raises(SystemExit, match="--toxicity-checkpoint"):
+        command.run(parser.parse_args(["--reward", "sentiment", "--prompts", "imdb", "--out", "x",
+                                       "--toxicity-checkpoint", "a.ckpt"]))
