@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -193,14 +194,30 @@ def test_checkpoint_reproduces_the_recorded_score(setup, tmp_path, optimizer, me
     provenance = checkpoint.read_config(tmp_path / "run")["provenance"]
     assert provenance["improved"] == result.improved
     assert provenance["scores"]["chosen"]["validation"]["value"] > provenance["scores"]["base"]["validation"]["value"] or not result.improved
+    assert provenance["shipped"] == ("chosen" if result.improved else "identity")
     loaded = checkpoint.load(tmp_path / "run", model)
     problem = Problem(model, lm, task, run_settings)
     with attached(model, loaded) as handle:
         _, validation = problem.make_objectives(handle)
         score = validation.evaluate(loaded.params)
-    assert score.value == pytest.approx(result.scores["chosen"]["validation"]["value"], abs=1e-5)
+    shipped = result.scores["chosen" if result.improved else "base"]["validation"]["value"]
+    assert score.value == pytest.approx(shipped, abs=1e-5)
     again = optimize(model, lm, task, run_settings, tmp_path / "run", budget=6, select_k=3)
     assert again.scores == result.scores  # a finished run re-run evaluates nothing new
+
+
+def test_an_edit_that_loses_on_validation_is_not_shipped(setup, tmp_path):
+    """Heads scaled to at most 1e-3 wreck the model: no candidate beats base, so the identity is saved
+    unless --ship-unimproved asks for the chosen edit."""
+    task, model, lm = setup
+    ruinous = settings(optimizer="random", method="rescale", bounds=(0.0, 1e-3), space="layer")
+    result = optimize(model, lm, task, ruinous, tmp_path / "safe", budget=3, select_k=2)
+    assert not result.improved and result.shipped == "identity"
+    shipped = checkpoint.load(tmp_path / "safe", model).params
+    assert torch.equal(shipped, torch.ones_like(shipped))
+    kept = optimize(model, lm, task, replace(ruinous, ship_unimproved=True), tmp_path / "kept", budget=3, select_k=2)
+    assert kept.shipped == "chosen"
+    assert checkpoint.load(tmp_path / "kept", model).params.max() <= 1e-3
 
 
 def test_command_merges_config_file_and_flags(tmp_path):

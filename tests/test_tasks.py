@@ -25,7 +25,7 @@ SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
 BASE_TASKS = ["tarot_agnews", "tarot_navigate", "tarot_color", "tarot_winowhy", "tarot_entailed_polarity"]
 ALL_TASKS = BASE_TASKS + ["tarot_colored_objects"]
-# (train pool, test split) as documented in docs/notes/tasks.md
+# (train pool, test split) as documented in docs/tasks.md
 SPLIT_SIZES = {
     "tarot_agnews": (100, 200),
     "tarot_navigate": (100, 200),

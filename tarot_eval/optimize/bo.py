@@ -35,7 +35,7 @@ from tarot_eval.optimize.record import RunRecord
 @dataclass(frozen=True)
 class BOSettings:
     n_init: int = 4
-    kernel_depth: int = 3  # the paper used 12, which collapses to a constant predictor (docs/notes/optimize.md)
+    kernel_depth: int = 3  # the paper used 12, which collapses to a constant predictor (docs/optimize.md)
     num_restarts: int = 20
     raw_samples: int = 1024
     trust_region: bool = False

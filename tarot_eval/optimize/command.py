@@ -38,6 +38,7 @@ DEFAULTS = {
     "lr": 0.02,
     "space": "layer",
     "balance": False,
+    "ship_unimproved": False,
     "apply_chat_template": False,
     "fewshot_as_multiturn": False,
     "trust_region": False,
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--space",
         "--bo-space",
         dest="space",
-        help="search coordinates: layer (default), head, embed:D or full (the paper's); see docs/notes/optimize.md",
+        help="search coordinates: layer (default), head, embed:D or full (the paper's); see docs/optimize.md",
     )
     parser.add_argument("--objective", choices=OBJECTIVES)
     parser.add_argument("--n-train", type=int, help="training documents (default 20)")
@@ -67,6 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", type=int, help="objective evaluations (grad: steps); default 124 = 4 + 120 as in the paper")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--balance", action="store_true", default=None, help="training documents half right, half wrong for the base model (the paper's choice)")
+    parser.add_argument("--ship-unimproved", action="store_true", default=None, help="save the chosen edit even when it does not beat the base model on validation (default: save the identity edit)")
     parser.add_argument("--num-fewshot", type=int, help="demonstrations per prompt (default: the task's own)")
     parser.add_argument("--apply-chat-template", action="store_true", default=None, help="as lm_eval --apply_chat_template")
     parser.add_argument("--fewshot-as-multiturn", action="store_true", default=None, help="as lm_eval --fewshot_as_multiturn")
@@ -144,6 +146,7 @@ def build_settings(args: argparse.Namespace, num_layers: int):
         n_val=args.n_val,
         seed=args.seed,
         balance=args.balance,
+        ship_unimproved=args.ship_unimproved,
         prompt=PromptOptions(args.num_fewshot, args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction),
         bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
                       kernel_depth=args.bo_kernel_depth, trust_region=args.trust_region),
@@ -217,6 +220,11 @@ def print_summary(result) -> None:
         banner = "!" * 78
         print(
             f"{banner}\nNOT IMPROVED: the chosen edit does not beat the base model on {result.selected_on} documents.\n"
-            f"It is saved with `improved: false` in its provenance; do not ship it as an improvement.\n{banner}"
+            + (
+                "It is saved anyway (--ship-unimproved), with `improved: false` in its provenance.\n"
+                if result.shipped == "chosen"
+                else "The checkpoint holds the identity edit (the base model); --ship-unimproved saves the chosen edit.\n"
+            )
+            + banner
         )
     print(f"checkpoint and run record: {result.directory} (trace plot: {result.directory / PLOT_NAME})")

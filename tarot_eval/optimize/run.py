@@ -3,9 +3,10 @@
 Selection never reads the test split. The search ranks points by the training objective; the
 final point is the candidate with the best objective on validation documents held out from the
 same training pool (bo/random: the `select_k` best by training score; grad: `select_k` steps
-spread along the trajectory, i.e. early stopping on validation). An edit that does not beat the
-base model on validation is still saved, with `improved: false` in its provenance, and reported
-loudly by the command.
+spread along the trajectory, i.e. early stopping on validation). When no candidate beats the
+base model on validation, the checkpoint holds the identity edit (the base model's behaviour) with
+`improved: false` in its provenance, reported loudly by the command; `ship_unimproved` saves the
+chosen edit instead.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Settings:
     n_val: int = 20
     seed: int = 0
     balance: bool = False
+    ship_unimproved: bool = False
     prompt: objectives.PromptOptions = field(default_factory=objectives.PromptOptions)
     bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
     grad: gradient.GradSettings = field(default_factory=gradient.GradSettings)
@@ -70,6 +72,7 @@ class Result:
     directory: Path
     chosen_index: int
     improved: bool
+    shipped: str  # "chosen" or "identity" (no candidate beat the base model)
     selected_on: str
     scores: dict  # base/chosen x train/validation -> {"value", "accuracy"}
     surrogate: dict | None
@@ -174,6 +177,7 @@ def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, 
     if validation is not None:
         scores["chosen"]["validation"] = val[chosen]
     improved = scores["chosen"][selected_on]["value"] > base[selected_on]["value"]
+    shipped = "chosen" if improved or settings.ship_unimproved else "identity"
     surrogate = bayesian.surrogate_quality(record.trace) if settings.optimizer == "bo" else None
     notes = list(problem.docs.notes)
     if settings.optimizer == "grad":
@@ -193,10 +197,12 @@ def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, 
         "selected_on": selected_on,
         "scores": scores,
         "improved": improved,
+        "shipped": shipped,
         "notes": notes,
     }
-    checkpoint.save(out, HeadEdit(settings.method, settings.layers, params[chosen]), model, settings.bounds, provenance)
-    result = Result(Path(out), chosen, improved, selected_on, scores, surrogate, notes)
+    shipped_params = params[chosen] if shipped == "chosen" else identity
+    checkpoint.save(out, HeadEdit(settings.method, settings.layers, shipped_params), model, settings.bounds, provenance)
+    result = Result(Path(out), chosen, improved, shipped, selected_on, scores, surrogate, notes)
     summary = {
         **{k: v for k, v in asdict(result).items() if k != "directory"},
         "candidates": pool,

@@ -10,7 +10,7 @@
 
 "optimize settings" are the flags of `tarot-eval optimize` (underscores for dashes) that do not
 belong to a model, a task or the evaluation: method, optimizer, space, objective, n_train, n_val,
-budget, seed, balance, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr.
+budget, seed, balance, ship_unimproved, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr.
 A method's own settings win over the shared ones.
 """
 

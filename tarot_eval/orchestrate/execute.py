@@ -89,7 +89,7 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
 
 
 def execute(plan: ModelPlan, evaluation: EvalSpec, manager) -> None:
-    """Run the cells of `plan` that are not done: optimizations first, then evaluations."""
+    """Run the cells of `plan` that are not done, in `plan.todo` order."""
     todo = plan.todo
     if not todo:
         return

@@ -75,7 +75,12 @@ class ModelPlan:
 
     @property
     def todo(self) -> list[Step]:
-        return [step for step in [*self.optimizations, *self.evaluations] if step.reason is not None]
+        """The cells to run, a method at a time in config order (its optimizations, then its
+        evaluations), so an interrupted leaderboard already holds whole methods."""
+        methods = list(dict.fromkeys(step.job.method for step in self.evaluations))
+        steps = [*self.optimizations, *self.evaluations]
+        ordered = sorted(steps, key=lambda step: (methods.index(step.job.method), isinstance(step.job, Evaluation)))
+        return [step for step in ordered if step.reason is not None]
 
 
 def optimize_args(values: dict, model: ModelSpec, task: str, evaluation: EvalSpec) -> argparse.Namespace:
