@@ -28,6 +28,7 @@ from tarot_eval.optimize.search_space import SearchSpace
 
 OPTIMIZERS = ("bo", "random", "grad")
 RESULT_NAME = "result.json"
+MIN_GAIN = 1e-6  # an edit must beat the base model's objective by more than float noise
 PLOT_NAME = "trace.png"
 
 
@@ -176,7 +177,7 @@ def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, 
     scores = {"base": base, "chosen": {"train": {"value": entry["train"], "accuracy": entry["train_acc"]}}}
     if validation is not None:
         scores["chosen"]["validation"] = val[chosen]
-    improved = scores["chosen"][selected_on]["value"] > base[selected_on]["value"]
+    improved = scores["chosen"][selected_on]["value"] > base[selected_on]["value"] + MIN_GAIN
     shipped = "chosen" if improved or settings.ship_unimproved else "identity"
     surrogate = bayesian.surrogate_quality(record.trace) if settings.optimizer == "bo" else None
     notes = list(problem.docs.notes)
