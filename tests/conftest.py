@@ -110,8 +110,14 @@ def run_console(command: list[str], output_path: Path, env: dict | None = None, 
     return proc, (json.loads(results[-1].read_text()) if results else None)
 
 
-def write_choice_task(folder: Path, name: str, rows: list[dict]) -> Path:
-    """A minimal lm-eval multiple_choice YAML task over a local JSONL file (fields: input, label)."""
+def write_choice_task(
+    folder: Path,
+    name: str,
+    rows: list[dict],
+    doc_to_text: str = "{{input}}\\nAnswer (True or False):",
+    doc_to_choice: str = '["False", "True"]',
+) -> Path:
+    """A minimal lm-eval multiple_choice YAML task over a local JSONL file (`label` is the gold index)."""
     import json
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -123,8 +129,8 @@ def write_choice_task(folder: Path, name: str, rows: list[dict]) -> Path:
         f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
         "test_split: test\n"
         "output_type: multiple_choice\n"
-        'doc_to_text: "{{input}}\\nAnswer (True or False):"\n'
-        'doc_to_choice: ["False", "True"]\n'
+        f'doc_to_text: "{doc_to_text}"\n'
+        f"doc_to_choice: {doc_to_choice}\n"
         "doc_to_target: label\n"
         "metric_list:\n  - metric: acc\n"
     )

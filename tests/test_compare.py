@@ -14,7 +14,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import tiny_model, write_choice_task
 from lm_eval import simple_evaluate
 from lm_eval.loggers import EvaluationTracker
 from lm_eval.models.huggingface import HFLM
@@ -38,20 +38,7 @@ def write_task(folder: Path, name: str, seed: int, n_docs: int = 40, edited_doc:
     ]
     if edited_doc is not None:
         docs[edited_doc]["question"] += " again"
-    folder.mkdir(parents=True, exist_ok=True)
-    data = folder / f"{name}.jsonl"
-    data.write_text("".join(json.dumps(doc) + "\n" for doc in docs))
-    (folder / f"{name}.yaml").write_text(
-        f"task: {name}\n"
-        "dataset_path: json\n"
-        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
-        "test_split: test\n"
-        "output_type: multiple_choice\n"
-        'doc_to_text: "{{question}} Answer:"\n'
-        "doc_to_choice: choices\n"
-        "doc_to_target: label\n"
-        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
-    )
+    write_choice_task(folder, name, docs, doc_to_text="{{question}} Answer:", doc_to_choice="choices")
 
 
 def evaluate_into(output_path: Path, model, tasks, task_manager, model_args="pretrained=tiny-llama", **kwargs) -> Path:
