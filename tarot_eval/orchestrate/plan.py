@@ -32,14 +32,12 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True)
-class Optimization:
+class Cell:
+    """One model x method x task of the grid."""
+
     model: str
     method: str
     task: str
-    settings: Settings
-    budget: int
-    select_k: int
-    directory: Path
 
     @property
     def cell(self) -> str:
@@ -47,16 +45,17 @@ class Optimization:
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    model: str
-    method: str
-    task: str
+class Optimization(Cell):
+    settings: Settings
+    budget: int
+    select_k: int
+    directory: Path
+
+
+@dataclass(frozen=True)
+class Evaluation(Cell):
     checkpoint: Path | None  # None: the unedited model
     folder: Path
-
-    @property
-    def cell(self) -> str:
-        return f"{self.model}/{self.method}/{self.task}"
 
 
 @dataclass(frozen=True)
