@@ -4,8 +4,9 @@
     tarot-eval rl --reward toxicity --prompts rtp --out ckpt/detox --trainer grpo
     lm_eval --model tarot-hf --model_args rotations=ckpt/imdb --tasks tarot_imdb
 
-Trains on the training prompts only; the test prompts (the ones `tarot_imdb` / `tarot_detox`
-generate for, `--n-test` of them) are set aside before the training prompts are drawn.
+Trains on the training prompts and chooses the result on validation prompts from the same pool;
+the test prompts (the ones `tarot_imdb` / `tarot_detox` generate for, `--n-test` of them) are
+set aside before either is drawn.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sys
 
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
-DEFAULT_N_TRAIN = {"imdb": 12, "rtp": 10}  # the paper's
+DEFAULT_N_TRAIN = 24  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
+DEFAULT_N_VAL = 24
 DEFAULT_BUDGET = {"bo": 60, "grpo": 20}
 
 
@@ -33,7 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--toxicity-scorer", help="profanity-check (default), detoxify, or a HF model id/dir")
     parser.add_argument("--toxicity-checkpoint", help="local Detoxify .ckpt (implies --toxicity-scorer detoxify)")
     parser.add_argument("--toxicity-config-dir", help="Detoxify: local folder with the base model's HF config and tokenizer")
-    parser.add_argument("--n-train", type=int, help="training prompts (default 12 imdb, 10 rtp, as the paper)")
+    parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN,
+                        help=f"training prompts (default {DEFAULT_N_TRAIN}; the paper: 12 imdb, 10 rtp)")
+    parser.add_argument("--n-val", type=int, default=DEFAULT_N_VAL,
+                        help=f"validation prompts from the training pool that choose the result (default {DEFAULT_N_VAL}; "
+                             "0: choose on the training prompts, as the paper)")
+    parser.add_argument("--ship-unimproved", action="store_true",
+                        help="save the chosen edit even when it does not beat the base model (default: the identity)")
     parser.add_argument("--n-test", type=int, default=100, help="test prompts set aside (default 100 = the lm-eval tasks' set)")
     parser.add_argument("--prompt-seed", type=int, default=0, help="prompt split seed (the lm-eval tasks use 0)")
     parser.add_argument("--data-dir", help="folder with imdb/ and real_toxicity_prompts/ (default $TAROT_DATA_DIR, else the hub)")
@@ -43,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per greedy generation batch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=int, help="bo: reward evaluations (default 60); grpo: optimizer steps (default 20)")
-    parser.add_argument("--space", default="head", help="bo search space: head (default), layer, embed:D or full")
+    parser.add_argument("--space", default="layer",
+                        help="bo search space: layer (default: one angle per layer), head, embed:D or full")
+    parser.add_argument("--select-k", type=int, default=5, help="bo: best-by-train points compared on validation")
     parser.add_argument("--bo-init", type=int, default=4, help="bo: random initial points")
     parser.add_argument("--bo-restarts", type=int, default=20, help="bo: acquisition optimizer restarts")
     parser.add_argument("--bo-raw-samples", type=int, default=1024, help="bo: raw samples for the acquisition")
@@ -52,6 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-generations", type=int, default=4, help="grpo: sampled completions per prompt")
     parser.add_argument("--prompts-per-step", type=int, default=2, help="grpo: prompts per optimizer step")
     parser.add_argument("--temperature", type=float, default=1.0, help="grpo: sampling temperature of the rollouts")
+    parser.add_argument("--select-every", type=int, default=5,
+                        help="grpo: steps between candidates measured on validation (early stopping)")
 
 
 def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
@@ -86,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
 
     name, options = scorer_request(args)
     prompt_set = args.prompts or DEFAULT_PROMPTS[args.reward]
-    n_train = args.n_train if args.n_train is not None else DEFAULT_N_TRAIN[prompt_set]
+    n_train, n_val = args.n_train, args.n_val
+    if n_train < 1 or n_val < 0:
+        raise SystemExit(f"tarot-eval rl: need --n-train >= 1 and --n-val >= 0, got {n_train} and {n_val}")
     budget = args.budget if args.budget is not None else DEFAULT_BUDGET[args.trainer]
     try:
         scorer = get_scorer(args.reward, name, **options)
@@ -94,16 +108,20 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"tarot-eval rl: {error}") from error
     load_split = prompt_sets.imdb_prompts if prompt_set == "imdb" else prompt_sets.toxicity_prompts
     try:
-        split = load_split(n_train=n_train, n_test=args.n_test, seed=args.prompt_seed, data_dir=args.data_dir)
+        split = load_split(n_train=n_train + n_val, n_test=args.n_test, seed=args.prompt_seed, data_dir=args.data_dir)
     except prompt_sets.PromptsUnavailable as error:
         raise SystemExit(f"tarot-eval rl: {error}") from error
+    train, validation = split.train[:n_train], split.train[n_train:]
     setting = RewardSetting(
         scorer=scorer,
-        train_prompts=tuple(p.text for p in split.train),
+        train_prompts=tuple(p.text for p in train),
+        validation_prompts=tuple(p.text for p in validation),
         prompts={"set": prompt_set, "source": split.source, "seed": args.prompt_seed,
-                 "n_test_excluded": args.n_test, "ids": [p.id for p in split.train]},
+                 "n_test_excluded": args.n_test, "ids": [p.id for p in train],
+                 "validation_ids": [p.id for p in validation]},
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
+        ship_unimproved=args.ship_unimproved,
     )
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
     geo = architectures.geometry(model)
@@ -113,18 +131,20 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(f"tarot-eval rl: {error}") from error
     print(f"training rotations of layers {list(layers)} of {geo.num_layers} (±{bounds[1]:.4g} rad) with {args.trainer} "
-          f"for reward {args.reward} (scorer {scorer.name}) on {n_train} {prompt_set} prompts, budget {budget}",
+          f"for reward {args.reward} (scorer {scorer.name}) on {n_train} {prompt_set} prompts "
+          f"(choosing on {n_val or 'the training'} {'validation ' if n_val else ''}prompts), budget {budget}",
           file=sys.stderr)
     if args.trainer == "bo":
         settings = train_bo.BOTrainSettings(
-            layers=layers, bounds=bounds, space=args.space, budget=budget, seed=args.seed,
+            layers=layers, bounds=bounds, space=args.space, budget=budget, seed=args.seed, select_k=args.select_k,
             bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
                           kernel_depth=args.bo_kernel_depth))
         result = train_bo.train(model, tokenizer, setting, settings, args.out)
     else:
         settings = train_grpo.GRPOSettings(
             layers=layers, bounds=bounds, steps=budget, learning_rate=args.lr, num_generations=args.num_generations,
-            prompts_per_step=args.prompts_per_step, temperature=args.temperature, seed=args.seed)
+            prompts_per_step=args.prompts_per_step, temperature=args.temperature, select_every=args.select_every,
+            seed=args.seed)
         result = train_grpo.train(model, tokenizer, setting, settings, args.out)
     print_summary(result, args.reward, args.model)
     return 0
@@ -137,14 +157,18 @@ def print_summary(result, reward: str, model: str | None) -> None:
         f"trainer {result.trainer}, scorer {result.scorer}, {result.seconds:.1f} s",
         f"  train reward   base {result.before['reward']:.4f}  edited {result.after['reward']:.4f}",
         f"  {flagged + ' rate':14s} base {result.before['flagged_rate']:.3f}  edited {result.after['flagged_rate']:.3f}",
+        f"  chosen on {result.selection['on']}: reward base {result.selection['base']:.4f}  "
+        f"candidate {result.selection['chosen']:.4f}  -> shipped {result.shipped}",
     ]
     for example in result.examples:
         lines.append(f"  prompt {example['prompt']!r}\n    base:   {example['before']!r}\n    edited: {example['after']!r}")
     print("\n".join(lines))
     if not result.improved:
         banner = "!" * 78
-        print(f"{banner}\nNOT IMPROVED: the edit does not beat the base model's train reward.\n"
-              f"It is saved with `improved: false` in its provenance; do not ship it as an improvement.\n{banner}")
+        kept = ("the candidate is saved anyway (--ship-unimproved)" if result.shipped == "chosen"
+                else "the checkpoint holds the identity edit (the base model's behaviour)")
+        print(f"{banner}\nNOT IMPROVED: no candidate beats the base model's {result.selection['on']} reward; "
+              f"{kept}, with `improved: false` in its provenance.\n{banner}")
     model_args = (f"pretrained={model}," if model else "") + f"rotations={result.directory}"
     print(f"checkpoint: {result.directory}\nevaluate on the held-out prompts: "
           f"lm_eval --model tarot-hf --model_args {model_args} --tasks {task}")

@@ -1,9 +1,10 @@
 """The paper's setting: the greedy train reward as a black-box objective of the angles, maximized by BO.
 
-Reuses the optimizer's BoTorch loop, search spaces and run record unchanged, so a run killed
-part-way resumes from its `--out` directory (same config) and a different config there is
-refused. The saved edit is the evaluated point with the best train reward (ties: the earliest);
-no held-out prompt is ever generated for.
+Reuses the optimizer's BoTorch loop, search spaces, run record and candidate pool unchanged, so a
+run killed part-way resumes from its `--out` directory (same config, validation scores included)
+and a different config there is refused. The `select_k` points with the best train reward are
+compared on the validation prompts and the best there is the candidate (without validation
+prompts: the best train reward; ties: the earliest); no test prompt is ever generated for.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.objective import Evaluation
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.run import candidates
 from tarot_eval.optimize.search_space import SearchSpace
 from tarot_eval.rl.generate import GreedyScore
-from tarot_eval.rl.training import RewardSetting, TrainResult, save_result
-
-BASE_KEY = "base:train"
+from tarot_eval.rl.training import RewardSetting, Selection, TrainResult, save_result
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class BOTrainSettings:
     space: str = "head"  # one angle per head: low-dimensional enough for a GP
     budget: int = 40  # reward evaluations, random initial points included
     seed: int = 0
+    select_k: int = 5  # best-by-train points compared on the validation prompts
     bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
 
 
@@ -46,20 +47,29 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
     record = RunRecord(out, config)
     started = time.perf_counter()
     with attached(model, edit) as handle:
-        def measure(params) -> GreedyScore:
+        def measure(params, split: str = "train") -> GreedyScore:
             handle.params = params
-            return setting.measure(model, tokenizer)
+            return setting.measure(model, tokenizer, split)
 
         identity = edit.params.clone()
-        base = record.score(BASE_KEY, lambda: _timed_entry(lambda: measure(identity)))
+        base = record.score("base:train", lambda: _timed_entry(lambda: measure(identity)))
 
         def evaluate(x) -> Evaluation:
             score = measure(space.to_params(x).float())
             return Evaluation(score.reward, score.flagged_rate)
 
         bayesian.run(evaluate, space, record, settings.budget, settings.seed, settings.bo)
-    best = max(range(len(record.trace)), key=lambda i: (record.trace[i]["train"], -i))
-    chosen = HeadEdit("rotation", settings.layers, space.to_params(record.point(best)).float().clone())
+        pool = candidates(record, "bo", settings.select_k)
+        params = {i: space.to_params(record.point(i)).float().clone() for i in pool}
+        if setting.validation_prompts:
+            base_reward = record.score("base:validation", lambda: _timed_entry(lambda: measure(identity, "validation")))["reward"]
+            rewards = {i: record.score(f"validation:{i}", lambda i=i: _timed_entry(lambda: measure(params[i], "validation")))["reward"]
+                       for i in pool}
+        else:
+            base_reward, rewards = base["reward"], {i: record.trace[i]["train"] for i in pool}
+    best = max(pool, key=lambda i: (rewards[i], record.trace[i]["train"], -i))
+    selection = Selection(HeadEdit("rotation", settings.layers, params[best]), base_reward, rewards[best],
+                          {"chosen_evaluation": best, "candidates": {str(i): rewards[i] for i in pool}})
     before = GreedyScore(base["reward"], base["flagged_rate"], base["continuations"])
     details = {
         "search_space": space.spec,
@@ -68,14 +78,14 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
         "seed": settings.seed,
         "budget": settings.budget,
         "evaluations": len(record.trace),
-        "chosen_evaluation": best,
-        "selected_on": "train",
+        "select_k": settings.select_k,
         "bo": settings.bo.as_dict(),
         "surrogate": bayesian.surrogate_quality(record.trace),
         "session_seconds": round(time.perf_counter() - started, 2),
     }
-    seconds = base["wall_s"] + sum(entry["wall_s"] for entry in record.trace)  # all sessions of a resumed run
-    return save_result(model, tokenizer, chosen, settings.bounds, out, "bo", setting, before, seconds, details)
+    # every reward evaluation of every session of a resumed run
+    seconds = sum(entry.get("wall_s", 0.0) for entry in [*record.scores.values(), *record.trace])
+    return save_result(model, tokenizer, selection, settings.bounds, out, "bo", setting, before, seconds, details)
 
 
 def _timed_entry(measure) -> dict:

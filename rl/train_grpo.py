@@ -6,8 +6,11 @@ unedited model), and hooked in through `tarot_eval.edit.attach`, so rollouts com
 edited model and gradients reach only the angles. A callback clamps them to the bounds after
 every optimizer step. `beta=0`: no reference model (TRL would reload one from the model's
 id, impossible for a GGUF or in-memory model); the angle bound is the regularizer.
+Every `select_every` steps (and after the last) the current angles are measured greedily on
+the selection prompts (validation, else training) and kept as a candidate; the best candidate,
+compared with the base model, is the result: early stopping on validation.
 After training the Parameter and hooks are removed, so the model is exactly the base model
-again, and the angles are saved as an ordinary tarot checkpoint.
+again, and the chosen angles are saved as an ordinary tarot checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from transformers import TrainerCallback
 from tarot_eval.edit import HeadEdit, attach
 from tarot_eval.rl.generate import STOP, texts_to_score
 from tarot_eval.rl.rewards import Scorer
-from tarot_eval.rl.training import RewardSetting, TrainResult, save_result
+from tarot_eval.rl.training import RewardSetting, Selection, TrainResult, save_result
 
 ANGLES = "tarot_angles"
 
@@ -39,6 +42,7 @@ class GRPOSettings:
     num_generations: int = 4  # sampled completions per prompt (the GRPO group)
     prompts_per_step: int = 2
     temperature: float = 1.0
+    select_every: int = 5  # steps between candidates measured on the selection prompts
     seed: int = 0
 
 
@@ -51,6 +55,19 @@ class ClampAngles(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         with torch.no_grad():
             self.angles.clamp_(*self.bounds)
+
+
+class MeasureCandidates(TrainerCallback):
+    """Every `every` steps and after the last, the angles' greedy reward on the selection prompts."""
+
+    def __init__(self, angles: nn.Parameter, every: int, measure):
+        self.angles, self.every, self.measure = angles, every, measure
+        self.candidates: list[dict] = []  # {"step", "reward", "angles"}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
+            self.candidates.append({"step": state.global_step, "reward": self.measure(),
+                                    "angles": self.angles.detach().clone()})
 
 
 def reward_function(scorer: Scorer):
@@ -98,10 +115,13 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
         raise ValueError(f"steps must be >= 1, got {settings.steps}")
     if settings.num_generations < 2:
         raise ValueError(f"num_generations must be >= 2 (GRPO compares completions of one prompt), got {settings.num_generations}")
+    if settings.select_every < 1:
+        raise ValueError(f"select_every must be >= 1 step, got {settings.select_every}")
     if hasattr(model, ANGLES):
         raise ValueError(f"the model already carries a {ANGLES!r} parameter (a GRPO run in progress?)")
     started = time.perf_counter()
     before = setting.measure(model, tokenizer)
+    base_reward = before.reward if setting.selected_on == "train" else setting.measure(model, tokenizer, "validation").reward
     edit = HeadEdit.identity(model, "rotation", settings.layers)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for parameter in trainable:
@@ -110,6 +130,16 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
     model.register_parameter(ANGLES, angles)
     handle = attach(model, HeadEdit("rotation", settings.layers, angles))
     was_training = model.training
+
+    def measure() -> float:
+        training = model.training
+        model.eval()
+        try:
+            return setting.measure(model, tokenizer, setting.selected_on).reward
+        finally:
+            model.train(training)
+
+    candidates = MeasureCandidates(angles, settings.select_every, measure)
     try:
         with tempfile.TemporaryDirectory(prefix="tarot-grpo-") as scratch:
             trainer = GRPOTrainer(
@@ -118,7 +148,7 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
                 args=grpo_config(settings, setting.max_new_tokens, scratch),
                 train_dataset=Dataset.from_list([{"prompt": p} for p in setting.train_prompts]),
                 processing_class=tokenizer,
-                callbacks=[ClampAngles(angles, settings.bounds)],
+                callbacks=[ClampAngles(angles, settings.bounds), candidates],
             )
             trainer.train()
             history = [_step_log(entry) for entry in trainer.state.log_history if "reward" in entry]
@@ -128,10 +158,13 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
         for parameter in trainable:
             parameter.requires_grad_(True)
         model.train(was_training)
-    trained = HeadEdit("rotation", settings.layers, angles.detach().clone())
+    best = max(candidates.candidates, key=lambda c: (c["reward"], -c["step"]))
+    selection = Selection(HeadEdit("rotation", settings.layers, best["angles"]), base_reward, best["reward"],
+                          {"chosen_step": best["step"],
+                           "candidates": {str(c["step"]): c["reward"] for c in candidates.candidates}})
     details = {**{k: v for k, v in asdict(settings).items() if k not in ("layers", "bounds")},
                "layers": list(settings.layers), "bounds": list(settings.bounds), "grpo_log": history}
-    return save_result(model, tokenizer, trained, settings.bounds, out, "grpo", setting, before,
+    return save_result(model, tokenizer, selection, settings.bounds, out, "grpo", setting, before,
                        time.perf_counter() - started, details)
 
 

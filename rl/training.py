@@ -1,8 +1,11 @@
-"""What both rl trainers share: the reward setting they train on, and how a result is saved.
+"""What both rl trainers share: the reward setting they train on, how the result is chosen and saved.
 
-The train reward is always measured the same way, for the base model and for the trained
-edit alike: the mean scorer reward of greedy continuations of the training prompts. An edit
-whose train reward does not beat the base model's is still saved, with `improved: false`.
+The reward is always measured the same way, for the base model and every candidate edit alike:
+the mean scorer reward of greedy continuations of a prompt set. A trainer maximizes it on the
+training prompts; the result is chosen on validation prompts held out from the same pool (never
+the test prompts), as `tarot-eval optimize` does. When no candidate beats the base model on the
+selection prompts, the checkpoint holds the identity edit (`shipped: identity`, `improved: false`)
+unless `ship_unimproved` is set.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from torch import nn
 
 from tarot_eval import checkpoint
 from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.optimize.run import MIN_GAIN
 from tarot_eval.rl.generate import MAX_NEW_TOKENS, GreedyScore, greedy_score
 from tarot_eval.rl.rewards import Scorer
 
@@ -24,21 +28,31 @@ EXAMPLES = 3
 
 @dataclass(frozen=True)
 class RewardSetting:
-    """The scorer and training prompts a trainer maximizes the reward on; `prompts` describes their origin."""
+    """The scorer, the training and validation prompts, and how a trainer's result is chosen."""
 
     scorer: Scorer
     train_prompts: tuple[str, ...]
     prompts: dict = field(default_factory=dict)  # e.g. {"set", "source", "seed", "ids"}
     max_new_tokens: int = MAX_NEW_TOKENS
     batch_size: int = 16
+    validation_prompts: tuple[str, ...] = ()  # from the training pool; empty: choose on the training prompts
+    ship_unimproved: bool = False
 
     def __post_init__(self):
         if not self.train_prompts:
             raise ValueError("no training prompts")
+        overlap = set(self.train_prompts) & set(self.validation_prompts)
+        if overlap:
+            raise ValueError(f"{len(overlap)} prompts are both training and validation prompts")
 
-    def measure(self, model: nn.Module, tokenizer) -> GreedyScore:
-        """Greedy train reward of `model` as it is now (with whatever edit is attached)."""
-        return greedy_score(model, tokenizer, self.scorer, self.train_prompts, self.max_new_tokens, self.batch_size)
+    @property
+    def selected_on(self) -> str:
+        return "validation" if self.validation_prompts else "train"
+
+    def measure(self, model: nn.Module, tokenizer, split: str = "train") -> GreedyScore:
+        """Greedy reward of `model` as it is now (with whatever edit is attached) on the `split` prompts."""
+        prompts = {"train": self.train_prompts, "validation": self.validation_prompts}[split]
+        return greedy_score(model, tokenizer, self.scorer, prompts, self.max_new_tokens, self.batch_size)
 
     def describe(self) -> dict:
         return {
@@ -46,8 +60,25 @@ class RewardSetting:
             "scorer": self.scorer.name,
             "prompts": self.prompts,
             "n_train": len(self.train_prompts),
+            "n_val": len(self.validation_prompts),
+            "selected_on": self.selected_on,
+            "ship_unimproved": self.ship_unimproved,
             "max_new_tokens": self.max_new_tokens,
         }
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The trainer's chosen candidate and the rewards that chose it (on `RewardSetting.selected_on`)."""
+
+    candidate: HeadEdit
+    base_reward: float
+    chosen_reward: float
+    details: dict = field(default_factory=dict)  # e.g. the other candidates' rewards
+
+    @property
+    def improved(self) -> bool:
+        return self.chosen_reward > self.base_reward + MIN_GAIN
 
 
 @dataclass
@@ -57,31 +88,41 @@ class TrainResult:
     scorer: str
     before: dict  # {"reward", "flagged_rate"} of the base model on the training prompts
     after: dict  # the same for the saved edit
-    improved: bool
+    selection: dict  # {"on", "base", "chosen", ...}: the rewards the choice was made on
+    improved: bool  # the chosen candidate beats the base model on the selection prompts
+    shipped: str  # "chosen", or "identity" when not improved (and not ship_unimproved)
     seconds: float
     examples: list[dict]  # {"prompt", "before", "after"} greedy continuations
 
 
-def save_result(model: nn.Module, tokenizer, edit: HeadEdit, bounds: tuple[float, float], out: str | Path,
+def save_result(model: nn.Module, tokenizer, selection: Selection, bounds: tuple[float, float], out: str | Path,
                 trainer: str, setting: RewardSetting, before: GreedyScore, seconds: float,
                 details: dict) -> TrainResult:
-    """Measure `edit`'s train reward, save it as a checkpoint in `out` (provenance included) and result.json."""
-    with attached(model, edit):
-        after = setting.measure(model, tokenizer)
+    """Save the chosen edit (or the identity when it did not improve) in `out` with provenance and result.json."""
+    improved = selection.improved
+    shipped = "chosen" if improved or setting.ship_unimproved else "identity"
+    candidate = selection.candidate
+    edit = candidate if shipped == "chosen" else HeadEdit.identity(model, candidate.method, candidate.layers)
+    if shipped == "chosen":
+        with attached(model, edit):
+            after = setting.measure(model, tokenizer)
+    else:
+        after = before
     summary = {
         "before": {"reward": before.reward, "flagged_rate": before.flagged_rate},
         "after": {"reward": after.reward, "flagged_rate": after.flagged_rate},
     }
-    improved = after.reward > before.reward
-    provenance = {"trainer": trainer, **setting.describe(), **details, "train_reward": summary, "improved": improved,
-                  "seconds": round(seconds, 2)}
+    chosen_by = {"on": setting.selected_on, "base": selection.base_reward, "chosen": selection.chosen_reward,
+                 **selection.details}
+    provenance = {"trainer": trainer, **setting.describe(), **details, "train_reward": summary,
+                  "selection": chosen_by, "improved": improved, "shipped": shipped, "seconds": round(seconds, 2)}
     checkpoint.save(out, edit, model, bounds, provenance)
     examples = [
         {"prompt": prompt, "before": old, "after": new}
         for prompt, old, new in list(zip(setting.train_prompts, before.continuations, after.continuations))[:EXAMPLES]
     ]
-    result = TrainResult(Path(out), trainer, setting.scorer.name, summary["before"], summary["after"], improved,
-                         round(seconds, 2), examples)
+    result = TrainResult(Path(out), trainer, setting.scorer.name, summary["before"], summary["after"], chosen_by,
+                         improved, shipped, round(seconds, 2), examples)
     payload = {**provenance, "examples": examples}
     (Path(out) / RESULT_NAME).write_text(json.dumps(payload, indent=2) + "\n")
     return result

@@ -17,12 +17,13 @@ from conftest import tiny_model
 from tarot_eval import checkpoint
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.optimize.bo import BOSettings
-from tarot_eval.optimize.record import TRACE_NAME, RunConfigError
+from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.rl import command, generate, train_bo, train_grpo
 from tarot_eval.rl.rewards import Score, Scorer
 from tarot_eval.rl.training import RESULT_NAME, RewardSetting
 
 PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
+VALIDATION = ("Once upon a time", "The answer is", "Hello there, said")
 BOUNDS = (-math.pi / 4, math.pi / 4)
 FAST_BO = BOSettings(n_init=4, num_restarts=2, raw_samples=64)
 
@@ -42,8 +43,23 @@ class VowelScorer(Scorer):
         return scores
 
 
-def setting(scorer=None, max_new_tokens=8) -> RewardSetting:
-    return RewardSetting(scorer or VowelScorer(), PROMPTS, {"set": "toy"}, max_new_tokens=max_new_tokens, batch_size=3)
+class ConstantScorer(VowelScorer):
+    """Rates every text the same: no edit can beat the base model."""
+
+    name = "toy-constant"
+
+    def score(self, texts):
+        return [Score(self.name, 0.5, False, 0.5) for _ in texts]
+
+
+def setting(scorer=None, max_new_tokens=8, validation=(), ship_unimproved=False) -> RewardSetting:
+    return RewardSetting(scorer or VowelScorer(), PROMPTS, {"set": "toy"}, max_new_tokens=max_new_tokens, batch_size=3,
+                         validation_prompts=validation, ship_unimproved=ship_unimproved)
+
+
+def test_reward_setting_refuses_validation_prompts_that_are_training_prompts():
+    with pytest.raises(ValueError, match="both training and validation"):
+        setting(validation=PROMPTS[:1])
 
 
 def test_batched_greedy_generation_matches_one_at_a_time(tiny_tokenizer):
@@ -76,8 +92,9 @@ def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
     base_weights = {name: p.detach().clone() for name, p in model.named_parameters()}
     bounds = (-0.05, 0.05)  # tight, so the clamp is exercised by lr 0.04 Adam steps
     settings = train_grpo.GRPOSettings(layers=(0, 1), bounds=bounds, steps=3, learning_rate=0.04,
-                                       num_generations=4, prompts_per_step=2)
-    result = train_grpo.train(model, tiny_tokenizer, setting(), settings, tmp_path / "grpo")
+                                       num_generations=4, prompts_per_step=2, select_every=2)
+    result = train_grpo.train(model, tiny_tokenizer, setting(validation=VALIDATION, ship_unimproved=True), settings,
+                              tmp_path / "grpo")
 
     assert not hasattr(model, train_grpo.ANGLES)
     assert dict(model.named_parameters()).keys() == base_weights.keys()
@@ -92,21 +109,27 @@ def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
     assert provenance["trainer"] == "grpo" and provenance["scorer"] == "toy-vowels"
     assert provenance["steps"] == 3 and len(provenance["grpo_log"]) == 3
     assert provenance["train_reward"]["after"]["reward"] == result.after["reward"]
-    assert provenance["improved"] == (result.after["reward"] > result.before["reward"])
+    selection = provenance["selection"]
+    assert selection["on"] == "validation" and list(selection["candidates"]) == ["2", "3"]  # every 2 steps and the last
+    assert selection["chosen"] == max(selection["candidates"].values())
+    assert provenance["improved"] == (selection["chosen"] > selection["base"]) and provenance["shipped"] == "chosen"
     with attached(model, edit):
         assert setting().measure(model, tiny_tokenizer).reward == pytest.approx(result.after["reward"])
+        assert setting(validation=VALIDATION).measure(model, tiny_tokenizer, "validation").reward == pytest.approx(
+            selection["chosen"])
 
 
 def test_bo_improves_a_toy_reward_and_resumes(tmp_path, tiny_tokenizer):
     model = tiny_model("llama")
-    settings = train_bo.BOTrainSettings(layers=(0, 1), bounds=BOUNDS, budget=6, bo=FAST_BO)
+    settings = train_bo.BOTrainSettings(layers=(0, 1), bounds=BOUNDS, space="head", budget=6, bo=FAST_BO)
     result = train_bo.train(model, tiny_tokenizer, setting(), settings, tmp_path / "bo")
-    assert result.improved and result.after["reward"] > result.before["reward"]
+    assert result.improved and result.shipped == "chosen" and result.after["reward"] > result.before["reward"]
     trace = [json.loads(line) for line in (tmp_path / "bo" / TRACE_NAME).read_text().splitlines()]
     assert len(trace) == 6 and {e["phase"] for e in trace} == {"init", "bo"}
-    assert result.after["reward"] == pytest.approx(max(e["train"] for e in trace))
+    assert result.after["reward"] == pytest.approx(max(e["train"] for e in trace))  # chosen on train: no validation
     saved = json.loads((tmp_path / "bo" / RESULT_NAME).read_text())
     assert saved["scorer"] == "toy-vowels" and saved["search_space"] == "head" and len(saved["examples"]) == 3
+    assert saved["selection"]["on"] == "train"
 
     longer = train_bo.train(model, tiny_tokenizer, setting(), settings.__class__(**{**settings.__dict__, "budget": 8}),
                             tmp_path / "bo")
@@ -117,12 +140,47 @@ def test_bo_improves_a_toy_reward_and_resumes(tmp_path, tiny_tokenizer):
         train_bo.train(model, tiny_tokenizer, setting(max_new_tokens=5), settings, tmp_path / "bo")
 
 
+def test_bo_chooses_among_its_best_train_points_on_validation(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    settings = train_bo.BOTrainSettings(layers=(0, 1), bounds=BOUNDS, budget=6, select_k=3, bo=FAST_BO)
+    result = train_bo.train(model, tiny_tokenizer, setting(validation=VALIDATION), settings, tmp_path / "bo")
+    trace = [json.loads(line) for line in (tmp_path / "bo" / TRACE_NAME).read_text().splitlines()]
+    top3 = sorted(range(6), key=lambda i: -trace[i]["train"])[:3]
+    selection = result.selection
+    assert selection["on"] == "validation" and sorted(map(int, selection["candidates"])) == sorted(top3)
+    assert selection["chosen"] == max(selection["candidates"].values())
+    assert result.improved == (selection["chosen"] > selection["base"])
+    edit = checkpoint.load(tmp_path / "bo", model)
+    with attached(model, edit):
+        assert setting(validation=VALIDATION).measure(model, tiny_tokenizer, "validation").reward == pytest.approx(
+            selection["chosen"] if result.shipped == "chosen" else selection["base"])
+    scores = (tmp_path / "bo" / SCORES_NAME).read_text()
+    train_bo.train(model, tiny_tokenizer, setting(validation=VALIDATION), settings, tmp_path / "bo")
+    assert (tmp_path / "bo" / SCORES_NAME).read_text() == scores  # validation rewards are recorded, not re-measured
+
+
+def test_an_edit_that_does_not_beat_base_ships_the_identity(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    settings = train_bo.BOTrainSettings(layers=(0, 1), bounds=BOUNDS, budget=2, bo=FAST_BO)
+    constant = setting(ConstantScorer(), validation=VALIDATION)
+    result = train_bo.train(model, tiny_tokenizer, constant, settings, tmp_path / "bo")
+    assert not result.improved and result.shipped == "identity" and result.after == result.before
+    assert torch.equal(checkpoint.load(tmp_path / "bo", model).params, HeadEdit.identity(model, "rotation", (0, 1)).params)
+    provenance = checkpoint.read_config(tmp_path / "bo")["provenance"]
+    assert provenance["improved"] is False and provenance["shipped"] == "identity"
+
+    kept = train_bo.train(model, tiny_tokenizer, setting(ConstantScorer(), validation=VALIDATION, ship_unimproved=True),
+                          settings, tmp_path / "kept")
+    assert kept.shipped == "chosen" and not kept.improved
+    assert checkpoint.load(tmp_path / "kept", model).params.abs().max() > 0
+
+
 def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir, capsys):
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     out = tmp_path / "imdb"
     args = parser.parse_args(["--reward", "sentiment", "--prompts", "imdb", "--model", str(saved_tiny_llama),
-                              "--out", str(out), "--n-train", "3", "--budget", "5", "--max-new-tokens", "6",
+                              "--out", str(out), "--n-train", "3", "--n-val", "2", "--budget", "5", "--max-new-tokens", "6",
                               "--layers", "0", "--bo-restarts", "2", "--bo-raw-samples", "64"])
     assert command.run(args) == 0
     printed = capsys.readouterr().out
@@ -130,7 +188,10 @@ def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir,
     config = checkpoint.read_config(out)
     assert config["layers"] == [0]
     assert config["provenance"]["scorer"] == "vader" and config["provenance"]["prompts"]["set"] == "imdb"
-    assert config["provenance"]["prompts"]["n_test_excluded"] == 100
+    prompts = config["provenance"]["prompts"]
+    assert prompts["n_test_excluded"] == 100 and len(prompts["ids"]) == 3 and len(prompts["validation_ids"]) == 2
+    assert not set(prompts["ids"]) & set(prompts["validation_ids"])
+    assert config["provenance"]["selection"]["on"] == "validation"
 
 
 def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
