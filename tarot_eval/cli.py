@@ -15,7 +15,8 @@ SUBCOMMANDS = {
     "optimize": ("tarot_eval.optimize.command", "search a head edit on a task's training documents"),
     "leaderboard": ("tarot_eval.orchestrate", "optimize and evaluate a config's model x method x task grid (only what is missing), then compare"),
     "rl": ("tarot_eval.rl.command", "train rotation angles for a generation reward (sentiment, toxicity) with BO or TRL GRPO"),
-    "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, McNemar test, csv, png, html"),
+    "rl-report": ("tarot_eval.rl.report", "base vs edited generations: task metrics, perplexity under the base model, examples"),
+    "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, paired significance test, csv, png, html"),
     "export": ("tarot_eval.export", "fold a checkpoint into the weights and save a plain HF model"),
 }
 

@@ -135,3 +135,21 @@ def write_choice_task(
         "metric_list:\n  - metric: acc\n"
     )
     return folder
+
+
+def evaluate_into(output_path: Path, model, tasks, task_manager, model_args="pretrained=tiny-llama", **kwargs) -> Path:
+    """Run lm-eval and save exactly as `lm_eval --output_path ... --log_samples` does; returns the results file."""
+    from lm_eval import simple_evaluate
+    from lm_eval.loggers import EvaluationTracker
+
+    tracker = EvaluationTracker(output_path=str(output_path))
+    results = simple_evaluate(
+        model=model, model_args=model_args, tasks=list(tasks), task_manager=task_manager,
+        log_samples=True, evaluation_tracker=tracker, bootstrap_iters=200, **kwargs,
+    )
+    samples = results.pop("samples")
+    tracker.save_results_aggregated(results=results, samples=samples)
+    for task in results["configs"]:
+        tracker.save_results_samples(task_name=task, samples=samples[task])
+    (results_file,) = output_path.rglob("results_*.json")
+    return results_file

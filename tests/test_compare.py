@@ -13,15 +13,16 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+from scipy.stats import t as student_t
 import torch
-from conftest import tiny_model, write_choice_task
-from lm_eval import simple_evaluate
-from lm_eval.loggers import EvaluationTracker
+from conftest import evaluate_into, tiny_model, write_choice_task
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from tarot_eval import checkpoint
-from tarot_eval.compare import add_arguments, run
+from tarot_eval.compare import add_arguments, run, significance
+from tarot_eval.compare.errors import CompareError
+from tarot_eval.compare.runs import Score
 from tarot_eval.edit import HeadEdit, attach
 
 TASKS = ("toy_a", "toy_b")
@@ -39,21 +40,6 @@ def write_task(folder: Path, name: str, seed: int, n_docs: int = 40, edited_doc:
     if edited_doc is not None:
         docs[edited_doc]["question"] += " again"
     write_choice_task(folder, name, docs, doc_to_text="{{question}} Answer:", doc_to_choice="choices")
-
-
-def evaluate_into(output_path: Path, model, tasks, task_manager, model_args="pretrained=tiny-llama", **kwargs) -> Path:
-    """Run lm-eval and save exactly as `lm_eval --output_path ... --log_samples` does; returns the results file."""
-    tracker = EvaluationTracker(output_path=str(output_path))
-    results = simple_evaluate(
-        model=model, model_args=model_args, tasks=list(tasks), task_manager=task_manager,
-        log_samples=True, evaluation_tracker=tracker, bootstrap_iters=200, **kwargs,
-    )
-    samples = results.pop("samples")
-    tracker.save_results_aggregated(results=results, samples=samples)
-    for task in results["configs"]:
-        tracker.save_results_samples(task_name=task, samples=samples[task])
-    (results_file,) = output_path.rglob("results_*.json")
-    return results_file
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +140,8 @@ def test_mcnemar_p_values_match_an_independent_count(runs_root, tmp_path, capsys
             base_only = sum(1 for doc in base if base[doc] == 1 and other[doc] == 0)
             other_only = sum(1 for doc in base if base[doc] == 0 and other[doc] == 1)
             record = table[(method, task)]
-            assert (int(record["base_only_right"]), int(record["other_only_right"])) == (base_only, other_only)
+            assert (int(record["base_better"]), int(record["other_better"])) == (base_only, other_only)
+            assert record["test"] == "mcnemar"
             assert int(record["n_docs"]) == len(base)
             assert float(record["p_value"]) == pytest.approx(exact_mcnemar_p(base_only, other_only), rel=1e-12)
             discordant_total += base_only + other_only
@@ -260,3 +247,26 @@ def test_cli_errors(runs_root, tmp_path, capsys):
     assert code == 2 and str(missing) in err and "--log_samples" in err
     code, out, _ = compare(capsys, copy, "--out", tmp_path / "board", "--no-significance")
     assert code == 0 and "p=" not in out
+
+
+def test_non_binary_metrics_get_the_paired_t_test():
+    pairs = [(0.1, 0.3), (0.5, 0.4), (0.2, 0.6), (0.0, 0.0), (0.7, 0.9), (-0.4, 0.2)]
+    test = significance.paired_test(pairs)
+    differences = [other - base for base, other in pairs]
+    n = len(differences)
+    mean = sum(differences) / n
+    sd = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n - 1))
+    t_statistic = mean / (sd / math.sqrt(n))
+    assert test.name == "paired-t" and test.n == n and (test.base_better, test.other_better) == (1, 4)
+    assert test.p_value == pytest.approx(2 * student_t.sf(abs(t_statistic), n - 1), rel=1e-9)
+    assert significance.paired_test([(0.5, 0.5), (0.2, 0.2)]).p_value == 1.0
+    assert significance.paired_test([(1, 0), (0, 1), (0, 1)]).name == "mcnemar"
+
+
+def test_aggregate_only_metrics_are_refused_for_significance(tmp_path):
+    samples = tmp_path / "samples_t_x.jsonl"
+    samples.write_text(json.dumps({"doc_id": 0, "filter": "none", "doc_hash": "d", "target_hash": "t",
+                                   "distinct_1": "some words"}) + "\n")
+    score = Score("t", "distinct_1", "none", 0.5, None, 0, samples)
+    with pytest.raises(CompareError, match="not a number per document.*--no-significance"):
+        significance.read_outcomes(score)

@@ -1,7 +1,7 @@
 """`tarot-eval compare`: lm-eval results folders -> leaderboard (Markdown, CSV, PNG, HTML).
 
 Modules: `runs` reads lm-eval's output files, `labels` names each run's model and method,
-`significance` pairs per-document outcomes and runs the exact McNemar test, `leaderboard`
+`significance` pairs per-document values and tests them (exact McNemar for right/wrong, paired t otherwise), `leaderboard`
 builds the rows, `chart` draws the bars, `render` writes the files, `command` is the CLI
 (`add_arguments`, `run`).
 """

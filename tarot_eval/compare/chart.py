@@ -41,7 +41,7 @@ def bar_chart(board: Leaderboard) -> bytes:
     crowded = len(groups) > 4
     axes.set_xticks(range(len(groups)), groups, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     axes.set_ylabel(f"{board.metric} (%)" if board.in_percent else board.metric)
-    axes.set_title(f"{board.metric} by task (* p < {board.alpha:g} vs {board.base_method}, exact McNemar)")
+    axes.set_title(f"{board.metric} by task (* p < {board.alpha:g} vs {board.base_method}, paired test)")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     buffer = io.BytesIO()

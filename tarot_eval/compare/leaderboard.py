@@ -1,4 +1,4 @@
-"""Runs -> leaderboard rows: score per task, averages, improvement over the base run, McNemar."""
+"""Runs -> leaderboard rows: score per task, averages, improvement over the base run, paired test."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from statistics import mean
 
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import Run, merge_runs
-from tarot_eval.compare.significance import McNemar, mcnemar, paired_outcomes
+from tarot_eval.compare.significance import PairedTest, paired_outcomes, paired_test
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ class Cell:
     stderr: float | None
     delta: float | None  # value - base value
     relative: float | None  # (value - base) / base * 100
-    test: McNemar | None
+    test: PairedTest | None
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def _cell(run: Run, base: Run | None, task: str, significance: bool) -> Cell:
         return Cell(score.value, score.stderr, None, None, None)
     delta = score.value - base_score.value
     relative = delta / base_score.value * 100 if base_score.value else None
-    test = mcnemar(paired_outcomes(base_score, score)) if significance else None
+    test = paired_test(paired_outcomes(base_score, score)) if significance else None
     return Cell(score.value, score.stderr, delta, relative, test)
 
 

@@ -15,8 +15,12 @@ from tarot_eval.compare.leaderboard import Cell, Leaderboard
 
 CSV_COLUMNS = (
     "model", "method", "shots", "task", "metric", "value", "stderr", "delta", "relative_pct",
-    "n_docs", "base_only_right", "other_only_right", "p_value", "significant", "results_file",
+    "n_docs", "test", "base_better", "other_better", "p_value", "significant", "results_file",
 )
+
+
+TEST_NAMES = {"mcnemar": "exact McNemar test (right/wrong per document)",
+              "paired-t": "paired t-test on per-document values"}
 
 
 def format_p(p_value: float) -> str:
@@ -60,9 +64,11 @@ def legend(board: Leaderboard) -> str:
     cells = [cell for row in board.rows for cell in row.cells.values()]
     text = f"{board.metric} in %" if board.in_percent else board.metric
     text += ", ± lm-eval's standard error."
-    if any(cell.test is not None for cell in cells):
+    tests = sorted({cell.test.name for cell in cells if cell.test is not None})
+    if tests:
+        how = " or ".join(TEST_NAMES[name] for name in tests)
         text += (
-            f" p: exact McNemar test against the {board.base_method!r} run of the same model and shots on the "
+            f" p: {how} against the {board.base_method!r} run of the same model and shots on the "
             f"same documents (two-sided; * p < {board.alpha:g}; no correction for multiple comparisons)."
         )
     if any(cell.delta is not None for cell in cells):
@@ -84,8 +90,9 @@ def _test_fields(cell: Cell, alpha: float) -> dict:
         return {}
     return {
         "n_docs": test.n,
-        "base_only_right": test.base_only,
-        "other_only_right": test.other_only,
+        "test": test.name,
+        "base_better": test.base_better,
+        "other_better": test.other_better,
         "p_value": test.p_value,
         "significant": test.p_value < alpha,
     }

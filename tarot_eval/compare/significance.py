@@ -1,7 +1,9 @@
-"""Paired significance of one run against its base run on the same documents (exact McNemar).
+"""Paired significance of one run against its base run on the same documents.
 
-Outcomes come from lm-eval's per-document samples files; documents are matched by `doc_id`
-and must agree on `doc_hash` and `target_hash`, so a pair is the same question and answer.
+Right/wrong metrics (every per-document value 0 or 1, e.g. acc) get the exact McNemar test;
+any other number (a reward, a toxicity probability) gets the paired t-test on the per-document
+differences. Values come from lm-eval's per-document samples files; documents are matched by
+`doc_id` and must agree on `doc_hash` and `target_hash`, so a pair is the same question and answer.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from scipy.stats import binomtest
+from scipy.stats import binomtest, ttest_rel
 
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import Score
@@ -20,21 +22,22 @@ from tarot_eval.compare.runs import Score
 class Outcome:
     doc_hash: str
     target_hash: str
-    correct: bool
+    value: float
 
 
 @dataclass(frozen=True)
-class McNemar:
-    """Exact McNemar test: only documents where exactly one of the two runs is right count."""
+class PairedTest:
+    """A two-sided paired test of one run against its base run on the same documents."""
 
+    name: str  # "mcnemar" (exact; 0/1 outcomes) or "paired-t"
     n: int  # paired documents
-    base_only: int  # right in the base run, wrong in the other
-    other_only: int  # wrong in the base run, right in the other
-    p_value: float  # two-sided
+    base_better: int  # documents where the base run scores higher (McNemar: right in base only)
+    other_better: int  # documents where the other run scores higher
+    p_value: float
 
 
 def read_outcomes(score: Score) -> dict[int, Outcome]:
-    """doc_id -> right/wrong for `score`'s metric and filter, from its samples file."""
+    """doc_id -> per-document value of `score`'s metric and filter, from its samples file."""
     if not score.samples.is_file():
         raise CompareError(
             f"samples file {score.samples} is missing (needed to test {score.task}); "
@@ -50,19 +53,19 @@ def read_outcomes(score: Score) -> dict[int, Outcome]:
             if score.metric not in sample:
                 raise CompareError(f"{score.samples}:{number}: no per-document {score.metric!r}")
             value = sample[score.metric]
-            if value not in (0, 1):  # True/False compare equal to 1/0
+            if isinstance(value, str) or not isinstance(value, (int, float)):
                 raise CompareError(
-                    f"{score.samples}:{number}: {score.metric}={value!r} is not 0/1; McNemar needs "
-                    "a right/wrong outcome per document (pick such a --metric or pass --no-significance)"
+                    f"{score.samples}:{number}: {score.metric}={value!r} is not a number per document (an "
+                    "aggregate-only metric such as distinct_n); pick another --metric or pass --no-significance"
                 )
             if doc_id in outcomes:
                 raise CompareError(f"{score.samples}: doc_id {doc_id} appears twice")
-            outcomes[doc_id] = Outcome(sample["doc_hash"], sample["target_hash"], bool(value))
+            outcomes[doc_id] = Outcome(sample["doc_hash"], sample["target_hash"], float(value))
     return outcomes
 
 
-def paired_outcomes(base: Score, other: Score) -> list[tuple[bool, bool]]:
-    """(base right, other right) per document; refuses runs scored on different documents."""
+def paired_outcomes(base: Score, other: Score) -> list[tuple[float, float]]:
+    """(base value, other value) per document; refuses runs scored on different documents."""
     base_docs, other_docs = read_outcomes(base), read_outcomes(other)
     if base_docs.keys() != other_docs.keys():
         only_base = sorted(base_docs.keys() - other_docs.keys())
@@ -80,13 +83,17 @@ def paired_outcomes(base: Score, other: Score) -> list[tuple[bool, bool]]:
                 f"{other.task}: doc_id {doc_id} has a different {what} in {other.samples} "
                 f"than in base {base.samples}; the runs did not score the same documents"
             )
-    return [(base_docs[doc_id].correct, other_docs[doc_id].correct) for doc_id in sorted(base_docs)]
+    return [(base_docs[doc_id].value, other_docs[doc_id].value) for doc_id in sorted(base_docs)]
 
 
-def mcnemar(pairs: list[tuple[bool, bool]]) -> McNemar:
-    """Exact (binomial) McNemar test on paired right/wrong outcomes."""
-    base_only = sum(1 for base, other in pairs if base and not other)
-    other_only = sum(1 for base, other in pairs if other and not base)
-    discordant = base_only + other_only
-    p_value = binomtest(other_only, discordant, 0.5).pvalue if discordant else 1.0
-    return McNemar(n=len(pairs), base_only=base_only, other_only=other_only, p_value=float(p_value))
+def paired_test(pairs: list[tuple[float, float]]) -> PairedTest:
+    """Exact McNemar when every value is 0 or 1, else the paired t-test; p = 1 when no document differs."""
+    base_better = sum(1 for base, other in pairs if base > other)
+    other_better = sum(1 for base, other in pairs if other > base)
+    if all(value in (0.0, 1.0) for pair in pairs for value in pair):
+        discordant = base_better + other_better
+        p_value = binomtest(other_better, discordant, 0.5).pvalue if discordant else 1.0
+        return PairedTest("mcnemar", len(pairs), base_better, other_better, float(p_value))
+    differs = base_better + other_better > 0
+    p_value = ttest_rel([other for _, other in pairs], [base for base, _ in pairs]).pvalue if differs else 1.0
+    return PairedTest("paired-t", len(pairs), base_better, other_better, float(p_value))

@@ -1,0 +1,78 @@
+"""`tarot-eval rl-report`: base and edited lm-eval generation runs side by side, perplexity under the base model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from conftest import evaluate_into
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.rl import report
+from tarot_eval.rl.fluency import continuation_perplexity
+
+GENERATION_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "generation"
+
+
+def run_report(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    report.add_arguments(parser)
+    return report.run(parser.parse_args(argv))
+
+
+def samples_of(results_file: Path, task: str) -> list[dict]:
+    date = results_file.stem.removeprefix("results_")
+    return [json.loads(line) for line in (results_file.parent / f"samples_{task}_{date}.jsonl").read_text().splitlines()]
+
+
+def table_rows(markdown: str) -> dict[str, dict[str, str]]:
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:]]
+    return {row[0]: dict(zip(header, row)) for row in rows}
+
+
+def test_report_pairs_runs_and_rates_them_under_the_base_model(tmp_path, saved_tiny_llama, data_dir, monkeypatch, capsys):
+    monkeypatch.setenv("TAROT_DATA_DIR", str(data_dir))
+    monkeypatch.delenv("TAROT_SENTIMENT_SCORER", raising=False)
+    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_tiny_llama)
+    manager = TaskManager(include_defaults=False, include_path=str(GENERATION_TASKS))
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
+    base_file = evaluate_into(tmp_path / "base", lm, ["tarot_imdb"], manager, limit=4)
+    with attached(model, HeadEdit("rotation", (0, 1, 2), torch.full((3, 4, 4), math.pi / 4))):
+        edited_file = evaluate_into(tmp_path / "edited", lm, ["tarot_imdb"], manager, limit=4)
+
+    out = tmp_path / "report.md"
+    assert run_report(["--task", "tarot_imdb", f"base={tmp_path / 'base'}", f"rot={tmp_path / 'edited'}",
+                       "--model", str(saved_tiny_llama), "--examples", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert capsys.readouterr().out.strip() == text.strip()
+    rows = table_rows(text)
+    assert list(rows) == ["base", "rot"]
+    for name, results_file in (("base", base_file), ("rot", edited_file)):
+        samples = samples_of(results_file, "tarot_imdb")
+        expected = continuation_perplexity(model, tokenizer, [s["doc"]["prompt"] for s in samples],
+                                           [s["filtered_resps"][0] for s in samples])
+        assert float(rows[name]["ppl_base"]) == float(f"{expected.corpus:.4g}")
+        reward = json.loads(results_file.read_text())["results"]["tarot_imdb"]["reward,none"]
+        assert float(rows[name]["reward"]) == float(f"{reward:.4g}")
+    base_samples, edited_samples = samples_of(base_file, "tarot_imdb"), samples_of(edited_file, "tarot_imdb")
+    changed = [(b, e) for b, e in zip(base_samples, edited_samples) if b["filtered_resps"] != e["filtered_resps"]]
+    assert changed, "the edit changed no continuation: the report would compare identical runs"
+    for sample in base_samples[:2]:
+        assert repr(sample["doc"]["prompt"]) in text and repr(sample["filtered_resps"][0]) in text
+    assert repr(base_samples[2]["doc"]["prompt"]) not in text  # --examples 2
+
+    evaluate_into(tmp_path / "short", lm, ["tarot_imdb"], manager, limit=2)
+    assert run_report(["--task", "tarot_imdb", str(tmp_path / "base"), str(tmp_path / "short"),
+                       "--model", str(saved_tiny_llama)]) == 2
+    assert "same prompts" in capsys.readouterr().err
+    assert run_report(["--task", "tarot_detox", str(tmp_path / "base"), "--model", str(saved_tiny_llama)]) == 2
+    assert "scored tarot_detox" in capsys.readouterr().err
