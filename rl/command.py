@@ -16,8 +16,8 @@ import sys
 
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
-DEFAULT_N_TRAIN = 24  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
-DEFAULT_N_VAL = 24
+DEFAULT_N_TRAIN = 32  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
+DEFAULT_N_VAL = 100  # enough that a chance low base score on them rarely lets a random edit through
 DEFAULT_BUDGET = {"bo": 60, "grpo": 20}
 
 

@@ -263,6 +263,22 @@ def test_non_binary_metrics_get_the_paired_t_test():
     assert significance.paired_test([(1, 0), (0, 1), (0, 1)]).name == "mcnemar"
 
 
+def test_continuous_metrics_are_shown_as_they_are(runs_root, tmp_path, capsys):
+    """Per-document probabilities (not 0/1) get the paired t-test and are not turned into percentages."""
+    continuous = tmp_path / "runs"
+    shutil.copytree(runs_root, continuous)
+    for samples in continuous.rglob("samples_*.jsonl"):
+        lines = [json.loads(line) for line in samples.read_text().splitlines()]
+        for sample in lines:
+            sample["acc"] = 0.25 + 0.5 * sample["acc"] - 0.01 * (sample["doc_id"] % 3)
+        samples.write_text("".join(json.dumps(sample) + "\n" for sample in lines))
+    code, out, _ = compare(capsys, continuous, "--out", tmp_path / "board")
+    assert code == 0
+    records = read_csv(tmp_path / "board" / "leaderboard.csv")
+    assert {r["test"] for r in records.values() if r["test"]} == {"paired-t"}
+    assert "acc, ± lm-eval's standard error. p: paired t-test" in out and "acc in %" not in out
+
+
 def test_aggregate_only_metrics_are_refused_for_significance(tmp_path):
     samples = tmp_path / "samples_t_x.jsonl"
     samples.write_text(json.dumps({"doc_id": 0, "filter": "none", "doc_hash": "d", "target_hash": "t",

@@ -56,8 +56,11 @@ class Leaderboard:
 
     @property
     def in_percent(self) -> bool:
-        """Scores within [0, 1] (accuracies) are shown as percentages."""
-        return all(0 <= cell.value <= 1 for row in self.rows for cell in row.cells.values())
+        """Scores within [0, 1] are shown as percentages, unless the per-document values are not 0/1
+        (a reward or a probability: a paired t-test was run), which are shown as they are."""
+        cells = [cell for row in self.rows for cell in row.cells.values()]
+        continuous = any(cell.test is not None and cell.test.name == "paired-t" for cell in cells)
+        return not continuous and all(0 <= cell.value <= 1 for cell in cells)
 
     @property
     def scale(self) -> float:
