@@ -277,6 +277,8 @@ def test_continuous_metrics_are_shown_as_they_are(runs_root, tmp_path, capsys):
     records = read_csv(tmp_path / "board" / "leaderboard.csv")
     assert {r["test"] for r in records.values() if r["test"]} == {"paired-t"}
     assert "acc, ± lm-eval's standard error. p: paired t-test" in out and "acc in %" not in out
+    value = records[("base", TASKS[0])]["value"]
+    assert f"{float(value):.3f} ± " in out  # raw values keep three decimals
 
 
 def test_aggregate_only_metrics_are_refused_for_significance(tmp_path):

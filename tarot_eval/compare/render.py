@@ -27,19 +27,25 @@ def format_p(p_value: float) -> str:
     return "p<0.001" if p_value < 0.001 else f"p={p_value:.3f}"
 
 
+def digits(scale: float) -> int:
+    """Decimals shown: one for percentages, three for raw values (a reward, a probability)."""
+    return 1 if scale == 100.0 else 3
+
+
 def format_cell(cell: Cell | None, scale: float, alpha: float) -> str:
     if cell is None:
         return "—"
-    text = f"{cell.value * scale:.1f}"
+    places = digits(scale)
+    text = f"{cell.value * scale:.{places}f}"
     if cell.stderr is not None:
-        text += f" ± {cell.stderr * scale:.1f}"
+        text += f" ± {cell.stderr * scale:.{places}f}"
     if cell.test is not None:
         text += f" ({format_p(cell.test.p_value)}{'*' if cell.test.p_value < alpha else ''})"
     return text
 
 
-def format_signed(value: float | None, suffix: str = "") -> str:
-    return "" if value is None else f"{value:+.1f}{suffix}"
+def format_signed(value: float | None, suffix: str = "", places: int = 1) -> str:
+    return "" if value is None else f"{value:+.{places}f}{suffix}"
 
 
 def headers(board: Leaderboard) -> list[str]:
@@ -55,7 +61,9 @@ def display_rows(board: Leaderboard) -> list[list[str]]:
     for row in board.rows:
         cells = [format_cell(row.cells.get(task), scale, board.alpha) for task in board.tasks]
         mean_delta = None if row.mean_delta is None else row.mean_delta * scale
-        summary = [f"{row.average * scale:.1f}", format_signed(mean_delta), format_signed(row.mean_relative, "%")]
+        places = digits(scale)
+        summary = [f"{row.average * scale:.{places}f}", format_signed(mean_delta, places=places),
+                   format_signed(row.mean_relative, "%")]
         table.append([row.model, row.method, row.shots, *cells, *summary])
     return table
 
