@@ -29,7 +29,7 @@ from tarot_eval.rl.training import RewardSetting, Selection, TrainResult, save_r
 class BOTrainSettings:
     layers: tuple[int, ...]
     bounds: tuple[float, float]
-    space: str = "head"  # one angle per head: low-dimensional enough for a GP
+    space: str = "layer"  # one angle per layer: low-dimensional enough for the GP to learn
     budget: int = 40  # reward evaluations, random initial points included
     seed: int = 0
     select_k: int = 5  # best-by-train points compared on the validation prompts
@@ -62,9 +62,11 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
         pool = candidates(record, "bo", settings.select_k)
         params = {i: space.to_params(record.point(i)).float().clone() for i in pool}
         if setting.validation_prompts:
-            base_reward = record.score("base:validation", lambda: _timed_entry(lambda: measure(identity, "validation")))["reward"]
-            rewards = {i: record.score(f"validation:{i}", lambda i=i: _timed_entry(lambda: measure(params[i], "validation")))["reward"]
-                       for i in pool}
+            def validation_reward(key: str, params_) -> float:
+                return record.score(key, lambda: _timed_entry(lambda: measure(params_, "validation")))["reward"]
+
+            base_reward = validation_reward("base:validation", identity)
+            rewards = {i: validation_reward(f"validation:{i}", params[i]) for i in pool}
         else:
             base_reward, rewards = base["reward"], {i: record.trace[i]["train"] for i in pool}
     best = max(pool, key=lambda i: (rewards[i], record.trace[i]["train"], -i))

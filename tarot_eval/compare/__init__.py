@@ -1,9 +1,9 @@
 """`tarot-eval compare`: lm-eval results folders -> leaderboard (Markdown, CSV, PNG, HTML).
 
 Modules: `runs` reads lm-eval's output files, `labels` names each run's model and method,
-`significance` pairs per-document values and tests them (exact McNemar for right/wrong, paired t otherwise), `leaderboard`
-builds the rows, `chart` draws the bars, `render` writes the files, `command` is the CLI
-(`add_arguments`, `run`).
+`significance` pairs per-document values and tests them (exact McNemar for right/wrong, the
+paired t-test otherwise), `leaderboard` builds the rows, `chart` draws the bars, `render`
+writes the files, `command` is the CLI (`add_arguments`, `run`).
 """
 
 from tarot_eval.compare.command import add_arguments, run
