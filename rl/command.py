@@ -17,7 +17,7 @@ import sys
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
 DEFAULT_N_TRAIN = 32  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
-DEFAULT_N_VAL = 100  # enough that a chance low base score on them rarely lets a random edit through
+DEFAULT_N_VAL = 100  # 24 let chance pick edits that were worse on test; ~25 s per candidate (docs/rl.md)
 DEFAULT_BUDGET = {"bo": 60, "grpo": 20}
 
 
@@ -58,11 +58,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bo-restarts", type=int, default=20, help="bo: acquisition optimizer restarts")
     parser.add_argument("--bo-raw-samples", type=int, default=1024, help="bo: raw samples for the acquisition")
     parser.add_argument("--bo-kernel-depth", type=int, default=3, help="bo: infinite-width BNN kernel depth")
-    parser.add_argument("--lr", type=float, default=0.02, help="grpo: Adam learning rate on the angles (radians)")
-    parser.add_argument("--num-generations", type=int, default=4, help="grpo: sampled completions per prompt")
-    parser.add_argument("--prompts-per-step", type=int, default=2, help="grpo: prompts per optimizer step")
-    parser.add_argument("--temperature", type=float, default=1.0, help="grpo: sampling temperature of the rollouts")
-    parser.add_argument("--select-every", type=int, default=5,
+    parser.add_argument("--lr", type=float, default=0.05, help="grpo: Adam learning rate on the angles (radians)")
+    parser.add_argument("--num-generations", type=int, default=8, help="grpo: sampled completions per prompt")
+    parser.add_argument("--prompts-per-step", type=int, default=8, help="grpo: prompts per optimizer step")
+    parser.add_argument("--temperature", type=float, default=0.7, help="grpo: sampling temperature of the rollouts")
+    parser.add_argument("--select-every", type=int, default=4,
                         help="grpo: steps between candidates measured on validation (early stopping)")
 
 
