@@ -132,7 +132,8 @@ class FoldedEdit:
         had_bias = proj.bias is not None
         self._saved.append((proj, proj.weight.detach().clone(), proj.bias.detach().clone() if had_bias else None, had_bias))
         rows = site.weight_rows  # [heads*head_dim, hidden] view of the weight
-        original = rows.detach().to(torch.float64).view(geo.num_heads, geo.head_dim, -1)
+        # a copy even when the weight is already float64: the bias shift below needs the unedited rows
+        original = rows.detach().to(torch.float64, copy=True).view(geo.num_heads, geo.head_dim, -1)
         maps = rotation.head_matrices(self.edit.method, params.to(torch.float64), geo.head_dim)
         rows.copy_((maps @ original).reshape(rows.shape).to(rows.dtype))
         if site.value_bias is None:
