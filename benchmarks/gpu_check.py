@@ -206,7 +206,7 @@ def write_task(folder: Path, n_train: int, n_test: int) -> Path:
         "training_split: train\ntest_split: test\noutput_type: multiple_choice\n"
         'doc_to_text: "{{input}}\\nAnswer (True or False):"\n'
         'doc_to_choice: ["False", "True"]\ndoc_to_target: label\n'
-        "metric_list:\n  - metric: acc\n"
+        "metric_list:\n  - {metric: acc, aggregation: mean, higher_is_better: true}\n"
     )
     return folder
 
