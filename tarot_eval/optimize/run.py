@@ -6,7 +6,9 @@ same training pool (bo/random: the `select_k` best by training score; grad: `sel
 spread along the trajectory, i.e. early stopping on validation). When no candidate beats the
 base model on validation, the checkpoint holds the identity edit (the base model's behaviour) with
 `improved: false` in its provenance, reported loudly by the command; `ship_unimproved` saves the
-chosen edit instead.
+chosen edit instead. A run holds `out`'s `run_lock` from start to finish (a second writer fails at
+once) and refuses a budget below the evaluations already recorded there: a run is never cut back,
+so the provenance's `budget` is never below its `evaluations`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ Optimizations call `tarot_eval.optimize.run.optimize`; evaluations call `lm_eval
 on a `TarotHFLM` built around the already loaded model (the checkpoint folded into o_proj for the
 run, unfolded after) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
 DIR --log_samples` does. No request cache is used: lm-eval keys it on the request alone, so
-differently edited models would share answers.
+differently edited models would share answers. A folder about to be evaluated again is moved aside
+(`move_aside`), never deleted.
 """
 
 from __future__ import annotations

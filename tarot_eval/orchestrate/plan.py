@@ -128,7 +128,7 @@ def num_layers(model: ModelSpec) -> int:
 def optimization_reason(job: Optimization) -> str | None:
     """Why the optimization must run; None when its checkpoint is there for these settings and budget."""
     directory = job.directory
-    recorded_evaluations(job)
+    refuse_cut_back(job)
     if not (directory / checkpoint.CONFIG_NAME).is_file() or not (directory / RESULT_NAME).is_file():
         return "resume the interrupted run" if (directory / RUN_CONFIG_NAME).is_file() else "no checkpoint yet"
     if not (directory / RUN_CONFIG_NAME).is_file():
@@ -148,7 +148,7 @@ def optimization_reason(job: Optimization) -> str | None:
     return None if done == job.budget else f"budget {done} -> {job.budget}"
 
 
-def recorded_evaluations(job: Optimization) -> None:
+def refuse_cut_back(job: Optimization) -> None:
     """Refuses a run record of more evaluations than the cell's budget (a run is never cut back)."""
     try:
         count = len(read_lines(job.directory / TRACE_NAME))
