@@ -5,7 +5,8 @@ the mean scorer reward of greedy continuations of a prompt set. A trainer maximi
 training prompts; the result is chosen on validation prompts held out from the same pool (never
 the test prompts), as `tarot-eval optimize` does. When no candidate beats the base model on the
 selection prompts, the checkpoint holds the identity edit (`shipped: identity`, `improved: false`)
-unless `ship_unimproved` is set.
+unless `ship_unimproved` is set. Saving holds the `--out` folder's `run_lock` (BO holds it from the
+start through its run record), so two runs never interleave their checkpoint and result.json.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from tarot_eval import checkpoint
+from tarot_eval import checkpoint, run_lock
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.optimize.run import MIN_GAIN
 from tarot_eval.rl.generate import MAX_NEW_TOKENS, GreedyScore, greedy_score
@@ -99,30 +100,31 @@ def save_result(model: nn.Module, tokenizer, selection: Selection, bounds: tuple
                 trainer: str, setting: RewardSetting, before: GreedyScore, seconds: float,
                 details: dict) -> TrainResult:
     """Save the chosen edit (or the identity when it did not improve) in `out` with provenance and result.json."""
-    improved = selection.improved
-    shipped = "chosen" if improved or setting.ship_unimproved else "identity"
-    candidate = selection.candidate
-    edit = candidate if shipped == "chosen" else HeadEdit.identity(model, candidate.method, candidate.layers)
-    if shipped == "chosen":
-        with attached(model, edit):
-            after = setting.measure(model, tokenizer)
-    else:
-        after = before
-    summary = {
-        "before": {"reward": before.reward, "flagged_rate": before.flagged_rate},
-        "after": {"reward": after.reward, "flagged_rate": after.flagged_rate},
-    }
-    chosen_by = {"on": setting.selected_on, "base": selection.base_reward, "chosen": selection.chosen_reward,
-                 **selection.details}
-    provenance = {"trainer": trainer, **setting.describe(), **details, "train_reward": summary,
-                  "selection": chosen_by, "improved": improved, "shipped": shipped, "seconds": round(seconds, 2)}
-    checkpoint.save(out, edit, model, bounds, provenance)
-    examples = [
-        {"prompt": prompt, "before": old, "after": new}
-        for prompt, old, new in list(zip(setting.train_prompts, before.continuations, after.continuations))[:EXAMPLES]
-    ]
-    result = TrainResult(Path(out), trainer, setting.scorer.name, summary["before"], summary["after"], chosen_by,
-                         improved, shipped, round(seconds, 2), examples)
-    payload = {**provenance, "examples": examples}
-    (Path(out) / RESULT_NAME).write_text(json.dumps(payload, indent=2) + "\n")
-    return result
+    with run_lock.hold(out):
+        improved = selection.improved
+        shipped = "chosen" if improved or setting.ship_unimproved else "identity"
+        candidate = selection.candidate
+        edit = candidate if shipped == "chosen" else HeadEdit.identity(model, candidate.method, candidate.layers)
+        if shipped == "chosen":
+            with attached(model, edit):
+                after = setting.measure(model, tokenizer)
+        else:
+            after = before
+        summary = {
+            "before": {"reward": before.reward, "flagged_rate": before.flagged_rate},
+            "after": {"reward": after.reward, "flagged_rate": after.flagged_rate},
+        }
+        chosen_by = {"on": setting.selected_on, "base": selection.base_reward, "chosen": selection.chosen_reward,
+                     **selection.details}
+        provenance = {"trainer": trainer, **setting.describe(), **details, "train_reward": summary,
+                      "selection": chosen_by, "improved": improved, "shipped": shipped, "seconds": round(seconds, 2)}
+        checkpoint.save(out, edit, model, bounds, provenance)
+        examples = [
+            {"prompt": prompt, "before": old, "after": new}
+            for prompt, old, new in list(zip(setting.train_prompts, before.continuations, after.continuations))[:EXAMPLES]
+        ]
+        result = TrainResult(Path(out), trainer, setting.scorer.name, summary["before"], summary["after"], chosen_by,
+                             improved, shipped, round(seconds, 2), examples)
+        payload = {**provenance, "examples": examples}
+        (Path(out) / RESULT_NAME).write_text(json.dumps(payload, indent=2) + "\n")
+        return result

@@ -212,6 +212,12 @@ def test_different_document_sets_are_refused(toy, runs_root, tmp_path, capsys):
     evaluate_into(limited / "rotation", toy["lm"], ["toy_a"], toy["tasks"], limit=25)
     code, _, err = compare(capsys, limited, "--out", tmp_path / "board")
     assert code == 2 and "cover different documents" in err and "15 doc_ids only in base" in err
+    code, _, err = compare(capsys, limited, "--out", tmp_path / "board", "--no-significance")
+    assert code == 2 and "cover different documents" in err and "15 doc_ids only in base" in err
+    for samples in limited.rglob("samples_*.jsonl"):  # without samples files: lm-eval's document counts
+        samples.unlink()
+    code, _, err = compare(capsys, limited, "--out", tmp_path / "board", "--no-significance")
+    assert code == 2 and "toy_a: " in err and "scored 25 documents and base" in err and " 40;" in err
 
     write_task(tmp_path / "edited_tasks", "toy_a", seed=0, edited_doc=7)
     edited = tmp_path / "edited"
@@ -221,8 +227,30 @@ def test_different_document_sets_are_refused(toy, runs_root, tmp_path, capsys):
     code, _, err = compare(capsys, edited, "--out", tmp_path / "board")
     assert code == 2 and "doc_id 7 has a different document" in err
 
-    code, _, _ = compare(capsys, edited, "--out", tmp_path / "board", "--no-significance")
-    assert code == 0
+    code, _, err = compare(capsys, edited, "--out", tmp_path / "board", "--no-significance")
+    assert code == 2 and "doc_id 7 has a different document" in err
+
+
+def test_a_torn_samples_file_is_named(runs_root, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_root, copy)
+    (samples,) = (copy / "rotation").rglob("samples_toy_a_*.jsonl")
+    lines = samples.read_text().splitlines(keepends=True)
+    samples.write_text("".join(lines[:10]) + lines[10][: len(lines[10]) // 2])  # killed while writing line 11
+    code, _, err = compare(capsys, copy, "--out", tmp_path / "board")
+    assert code == 2 and f"{samples}:11: not a JSON line" in err and "torn" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = compare(capsys, copy, "--out", tmp_path / "board", "--no-significance")
+    assert code == 2 and f"{samples}:11: not a JSON line" in err
+
+
+def test_folders_moved_aside_are_left_out(runs_root, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_root, copy)
+    shutil.copytree(copy / "rotation", copy / "rotation.moved-aside-20250101T000000.000000Z")
+    code, _, _ = compare(capsys, copy, "--out", tmp_path / "board")
+    assert code == 0  # not a second rotation run scoring the same tasks
+    assert len(read_csv(tmp_path / "board" / "leaderboard.csv")) == 3 * (len(TASKS) + 1)
 
 
 def test_cli_errors(runs_root, tmp_path, capsys):

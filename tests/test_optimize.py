@@ -5,16 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import subprocess
+import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from test_objective import hflm, load_task, tiny_model, tiny_tokenizer, write_task
+from safetensors.torch import save_file
 
 from tarot_eval import checkpoint, objective
 from tarot_eval.edit import attached
 from tarot_eval.optimize import bo, command, grad, random_search
-from tarot_eval.optimize.record import TRACE_NAME, RunConfigError, RunRecord
+from tarot_eval.optimize.record import TRACE_NAME, RecordError, RunConfigError, RunRecord
 from tarot_eval.optimize.run import Problem, Settings, optimize
 from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 
@@ -234,3 +239,87 @@ def test_command_merges_config_file_and_flags(tmp_path):
         command.resolve(parser.parse_args(["--config", str(tmp_path / "bad.yaml")]))
     with pytest.raises(ValueError, match="outside"):
         command.parse_layers("0-40", 30)
+
+
+# ------------------------------------------------------------------ one writer per run folder, damaged records
+
+OPTIMIZE_IN_A_PROCESS = """
+import pathlib, sys, time
+sys.path.insert(0, sys.argv[1])
+from test_objective import hflm, load_task, tiny_model, tiny_tokenizer
+from tarot_eval.optimize import random_search
+from tarot_eval.optimize.run import Settings, optimize
+
+include, out, go = sys.argv[2], pathlib.Path(sys.argv[3]), sys.argv[4:]
+if go:  # hold the search (and the lock) until the test creates the file `go`
+    search = random_search.run
+
+    def paused(*args, **kwargs):
+        (out / "searching").touch()
+        while not pathlib.Path(go[0]).exists():
+            time.sleep(0.05)
+        search(*args, **kwargs)
+
+    random_search.run = paused
+tokenizer = tiny_tokenizer()
+model = tiny_model(len(tokenizer), seed=3)
+settings = Settings(task="tiny_mc", layers=(0, 1), n_train=8, n_val=6, optimizer="random", space="layer")
+optimize(model, hflm(model, tokenizer), load_task(include), settings, out, budget=4, select_k=2)
+"""
+
+
+def test_a_second_optimize_process_on_one_out_fails_at_once_and_the_first_completes(tmp_path):
+    (tmp_path / "task").mkdir()
+    include, out, go = write_task(tmp_path / "task"), tmp_path / "run", tmp_path / "go"
+    command = [sys.executable, "-c", OPTIMIZE_IN_A_PROCESS, str(Path(__file__).parent), include, str(out)]
+    first = subprocess.Popen([*command, str(go)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / "searching").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    go.touch()
+    _, first_err = first.communicate(timeout=240)
+    assert first.returncode == 0, first_err
+    assert second.returncode != 0
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"tarot_eval.run_lock.RunLockedError: {out} is being written by pid {first.pid} on "
+    )
+    indices = [json.loads(line)["index"] for line in (out / TRACE_NAME).read_text().splitlines()]
+    assert indices == [0, 1, 2, 3]
+    assert checkpoint.read_config(out)["provenance"]["evaluations"] == 4
+
+
+def test_a_damaged_record_is_refused_naming_the_file(tmp_path):
+    config = {"toy": "random", "seed": 0}
+    run_toy("random", tmp_path / "run", budget=4)
+    point = RunRecord(tmp_path / "run", config).point_path(2)
+    intact = point.read_bytes()
+    point.write_bytes(intact[: len(intact) // 2])  # cut short after its trace line was written
+    with pytest.raises(RecordError, match=rf"{point}: the point of evaluation 2 is missing or damaged"):
+        RunRecord(tmp_path / "run", config)
+    point.unlink()
+    with pytest.raises(RecordError, match=rf"{point}: the point of evaluation 2 is missing or damaged"):
+        RunRecord(tmp_path / "run", config)
+    point.write_bytes(intact)
+    trace = tmp_path / "run" / TRACE_NAME
+    lines = trace.read_text().splitlines(keepends=True)
+    trace.write_text(lines[0] + lines[1][:9] + "\n" + "".join(lines[2:]))  # a bad line before the last
+    with pytest.raises(RecordError, match=rf"{trace}:2: not a JSON line"):
+        RunRecord(tmp_path / "run", config)
+    assert trace.read_text().count("\n") == 4  # nothing cut off
+    trace.write_text(lines[0] + lines[0] + "".join(lines[2:]))  # index 0 twice (two writers, before the lock)
+    with pytest.raises(RecordError, match=rf"{trace}:2: entry 1 has index 0"):
+        RunRecord(tmp_path / "run", config)
+    (tmp_path / "run" / "run.json").write_text('{"toy": "ran')
+    with pytest.raises(RecordError, match=r"run\.json: not JSON"):
+        RunRecord(tmp_path / "run", config)
+
+
+def test_a_lower_budget_on_a_finished_run_is_refused(setup, tmp_path):
+    task, model, lm = setup
+    run_settings = settings(optimizer="random", space="layer")
+    optimize(model, lm, task, run_settings, tmp_path / "run", budget=4, select_k=2)
+    with pytest.raises(RunConfigError, match=r"holds 4 evaluations, more than budget 3 .*a budget of 4 or more"):
+        optimize(model, lm, task, run_settings, tmp_path / "run", budget=3, select_k=2)
+    provenance = checkpoint.read_config(tmp_path / "run")["provenance"]
+    assert (provenance["budget"], provenance["evaluations"]) == (4, 4)  # the checkpoint is left as it was

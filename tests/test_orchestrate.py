@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_objective import tiny_model, tiny_tokenizer, write_task
+from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
 from tarot_eval.orchestrate import add_arguments, run
@@ -176,6 +177,52 @@ def test_a_new_checkpoint_makes_its_evaluations_stale(setup, tmp_path):
     assert f"run  optimize tiny/rotation/{TASK}: budget 3 -> 4" in printed
     provenance = checkpoint.read_config(out / "checkpoints" / "tiny" / "rotation" / TASK)["provenance"]
     assert provenance["evaluations"] == 4  # resumed: the 3 recorded evaluations plus one
+    for method in ("rotation", "rescale"):
+        for task in (TASK, FEWSHOT):  # the stale results are moved aside, not deleted
+            (kept,) = (out / "runs" / "tiny" / method).glob(f"{task}.moved-aside-*")
+            assert results(kept) == results(setup["out"] / "runs" / "tiny" / method / task)
+    assert "moved-aside" not in (out / "leaderboard.md").read_text()
+
+
+def test_a_half_written_evaluation_is_run_again_and_its_files_kept(setup, tmp_path):
+    """lm-eval writes the results first and appends the samples: a kill leaves results over partial samples."""
+    out = copy_of(setup, tmp_path)
+    (torn,) = (out / "runs" / "tiny" / "base" / TASK).rglob("samples_*.jsonl")
+    torn.write_text(torn.read_text()[: torn.stat().st_size // 2])  # killed mid-line
+    (short,) = (out / "runs" / "tiny" / "rescale" / TASK).rglob("samples_*.jsonl")
+    short.write_text("".join(short.read_text().splitlines(keepends=True)[:5]))  # killed between lines
+    damaged = {"base": (torn, torn.read_text()), "rescale": (short, short.read_text())}
+    printed = leaderboard(setup["config_path"], out)
+    assert "optimizations: 0 run, 2 skipped; evaluations: 2 run, 4 skipped" in printed
+    assert f"run  evaluate tiny/base/{TASK}: torn samples file {torn.name}" in printed
+    assert f"run  evaluate tiny/rescale/{TASK}: samples of 5 of the 8 documents" in printed
+    for method, (path, text) in damaged.items():
+        (kept,) = (out / "runs" / "tiny" / method).glob(f"{TASK}.moved-aside-*")
+        assert (kept / path.relative_to(out / "runs" / "tiny" / method / TASK)).read_text() == text
+        assert len(loglikelihoods(out / "runs" / "tiny" / method / TASK, TASK)) == 8
+    assert (out / "leaderboard.md").read_text() == (setup["out"] / "leaderboard.md").read_text()
+
+
+def test_a_lower_budget_than_recorded_is_refused_before_any_work(setup, tmp_path):
+    out = copy_of(setup, tmp_path)
+    before = mtimes(out)
+    config = dict(setup["config"], optimizer={**setup["config"]["optimizer"], "budget": 2})
+    with pytest.raises(PlanError, match=rf"tiny/rotation/{TASK}: .* holds 3 evaluations, more than budget 2"):
+        leaderboard(write_config(tmp_path / "less.yaml", config), out)
+    assert mtimes(out) == before
+
+
+def test_a_second_leaderboard_on_one_out_is_refused_at_once(setup, tmp_path, capsys):
+    out = copy_of(setup, tmp_path)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with held_elsewhere(out) as holder:
+        assert run(parser.parse_args(["--config", str(setup["config_path"]), "--out", str(out)])) == 2
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"tarot-eval leaderboard: error: {out} is being written by pid {holder.pid} on ")
+        assert len(captured.err.strip().splitlines()) == 1 and "skip " not in captured.out
+        assert run(parser.parse_args(["--config", str(setup["config_path"]), "--out", str(out), "--dry-run"])) == 0
+        assert "would run: optimizations: 0 run, 2 skipped" in capsys.readouterr().out  # a dry run needs no lock
 
 
 def test_changed_optimizer_settings_are_refused_not_overwritten(setup, tmp_path):

@@ -13,6 +13,7 @@ import math
 import pytest
 import torch
 from conftest import tiny_model
+from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
 from tarot_eval.edit import HeadEdit, attached
@@ -20,7 +21,9 @@ from tarot_eval.optimize.bo import BOSettings
 from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.rl import command, generate, train_bo, train_grpo
 from tarot_eval.rl.rewards import Score, Scorer
-from tarot_eval.rl.training import RESULT_NAME, RewardSetting
+from tarot_eval.rl.generate import GreedyScore
+from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, save_result
+from tarot_eval.run_lock import RunLockedError
 
 PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
 VALIDATION = ("Once upon a time", "The answer is", "Hello there, said")
@@ -173,6 +176,23 @@ def test_an_edit_that_does_not_beat_base_ships_the_identity(tmp_path, tiny_token
                           settings, tmp_path / "kept")
     assert kept.shipped == "chosen" and not kept.improved
     assert checkpoint.load(tmp_path / "kept", model).params.abs().max() > 0
+
+
+def test_a_folder_another_process_writes_is_refused(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    settings = train_bo.BOTrainSettings(layers=(0, 1), bounds=BOUNDS, budget=2, bo=FAST_BO)
+    identity = HeadEdit.identity(model, "rotation", (0, 1))
+    before = GreedyScore(0.5, 0.0, ["x"] * len(PROMPTS))
+    with held_elsewhere(tmp_path / "bo") as holder:
+        with pytest.raises(RunLockedError, match=rf"bo is being written by pid {holder.pid} on "):
+            train_bo.train(model, tiny_tokenizer, setting(), settings, tmp_path / "bo")
+        assert not (tmp_path / "bo" / TRACE_NAME).exists()  # refused before the first evaluation
+        with pytest.raises(RunLockedError, match=rf"pid {holder.pid}"):  # GRPO's only write into --out
+            save_result(model, tiny_tokenizer, Selection(identity, 0.5, 0.5), BOUNDS, tmp_path / "bo", "grpo",
+                        setting(ConstantScorer()), before, 1.0, {})
+        assert not (tmp_path / "bo" / RESULT_NAME).exists()
+    result = train_bo.train(model, tiny_tokenizer, setting(), settings, tmp_path / "bo")  # the holder is gone
+    assert len(result.selection["candidates"]) == 2
 
 
 def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir, capsys):

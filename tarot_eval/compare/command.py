@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model name for the run(s) at or under PATH; repeatable")
     add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
     add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
-    add("--no-significance", action="store_true", help="skip the paired significance test (no samples files needed)")
+    add("--no-significance", action="store_true", help="skip the paired significance test (no samples files needed; the runs must still cover the same documents)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ from statistics import mean
 
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import Run, merge_runs
-from tarot_eval.compare.significance import PairedTest, paired_outcomes, paired_test
+from tarot_eval.compare.significance import PairedTest, paired_outcomes, paired_test, same_documents
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,11 @@ def _cell(run: Run, base: Run | None, task: str, significance: bool) -> Cell:
         return Cell(score.value, score.stderr, None, None, None)
     delta = score.value - base_score.value
     relative = delta / base_score.value * 100 if base_score.value else None
-    test = paired_test(paired_outcomes(base_score, score)) if significance else None
+    if significance:
+        test = paired_test(paired_outcomes(base_score, score))
+    else:
+        same_documents(base_score, score)
+        test = None
     return Cell(score.value, score.stderr, delta, relative, test)
 
 

@@ -2,7 +2,8 @@
 
 `lm_eval ... --output_path DIR --log_samples` writes one run as
 `DIR/<model_name_sanitized>/results_<date>.json` plus `samples_<task>_<date>.jsonl` beside it
-(lm_eval/loggers/evaluation_tracker.py). Every `results_*.json` below the folder is one run.
+(lm_eval/loggers/evaluation_tracker.py). Every `results_*.json` below the folder is one run, except
+under folders named `*.moved-aside-*`: runs that `tarot-eval leaderboard` replaced (kept, never read).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.labels import check_labels_used, label_for, method_from_config, model_from_results, run_folder_label
 
 RESULTS_PREFIX = "results_"
+MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.orchestrate.execute`
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class Score:
     stderr: float | None
     n_shot: int
     samples: Path
+    n_documents: int | None = None  # lm-eval's effective sample count (after --limit)
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,10 @@ def find_results(root: Path) -> list[Path]:
     if not any(root.iterdir()):
         raise CompareError(f"results folder {root} is empty")
     found = sorted(path for path in root.rglob(f"{RESULTS_PREFIX}*.json") if path.is_file())
+    moved = [path for path in found if any(MOVED_ASIDE in part for part in path.relative_to(root).parts[:-1])]
+    if moved:
+        log.warning("left out %d results file(s) in folders moved aside (%s*)", len(moved), MOVED_ASIDE)
+        found = [path for path in found if path not in moved]
     if not found:
         raise CompareError(
             f"no lm-eval results ({RESULTS_PREFIX}*.json) under {root}; "
@@ -102,9 +110,40 @@ def as_stderr(value) -> float | None:
     return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
+def samples_path(source: Path, task: str) -> Path:
+    """The samples file lm-eval writes beside the results file `source` for `task`."""
+    return source.parent / f"samples_{task}_{source.stem.removeprefix(RESULTS_PREFIX)}.jsonl"
+
+
+def n_documents(results: dict, task: str) -> int | None:
+    """How many documents lm-eval scored for `task` (its effective count, after --limit)."""
+    count = (results.get("n-samples", {}).get(task) or {}).get("effective")
+    return count if isinstance(count, int) else None
+
+
+def sample_lines(samples: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, sample) of a samples file; a line that is not JSON raises `CompareError` naming it."""
+    with samples.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, 1):
+            try:
+                sample = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise CompareError(
+                    f"{samples}:{number}: not a JSON line ({error.msg}); the samples file is torn "
+                    "(an evaluation killed while writing it?): run that evaluation again"
+                ) from None
+            if not isinstance(sample, dict) or "doc_id" not in sample:
+                raise CompareError(f"{samples}:{number}: not an lm-eval sample (no doc_id)")
+            yield number, sample
+
+
+def documents(samples: Path) -> dict[int, tuple[str | None, str | None]]:
+    """doc_id -> (doc_hash, target_hash) of every document in a samples file."""
+    return {sample["doc_id"]: (sample.get("doc_hash"), sample.get("target_hash")) for _, sample in sample_lines(samples)}
+
+
 def read_scores(results: dict, source: Path, metric: str) -> dict[str, Score]:
     """Scores of every task (not group) in the run that reports `metric`."""
-    date = source.stem.removeprefix(RESULTS_PREFIX)
     scores = {}
     for task in results.get("configs", {}):
         entry = results.get("results", {}).get(task, {})
@@ -119,7 +158,8 @@ def read_scores(results: dict, source: Path, metric: str) -> dict[str, Score]:
             value=float(entry[f"{name},{filter_key}"]),
             stderr=as_stderr(entry.get(f"{name}_stderr,{filter_key}")),
             n_shot=int(results.get("n-shot", {}).get(task, 0)),
-            samples=source.parent / f"samples_{task}_{date}.jsonl",
+            samples=samples_path(source, task),
+            n_documents=n_documents(results, task),
         )
     return scores
 

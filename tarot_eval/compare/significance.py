@@ -4,18 +4,18 @@ Right/wrong metrics (every per-document value 0 or 1, e.g. acc) get the exact Mc
 any other number (a reward, a toxicity probability) gets the paired t-test on the per-document
 differences. Values come from lm-eval's per-document samples files; documents are matched by
 `doc_id` and must agree on `doc_hash` and `target_hash`, so a pair is the same question and answer.
+Without the test (`--no-significance`) the runs must still cover the same documents (`same_documents`).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from scipy.stats import binomtest, ttest_rel
 
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.compare.runs import Score
+from tarot_eval.compare.runs import Score, documents, sample_lines
 
 
 @dataclass(frozen=True)
@@ -44,29 +44,26 @@ def read_outcomes(score: Score) -> dict[int, Outcome]:
             "run lm_eval with --log_samples, or pass --no-significance"
         )
     outcomes = {}
-    with score.samples.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            sample = json.loads(line)
-            if sample.get("filter") != score.filter:
-                continue
-            doc_id = sample["doc_id"]
-            if score.metric not in sample:
-                raise CompareError(f"{score.samples}:{number}: no per-document {score.metric!r}")
-            value = sample[score.metric]
-            if isinstance(value, str) or not isinstance(value, (int, float)):
-                raise CompareError(
-                    f"{score.samples}:{number}: {score.metric}={value!r} is not a number per document (an "
-                    "aggregate-only metric such as distinct_n); pick another --metric or pass --no-significance"
-                )
-            if doc_id in outcomes:
-                raise CompareError(f"{score.samples}: doc_id {doc_id} appears twice")
-            outcomes[doc_id] = Outcome(sample["doc_hash"], sample["target_hash"], float(value))
+    for number, sample in sample_lines(score.samples):
+        if sample.get("filter") != score.filter:
+            continue
+        doc_id = sample["doc_id"]
+        if score.metric not in sample:
+            raise CompareError(f"{score.samples}:{number}: no per-document {score.metric!r}")
+        value = sample[score.metric]
+        if isinstance(value, str) or not isinstance(value, (int, float)):
+            raise CompareError(
+                f"{score.samples}:{number}: {score.metric}={value!r} is not a number per document (an "
+                "aggregate-only metric such as distinct_n); pick another --metric or pass --no-significance"
+            )
+        if doc_id in outcomes:
+            raise CompareError(f"{score.samples}: doc_id {doc_id} appears twice")
+        outcomes[doc_id] = Outcome(sample["doc_hash"], sample["target_hash"], float(value))
     return outcomes
 
 
-def paired_outcomes(base: Score, other: Score) -> list[tuple[float, float]]:
-    """(base value, other value) per document; refuses runs scored on different documents."""
-    base_docs, other_docs = read_outcomes(base), read_outcomes(other)
+def check_same_documents(base: Score, base_docs: dict, other: Score, other_docs: dict) -> None:
+    """Refuses two runs whose samples (doc_id -> (doc_hash, target_hash)) are not the same documents."""
     if base_docs.keys() != other_docs.keys():
         only_base = sorted(base_docs.keys() - other_docs.keys())
         only_other = sorted(other_docs.keys() - base_docs.keys())
@@ -75,14 +72,35 @@ def paired_outcomes(base: Score, other: Score) -> list[tuple[float, float]]:
             f"({len(only_base)} doc_ids only in base, e.g. {only_base[:5]}; "
             f"{len(only_other)} only in the other, e.g. {only_other[:5]}); was --limit or the dataset different?"
         )
-    for doc_id, outcome in base_docs.items():
-        twin = other_docs[doc_id]
-        if (outcome.doc_hash, outcome.target_hash) != (twin.doc_hash, twin.target_hash):
-            what = "document" if outcome.doc_hash != twin.doc_hash else "target"
+    for doc_id, (doc_hash, target_hash) in base_docs.items():
+        twin_doc, twin_target = other_docs[doc_id]
+        if (doc_hash, target_hash) != (twin_doc, twin_target):
+            what = "document" if doc_hash != twin_doc else "target"
             raise CompareError(
                 f"{other.task}: doc_id {doc_id} has a different {what} in {other.samples} "
                 f"than in base {base.samples}; the runs did not score the same documents"
             )
+
+
+def same_documents(base: Score, other: Score) -> None:
+    """Without a test: refuses runs on different documents, by their samples files where both have
+    one, else by lm-eval's document counts."""
+    if base.samples.is_file() and other.samples.is_file():
+        check_same_documents(base, documents(base.samples), other, documents(other.samples))
+    elif None not in (base.n_documents, other.n_documents) and base.n_documents != other.n_documents:
+        raise CompareError(
+            f"{other.task}: {other.samples.parent} scored {other.n_documents} documents and base "
+            f"{base.samples.parent} {base.n_documents}; was --limit or the dataset different?"
+        )
+
+
+def paired_outcomes(base: Score, other: Score) -> list[tuple[float, float]]:
+    """(base value, other value) per document; refuses runs scored on different documents."""
+    base_docs, other_docs = read_outcomes(base), read_outcomes(other)
+    check_same_documents(
+        base, {i: (o.doc_hash, o.target_hash) for i, o in base_docs.items()},
+        other, {i: (o.doc_hash, o.target_hash) for i, o in other_docs.items()},
+    )
     return [(base_docs[doc_id].value, other_docs[doc_id].value) for doc_id in sorted(base_docs)]
 
 

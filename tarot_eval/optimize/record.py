@@ -7,17 +7,28 @@ Layout of the output directory (next to the checkpoint files):
 - `points/NNNNN.safetensors`: the evaluated point (and for `grad` the Adam state after the step),
   written and fsync'ed before its trace line, so a trace line always has its point.
 - `scores.jsonl`: base-model and validation evaluations, keyed, so a resumed run never redoes them.
-A line cut short by a kill is dropped on the next start; everything before it is kept.
+A line cut short by a kill is dropped on the next start; everything before it is kept. Any other
+damage (an unreadable `run.json`, a bad line before the last, a point file a trace line refers to
+that is missing or cut short) raises `RecordError` naming the file: a point is on disk before its
+trace line, so such damage is not a kill's, and dropping the evaluations from there on would leave
+the validation scores keyed by their indices pointing at points that no longer exist.
+A `RunRecord` holds the folder's `run_lock` from opening to `close()` (or until it is dropped), so
+a second process writing to the same folder fails at once instead of interleaving its trace.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from tarot_eval import run_lock
 
 CONFIG_NAME = "run.json"
 TRACE_NAME = "trace.jsonl"
@@ -25,25 +36,33 @@ SCORES_NAME = "scores.jsonl"
 POINTS_DIR = "points"
 
 
-class RunConfigError(ValueError):
-    """The output directory holds a run with a different config."""
+class RecordError(ValueError):
+    """A file of the run record is damaged beyond what a kill leaves behind."""
 
 
-def read_lines(path: Path) -> list[dict]:
-    """Parsed JSON lines; a torn last line (killed mid-write) is cut off the file."""
+class RunConfigError(RecordError):
+    """The output directory holds a run with a different config (or more evaluations than asked for)."""
+
+
+def read_lines(path: Path, repair: bool = False) -> list[dict]:
+    """Parsed JSON lines. A torn last line (killed mid-write) is left out, and with `repair` cut off
+    the file (only its writer, holding the lock, may); a bad line before the last raises `RecordError`."""
     if not path.exists():
         return []
     raw = path.read_bytes()
+    lines = raw.splitlines(keepends=True)
     entries, good_bytes = [], 0
-    for line in raw.splitlines(keepends=True):
+    for number, line in enumerate(lines, 1):
         try:
             if not line.endswith(b"\n"):
                 raise ValueError("unterminated line")
             entries.append(json.loads(line))
-        except ValueError:
+        except ValueError as error:
+            if number < len(lines):
+                raise RecordError(f"{path}:{number}: not a JSON line ({error}); the run record is damaged") from None
             break
         good_bytes += len(line)
-    if good_bytes < len(raw):
+    if repair and good_bytes < len(raw):
         with open(path, "r+b") as handle:
             handle.truncate(good_bytes)
     return entries
@@ -66,12 +85,21 @@ class RunRecord:
 
     def __init__(self, directory: str | Path, config: dict):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = run_lock.acquire(self.directory)
+        try:
+            self._open(json.loads(json.dumps(config)))  # normalize tuples etc. to what JSON stores
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, config: dict) -> None:
         (self.directory / POINTS_DIR).mkdir(exist_ok=True)
         config_path = self.directory / CONFIG_NAME
-        config = json.loads(json.dumps(config))  # normalize tuples etc. to what JSON stores
         if config_path.exists():
-            stored = json.loads(config_path.read_text())
+            try:
+                stored = json.loads(config_path.read_text())
+            except ValueError as error:
+                raise RecordError(f"{config_path}: not JSON ({error}); the run record is damaged") from None
             differences = _config_differences(stored, config)
             if differences:
                 raise RunConfigError(
@@ -83,17 +111,47 @@ class RunRecord:
             tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, config_path)
         self.config = config
-        self.trace = read_lines(self.directory / TRACE_NAME)
+        self.trace = read_lines(self.directory / TRACE_NAME, repair=True)
         for position, entry in enumerate(self.trace):
-            if entry["index"] != position:
-                raise RunConfigError(f"{self.directory / TRACE_NAME}: entry {position} has index {entry['index']}")
-        self.scores = {entry["key"]: entry for entry in read_lines(self.directory / SCORES_NAME)}
+            if entry.get("index") != position:
+                raise RecordError(
+                    f"{self.directory / TRACE_NAME}:{position + 1}: entry {position} has index {entry.get('index')}; "
+                    "the run record is damaged"
+                )
+            with self._readable(position) as path, safe_open(str(path), "pt"):
+                pass
+        self.scores = {entry["key"]: entry for entry in read_lines(self.directory / SCORES_NAME, repair=True)}
+
+    def close(self) -> None:
+        """Give back the folder's lock (also done when the record is dropped)."""
+        if self._lock is not None:
+            run_lock.release(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> RunRecord:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _readable(self, index: int) -> Iterator[Path]:
+        """The point file of evaluation `index`; a missing or damaged one raises `RecordError` naming it."""
+        path = self.point_path(index)
+        try:
+            yield path
+        except (OSError, SafetensorError) as error:
+            raise RecordError(
+                f"{path}: the point of evaluation {index} is missing or damaged ({error}); "
+                f"move {self.directory} away to start the run afresh"
+            ) from None
 
     def point_path(self, index: int) -> Path:
         return self.directory / POINTS_DIR / f"{index:05d}.safetensors"
 
     def tensors(self, index: int) -> dict[str, torch.Tensor]:
-        return load_file(str(self.point_path(index)))
+        with self._readable(index) as path:
+            return load_file(str(path))
 
     def point(self, index: int) -> torch.Tensor:
         return self.tensors(index)["x"]

@@ -6,7 +6,9 @@ same training pool (bo/random: the `select_k` best by training score; grad: `sel
 spread along the trajectory, i.e. early stopping on validation). When no candidate beats the
 base model on validation, the checkpoint holds the identity edit (the base model's behaviour) with
 `improved: false` in its provenance, reported loudly by the command; `ship_unimproved` saves the
-chosen edit instead.
+chosen edit instead. A run holds `out`'s `run_lock` from start to finish (a second writer fails at
+once) and refuses a budget below the evaluations already recorded there: a run is never cut back,
+so the provenance's `budget` is never below its `evaluations`.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, checkpoint
+from tarot_eval import architectures, checkpoint, run_lock
 from tarot_eval import objective as objectives
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
 from tarot_eval.optimize.plot import plot_traces
-from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.record import RunConfigError, RunRecord
 from tarot_eval.optimize.search_space import SearchSpace
 
 OPTIMIZERS = ("bo", "random", "grad")
@@ -136,15 +138,27 @@ def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, 
     """Run (or resume) the search in `out`, choose on validation, save the checkpoint there."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1 evaluation, got {budget}")
-    problem = Problem(model, lm, task, settings, batch_size)
-    config = {
-        **settings.record_config(),
-        "task_split": problem.docs.split,
-        "train_docs": [i for i, _ in problem.docs.train],
-        "validation_docs": [i for i, _ in problem.docs.validation],
-        "base_model": checkpoint.model_identity(model),
-    }
-    record = RunRecord(out, config)
+    with run_lock.hold(out):  # before any work, so a second writer of `out` fails at once
+        problem = Problem(model, lm, task, settings, batch_size)
+        config = {
+            **settings.record_config(),
+            "task_split": problem.docs.split,
+            "train_docs": [i for i, _ in problem.docs.train],
+            "validation_docs": [i for i, _ in problem.docs.validation],
+            "base_model": checkpoint.model_identity(model),
+        }
+        with RunRecord(out, config) as record:
+            if len(record.trace) > budget:
+                raise RunConfigError(
+                    f"{out} holds {len(record.trace)} evaluations, more than budget {budget} (a run is never cut "
+                    f"back); give a budget of {len(record.trace)} or more, or use another --out"
+                )
+            return _search_and_save(model, problem, record, budget, select_k)
+
+
+def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, select_k: int) -> Result:
+    """The search to `budget` evaluations, the choice on validation, the checkpoint: all in `record.directory`."""
+    settings, out = problem.settings, record.directory
     started = time.perf_counter()
     with attached(model, problem.edit) as handle:
         train, validation = problem.make_objectives(handle)

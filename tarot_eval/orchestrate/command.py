@@ -9,9 +9,10 @@ from pathlib import Path
 from tarot_eval.checkpoint import CheckpointError
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.objective import ObjectiveError
-from tarot_eval.optimize.record import RunConfigError
+from tarot_eval.optimize.record import RecordError
 from tarot_eval.orchestrate.config import ConfigError, load
 from tarot_eval.orchestrate.plan import PlanError
+from tarot_eval.run_lock import RunLockedError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         run_leaderboard(load(args.config), args.out, dry_run=args.dry_run)
-    except (ConfigError, PlanError, ObjectiveError, CompareError, CheckpointError, RunConfigError) as error:
+    except (ConfigError, PlanError, ObjectiveError, CompareError, CheckpointError, RecordError, RunLockedError) as error:
         print(f"tarot-eval leaderboard: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -4,16 +4,18 @@ Optimizations call `tarot_eval.optimize.run.optimize`; evaluations call `lm_eval
 on a `TarotHFLM` built around the already loaded model (the checkpoint folded into o_proj for the
 run, unfolded after) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
 DIR --log_samples` does. No request cache is used: lm-eval keys it on the request alone, so
-differently edited models would share answers.
+differently edited models would share answers. A folder about to be evaluated again is moved aside
+(`move_aside`), never deleted.
 """
 
 from __future__ import annotations
 
-import shutil
+import datetime
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from tarot_eval.compare.runs import MOVED_ASIDE
 from tarot_eval.orchestrate.config import EvalSpec, ModelSpec
 from tarot_eval.orchestrate.plan import Evaluation, ModelPlan, Optimization
 
@@ -55,12 +57,24 @@ def optimize(loaded: LoadedModel, job: Optimization, manager) -> None:
         tqdm.write(f"  note: {job.cell}: the chosen edit does not beat the base model on {result.selected_on} documents")
 
 
+def move_aside(folder: Path) -> Path | None:
+    """Rename a folder of results about to be replaced to `<folder>.moved-aside-<UTC time>` (never
+    deleted; `tarot-eval compare` skips it); returns the new path, None when there was nothing."""
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = folder.with_name(f"{folder.name}{MOVED_ASIDE}{stamp}")
+    folder.rename(target)
+    return target
+
+
 def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
-    """lm-eval on one task into `job.folder` (cleared first), results JSON plus samples."""
+    """lm-eval on one task into `job.folder` (what was there moved aside first), results JSON plus samples."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
-    shutil.rmtree(job.folder, ignore_errors=True)
+    if moved := move_aside(job.folder):
+        tqdm.write(f"  moved the previous {job.cell} results to {moved}")
     lm = loaded.base_lm if job.checkpoint is None else loaded.lm(job.checkpoint)
     spec = loaded.evaluation
     tracker = EvaluationTracker(output_path=str(job.folder))

@@ -5,9 +5,12 @@ Layout under the output folder:
     runs/<model>/<method>/<task>/          lm-eval `--output_path`: results_*.json + samples_*.jsonl
 
 An optimization is done when its checkpoint was made with the same settings and budget (other
-settings there are refused, never overwritten). An evaluation is done when its folder holds one
-results file and the task's samples, made with the same checkpoint (by hash) and eval settings;
-otherwise the folder is cleared and evaluated again.
+settings, or a record of more evaluations than the budget, are refused, never overwritten). An
+evaluation is done when its folder holds one results file made with the same checkpoint (by hash)
+and eval settings, and beside it the task's samples file, whole (every line JSON) and covering
+every document the results report (lm-eval writes the results first and appends the samples, so
+a kill leaves results over a partial file); otherwise the folder is moved aside (`execute`) and
+evaluated again. Planning only reads.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarot_eval import checkpoint
+from tarot_eval.compare import runs
+from tarot_eval.compare.errors import CompareError
 from tarot_eval.optimize import command as optimize_command
-from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME
+from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME, TRACE_NAME, RecordError, read_lines
 from tarot_eval.optimize.run import RESULT_NAME, Settings
 from tarot_eval.orchestrate.config import EvalSpec, LeaderboardConfig, ModelSpec
 
@@ -123,11 +128,15 @@ def num_layers(model: ModelSpec) -> int:
 def optimization_reason(job: Optimization) -> str | None:
     """Why the optimization must run; None when its checkpoint is there for these settings and budget."""
     directory = job.directory
+    refuse_cut_back(job)
     if not (directory / checkpoint.CONFIG_NAME).is_file() or not (directory / RESULT_NAME).is_file():
         return "resume the interrupted run" if (directory / RUN_CONFIG_NAME).is_file() else "no checkpoint yet"
     if not (directory / RUN_CONFIG_NAME).is_file():
         raise PlanError(f"{directory}: a checkpoint without the {RUN_CONFIG_NAME} run record; move it away to re-optimize")
-    recorded = json.loads((directory / RUN_CONFIG_NAME).read_text())
+    try:
+        recorded = json.loads((directory / RUN_CONFIG_NAME).read_text())
+    except json.JSONDecodeError as error:
+        raise PlanError(f"{directory / RUN_CONFIG_NAME}: not JSON ({error}); the run record is damaged") from None
     wanted = json.loads(json.dumps(job.settings.record_config()))
     differences = [f"{key}: {recorded.get(key)!r} there, {value!r} now" for key, value in wanted.items() if recorded.get(key) != value]
     if differences:
@@ -137,6 +146,19 @@ def optimization_reason(job: Optimization) -> str | None:
         )
     done = checkpoint.read_config(directory).get("provenance", {}).get("budget")
     return None if done == job.budget else f"budget {done} -> {job.budget}"
+
+
+def refuse_cut_back(job: Optimization) -> None:
+    """Refuses a run record of more evaluations than the cell's budget (a run is never cut back)."""
+    try:
+        count = len(read_lines(job.directory / TRACE_NAME))
+    except RecordError as error:
+        raise PlanError(f"{job.cell}: {error}") from None
+    if count > job.budget:
+        raise PlanError(
+            f"{job.cell}: {job.directory} holds {count} evaluations, more than budget {job.budget} (a run is never "
+            f"cut back); set a budget of {count} or more, or delete that folder to re-optimize"
+        )
 
 
 def eval_record(results: dict) -> dict:
@@ -172,15 +194,28 @@ def evaluation_reason(job: Evaluation, spec: EvalSpec) -> str | None:
         return "no results yet"
     if len(found) > 1:
         return f"{len(found)} results files in one folder"
-    if not list(found[0].parent.glob(f"samples_{job.task}_*.jsonl")):
-        return "results without samples"
     try:
         results = json.loads(found[0].read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return "unreadable results file"
     expected = wanted_record(spec, checkpoint.checkpoint_hash(job.checkpoint) if job.checkpoint else None)
     stale = [key for key, value in expected.items() if eval_record(results).get(key) != value]
-    return f"made with another {', '.join(stale)}" if stale else None
+    return f"made with another {', '.join(stale)}" if stale else incomplete_samples(found[0], results, job.task)
+
+
+def incomplete_samples(source: Path, results: dict, task: str) -> str | None:
+    """Why the samples beside the results file `source` are not all of `task`'s documents; None if they are."""
+    samples = runs.samples_path(source, task)
+    if not samples.is_file():
+        return "results without samples"
+    try:
+        found = runs.documents(samples)
+    except CompareError:
+        return f"torn samples file {samples.name}"
+    expected = runs.n_documents(results, task)
+    if expected is None:
+        return f"results without a document count for {task}"
+    return None if len(found) == expected else f"samples of {len(found)} of the {expected} documents"
 
 
 def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelPlan:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tarot_eval import run_lock
 from tarot_eval.orchestrate import board, execute
 from tarot_eval.orchestrate.config import LeaderboardConfig
 from tarot_eval.orchestrate.plan import ModelPlan, Optimization, PlanError, plan_model
@@ -64,20 +65,31 @@ def summarize(plans: list[ModelPlan]) -> Summary:
     )
 
 
-def run_leaderboard(config: LeaderboardConfig, out: Path, manager=None, dry_run: bool = False) -> Summary:
-    """Compute the missing cells into `out` and write `out/leaderboard.*`; `dry_run` only reports the plan."""
-    manager = manager or task_manager(config)
-    check_tasks(config, manager)
-    plans = [plan_model(config, model, out) for model in config.models]
+def report(plans: list[ModelPlan], dry_run: bool) -> Summary:
+    """Print every cell's line and the counts."""
     for plan in plans:
         print("\n".join(describe(plan)), flush=True)
     summary = summarize(plans)
     print(("would run: " if dry_run else "") + str(summary), flush=True)
+    return summary
+
+
+def run_leaderboard(config: LeaderboardConfig, out: Path, manager=None, dry_run: bool = False) -> Summary:
+    """Compute the missing cells into `out` and write `out/leaderboard.*`; `dry_run` only reports the plan.
+
+    Planning only reads, so a refusal leaves `out` untouched; the work then holds `out`'s lock to the
+    last file, so a second leaderboard on `out` fails at once. A dry run takes no lock.
+    """
+    manager = manager or task_manager(config)
+    check_tasks(config, manager)
+    plans = [plan_model(config, model, out) for model in config.models]
     if dry_run:
-        return summary
-    for plan in plans:
-        execute.execute(plan, config.eval, manager)
-    table, files = board.write(config, out)
+        return report(plans, dry_run=True)
+    with run_lock.hold(out):
+        summary = report(plans, dry_run=False)
+        for plan in plans:
+            execute.execute(plan, config.eval, manager)
+        table, files = board.write(config, out)
     print(table)
     print("wrote " + ", ".join(str(path) for path in files.values()), flush=True)
     return summary
