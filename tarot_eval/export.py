@@ -96,9 +96,8 @@ def export(
     """Save `pretrained` with `rotations` folded into its attention output projections."""
     out = Path(out).resolve()
     base_folder = model_folder(pretrained)
-    protected = {"checkpoint": Path(rotations).resolve()}
-    if base_folder is not None:
-        protected["base model folder"] = base_folder
+    protected = {"base model folder": base_folder} if base_folder is not None else {}
+    protected["checkpoint"] = Path(rotations).resolve()
     _check_destination(out, protected, overwrite)
     stacked_on = exported_edit(base_folder)
     if stacked_on is not None and not allow_stacked:
