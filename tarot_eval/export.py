@@ -99,6 +99,7 @@ def export(
     protected = {"base model folder": base_folder} if base_folder is not None else {}
     protected["checkpoint"] = Path(rotations).resolve()
     _check_destination(out, protected, overwrite)
+    checkpoint.read_config(rotations)  # a malformed checkpoint fails before the model loads
     stacked_on = exported_edit(base_folder)
     if stacked_on is not None and not allow_stacked:
         raise stacking_refusal(base_folder, stacked_on, rotations, "--allow-stacked")
