@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tarot_eval import architectures, rotation
+from tarot_eval import architectures, edit as edits, rotation
 from tarot_eval.edit import HeadEdit
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "tarot_config.json"
@@ -25,6 +29,11 @@ TENSORS_NAME = "edit.safetensors"
 TENSOR_KEY = "params"
 REQUIRED_KEYS = ("format_version", "method", "layers", "num_heads", "head_dim", "bounds", "base_model")
 BOUND_TOLERANCE = 1e-6
+WEIGHTS_SCHEME = "o_proj-random-projections-v1"
+PROJECTIONS = 8
+PROJECTION_SEED = 20240611
+# bf16 rounding moves each projection by ~0.0015 and the rms by far less; another init moves them by ~1.
+WEIGHTS_TOLERANCE = 0.01
 
 
 class CheckpointError(ValueError):
@@ -42,6 +51,43 @@ def model_identity(model: nn.Module) -> dict:
         "num_layers": geo.num_layers,
         "fingerprint": hashlib.sha256(blob).hexdigest()[:16],
     }
+
+
+def weight_fingerprint(model: nn.Module, layers) -> dict:
+    """Content fingerprint of the output projections of `layers`, robust to dtype and device.
+
+    Per layer: the weight's rms, and PROJECTIONS bilinear projections u^T W v / (|u| |v| rms)
+    onto fixed random vectors (numpy's RandomState stream, frozen across numpy versions),
+    in float64 on the CPU. Computed on the unedited weights: a model with a folded edit is refused.
+    """
+    if edits.folded_edits(model):
+        raise CheckpointError("the model has an edit folded into its weights; fingerprint it unfolded")
+    fingerprint = {}
+    for site in architectures.attention_sites(model, list(layers)):
+        weight = site.weight_rows.detach().to("cpu", torch.float64)
+        state = np.random.RandomState(PROJECTION_SEED)
+        u = torch.from_numpy(state.standard_normal((PROJECTIONS, weight.shape[0])))
+        v = torch.from_numpy(state.standard_normal((PROJECTIONS, weight.shape[1])))
+        rms = weight.square().mean().sqrt().item()
+        scale = u.norm(dim=1) * v.norm(dim=1) * rms
+        projections = ((u @ weight) * v).sum(dim=1) / scale if rms > 0 else torch.zeros(PROJECTIONS)
+        fingerprint[str(site.layer)] = {"rms": rms, "projections": [round(x, 6) for x in projections.tolist()]}
+    return {"scheme": WEIGHTS_SCHEME, "layers": fingerprint}
+
+
+def weight_difference(stored: dict, actual: dict) -> str | None:
+    """Why two per-layer fingerprints differ beyond WEIGHTS_TOLERANCE, or None if they match."""
+    for layer, mine in stored.items():
+        theirs = actual[layer]
+        low, high = sorted((mine["rms"], theirs["rms"]))
+        if high - low > WEIGHTS_TOLERANCE * high:
+            return f"layer {layer} output projection: weight rms {mine['rms']:.6g} vs {theirs['rms']:.6g} (over {WEIGHTS_TOLERANCE:.0%} apart)"
+        gaps = torch.tensor(mine["projections"], dtype=torch.float64) - torch.tensor(theirs["projections"], dtype=torch.float64)
+        gap = gaps.square().mean().sqrt().item()
+        if gap > WEIGHTS_TOLERANCE:
+            return (f"layer {layer} output projection: its {len(gaps)} random projections differ by "
+                    f"{gap:.3g} rms (tolerance {WEIGHTS_TOLERANCE})")
+    return None
 
 
 def default_bounds(method: str, angle_limit: float = math.pi / 4) -> tuple[float, float]:
@@ -66,7 +112,7 @@ def save(
         "num_heads": geo.num_heads,
         "head_dim": geo.head_dim,
         "bounds": list(bounds),
-        "base_model": model_identity(model),
+        "base_model": {**model_identity(model), "weights": weight_fingerprint(model, edit.layers)},
         "provenance": provenance or {},
     }
     _check_values(edit.params, edit.method, bounds)
@@ -90,13 +136,64 @@ def read_config(directory: str | Path) -> dict:
     missing = [key for key in REQUIRED_KEYS if key not in config]
     if missing:
         raise CheckpointError(f"{path}: missing config key(s) {', '.join(missing)}")
-    if config["format_version"] != FORMAT_VERSION:
+    if not _is_int(config["format_version"]) or config["format_version"] != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: format_version {config['format_version']} is not supported (this tarot-eval reads {FORMAT_VERSION})"
+            f"{path}: format_version {config['format_version']!r} is not supported (this tarot-eval reads {FORMAT_VERSION})"
         )
-    if config["method"] not in rotation.METHODS:
+    if not isinstance(config["method"], str) or config["method"] not in rotation.METHODS:
         raise CheckpointError(f"{path}: unknown method {config['method']!r}; expected one of {rotation.METHODS}")
+    _check_types(path, config)
     return config
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def _check_types(path: Path, config: dict) -> None:
+    """Refuse config values of the wrong type or shape, naming the file and the key."""
+
+    def bad(key: str, expected: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {key} must be {expected}, got {json.dumps(_lookup(config, key))}")
+
+    layers = config["layers"]
+    if not isinstance(layers, list) or not layers or not all(_is_int(x) and x >= 0 for x in layers):
+        raise bad("layers", "a non-empty list of layer indices (integers >= 0)")
+    if len(set(layers)) != len(layers):
+        raise bad("layers", "a list of distinct layer indices")
+    for key in ("num_heads", "head_dim"):
+        if not _is_int(config[key]) or config[key] < 1:
+            raise bad(key, "a positive integer")
+    bounds = config["bounds"]
+    if not isinstance(bounds, list) or len(bounds) != 2 or not all(map(_is_number, bounds)) or bounds[0] > bounds[1]:
+        raise bad("bounds", "[low, high], two finite numbers with low <= high")
+    base = config["base_model"]
+    if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
+        raise bad("base_model", "an object with a string fingerprint")
+    if "weights" in base:
+        weights = base["weights"]
+        if not isinstance(weights, dict) or weights.get("scheme") != WEIGHTS_SCHEME:
+            raise bad("base_model.weights", f"an object with scheme {WEIGHTS_SCHEME!r}")
+        entries = weights.get("layers")
+        if not isinstance(entries, dict):
+            raise bad("base_model.weights.layers", "an object keyed by layer index")
+        for layer, entry in entries.items():
+            if not (isinstance(entry, dict) and _is_number(entry.get("rms")) and isinstance(entry.get("projections"), list)
+                    and len(entry["projections"]) == PROJECTIONS and all(map(_is_number, entry["projections"]))):
+                raise bad(f"base_model.weights.layers.{layer}", f"{{rms: number, projections: {PROJECTIONS} numbers}}")
+    if not isinstance(config.get("provenance", {}), dict):
+        raise bad("provenance", "an object")
+
+
+def _lookup(config: dict, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = value[part]
+    return value
 
 
 def read_params(directory: str | Path) -> torch.Tensor:
@@ -112,8 +209,12 @@ def read_params(directory: str | Path) -> torch.Tensor:
     return tensors[TENSOR_KEY]
 
 
-def load(directory: str | Path, model: nn.Module) -> HeadEdit:
-    """Read a checkpoint and check it belongs to `model`; returns the edit (not yet applied)."""
+def load(directory: str | Path, model: nn.Module, allow_transfer: bool = False) -> HeadEdit:
+    """Read a checkpoint and check it belongs to `model`; returns the edit (not yet applied).
+
+    `allow_transfer` accepts a model whose edited layers hold other weights than the ones the
+    checkpoint was found on (e.g. another fine-tune of the same base); shapes must still match.
+    """
     config = read_config(directory)
     params = read_params(directory)
     geo = architectures.geometry(model)
@@ -137,7 +238,27 @@ def load(directory: str | Path, model: nn.Module) -> HeadEdit:
             f"({config['method']}, {len(layers)} layers x {geo.num_heads} heads, head_dim {geo.head_dim})"
         )
     _check_values(params, config["method"], tuple(config["bounds"]), where=str(directory))
+    if not allow_transfer:
+        _check_weights(directory, stored, actual["name"], model, layers)
     return HeadEdit(config["method"], tuple(layers), params)
+
+
+def _check_weights(directory, stored: dict, name: str, model: nn.Module, layers: list[int]) -> None:
+    if "weights" not in stored:
+        log.warning("%s: saved without a weight fingerprint (older tarot-eval); only shapes were checked", directory)
+        return
+    if sorted(stored["weights"]["layers"]) != sorted(map(str, layers)):
+        raise CheckpointError(
+            f"{Path(directory) / CONFIG_NAME}: base_model.weights covers layers {sorted(stored['weights']['layers'])}, "
+            f"but the checkpoint edits layers {layers}"
+        )
+    why = weight_difference(stored["weights"]["layers"], weight_fingerprint(model, layers)["layers"])
+    if why is not None:
+        raise CheckpointError(
+            f"{directory}: found on other weights ({stored.get('name')!r}) than the model given ({name!r}): {why}; "
+            "to apply it anyway (e.g. to a fine-tune of the same base) pass allow_transfer=true "
+            "(tarot-hf) or --allow-transfer (export)"
+        )
 
 
 def _check_values(params: torch.Tensor, method: str, bounds: tuple[float, float], where: str = "edit") -> None:

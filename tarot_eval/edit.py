@@ -114,18 +114,30 @@ def attached(model: nn.Module, edit: HeadEdit):
         handle.remove()
 
 
+FOLDED_ATTR = "_tarot_folded_edits"
+
+
+def folded_edits(model: nn.Module) -> list["FoldedEdit"]:
+    """The edits folded into `model`'s weights now (what a weight fingerprint must not see)."""
+    return list(getattr(model, FOLDED_ATTR, ()))
+
+
 class FoldedEdit:
     """Handle for an edit folded into the weights; `unfold()` restores the originals exactly."""
 
     def __init__(self, model: nn.Module, edit: HeadEdit):
         edit.check_fits(model)
         self.edit = edit
+        self._model = model
         geo = architectures.geometry(model)
         self._saved: list[tuple[nn.Module, torch.Tensor, torch.Tensor | None, bool]] = []
         params = edit.params.detach()
         with torch.no_grad():
             for index, site in enumerate(architectures.attention_sites(model, edit.layers)):
                 self._fold_site(site, params[index], geo)
+        if not hasattr(model, FOLDED_ATTR):
+            setattr(model, FOLDED_ATTR, [])
+        getattr(model, FOLDED_ATTR).append(self)
 
     def _fold_site(self, site, params, geo) -> None:
         proj = site.out_proj
@@ -156,6 +168,9 @@ class FoldedEdit:
                 else:
                     proj.bias = None
         self._saved = []
+        folded = getattr(self._model, FOLDED_ATTR, [])
+        if self in folded:
+            folded.remove(self)
 
 
 def fold(model: nn.Module, edit: HeadEdit) -> FoldedEdit:

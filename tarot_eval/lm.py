@@ -2,7 +2,9 @@
 
     lm_eval --model tarot-hf --model_args pretrained=PATH_OR_ID,rotations=CKPT_DIR --tasks TASK
 
-Everything else (batching, chat templates, generation) is lm-eval's HFLM unchanged.
+A checkpoint is refused on a model folder that already has an edit folded in (an export)
+unless `allow_stacked=true`, and on weights other than the ones it was found on unless
+`allow_transfer=true`. Everything else (batching, chat templates, generation) is lm-eval's HFLM unchanged.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from tarot_eval import checkpoint, default_model, edit
+from tarot_eval import checkpoint, default_model, edit, export
 
 # Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
 FROM_PRETRAINED_KEYS = frozenset(
@@ -33,7 +35,7 @@ FROM_PRETRAINED_KEYS = frozenset(
         "variant",
     }
 )
-TAROT_KEYS = frozenset({"pretrained", "rotations", "fold"})
+TAROT_KEYS = frozenset({"pretrained", "rotations", "fold", "allow_stacked", "allow_transfer"})
 
 
 def _accepted_keys() -> frozenset[str]:
@@ -54,27 +56,37 @@ def _as_bool(value, name: str) -> bool:
 
 @register_model("tarot-hf")
 class TarotHFLM(HFLM):
-    """HFLM plus `rotations` (a tarot checkpoint dir; absent = base model) and `fold` (default true)."""
+    """HFLM plus `rotations` (a tarot checkpoint dir; absent = base model), `fold` (default true),
+    `allow_stacked` and `allow_transfer` (default false)."""
 
-    def __init__(self, pretrained: str | None = None, rotations: str | None = None, fold=True, **kwargs):
+    def __init__(self, pretrained: str | None = None, rotations: str | None = None, fold=True,
+                 allow_stacked=False, allow_transfer=False, **kwargs):
         unknown = sorted(set(kwargs) - _accepted_keys())
         if unknown:
             raise ValueError(
                 f"tarot-hf: unknown model_args {', '.join(unknown)}; tarot-hf takes {', '.join(sorted(TAROT_KEYS))} "
                 "plus lm-eval's hf model_args (see `lm_eval --model hf` docs)"
             )
+        if rotations is not None and not str(rotations).strip():
+            raise ValueError("tarot-hf: rotations= is empty; name a checkpoint directory, or leave rotations out for the base model")
+        self.tarot_rotations = None if rotations is None else str(Path(str(rotations)))
+        self.tarot_fold = _as_bool(fold, "fold")
+        allow_stacked, allow_transfer = _as_bool(allow_stacked, "allow_stacked"), _as_bool(allow_transfer, "allow_transfer")
         self.tarot_default_model = pretrained in (None, "")
+        self.tarot_exported_edit = None
         if isinstance(pretrained, str) or pretrained is None:
+            folder = export.model_folder(pretrained)
+            self.tarot_exported_edit = export.exported_edit(folder)
+            if self.tarot_rotations is not None and self.tarot_exported_edit is not None and not allow_stacked:
+                raise export.stacking_refusal(folder, self.tarot_exported_edit, self.tarot_rotations, "allow_stacked=true")
             pretrained, gguf_file = default_model.resolve(pretrained)
             if gguf_file is not None:
                 kwargs["gguf_file"] = gguf_file
         super().__init__(pretrained=pretrained, **kwargs)
-        self.tarot_rotations = None if rotations in (None, "") else str(Path(rotations))
-        self.tarot_fold = _as_bool(fold, "fold")
         self.tarot_edit = None
         self.tarot_handle = None
         if self.tarot_rotations is not None:
-            self.tarot_edit = checkpoint.load(self.tarot_rotations, self.model)
+            self.tarot_edit = checkpoint.load(self.tarot_rotations, self.model, allow_transfer=allow_transfer)
             apply = edit.fold if self.tarot_fold else edit.attach
             self.tarot_handle = apply(self.model, self.tarot_edit)
 
@@ -85,6 +97,8 @@ class TarotHFLM(HFLM):
             info["tarot_base_model"]["source"] = f"{default_model.DEFAULT_NAME} from {default_model.gguf_path().name}"
         info["tarot_rotations"] = self.tarot_rotations
         info["tarot_fold"] = self.tarot_fold
+        if self.tarot_exported_edit is not None:
+            info["tarot_exported_edit"] = self.tarot_exported_edit
         if self.tarot_rotations is not None:
             config = checkpoint.read_config(self.tarot_rotations)
             info["tarot_checkpoint_hash"] = checkpoint.checkpoint_hash(self.tarot_rotations)

