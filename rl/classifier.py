@@ -1,12 +1,16 @@
 """Scorer backed by any HuggingFace sequence-classification model (hub id or local directory).
 
 The paper's sentiment reward was `lvwerra/distilbert-imdb`'s POSITIVE logit; this scorer gives
-that logit as the reward and the label's probability as the value.
+that logit as the reward and the label's probability as the value. Weights in `pytorch_model.bin`
+load with `weights_only=True`: a file that needs other pickle globals is refused, never run.
 """
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -34,7 +38,15 @@ class ClassifierScorer(Scorer):
             raise ValueError(f"unknown scorer kind {kind!r}")
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(model)
-            self._model = AutoModelForSequenceClassification.from_pretrained(model).to(device).eval()
+            self._model = AutoModelForSequenceClassification.from_pretrained(model, weights_only=True).to(device).eval()
+        except pickle.UnpicklingError as error:
+            files = sorted(Path(model).glob("*.bin")) or [Path(model)]
+            unsafe = [name for file in files for name in pickle_globals(file)]
+            why = f"need the pickle globals {', '.join(unsafe)}" if unsafe else "hold more than tensors"
+            raise ScorerUnavailable(
+                f"refusing {', '.join(map(str, files))}: the weights {why}, and unpickling them could run code "
+                "from the file; save the model as safetensors (save_pretrained) to use it"
+            ) from error
         except OSError as error:
             builtin = ", ".join(BUILTIN_SCORERS[kind])
             raise ScorerUnavailable(
@@ -64,6 +76,11 @@ class ClassifierScorer(Scorer):
                 reward = float(row_logits[self._label_index]) if self.kind == "sentiment" else 1.0 - value
                 scores.append(Score(scorer=self.name, value=value, flagged=flagged, reward=reward))
         return scores
+
+
+def pickle_globals(path: Path) -> list[str]:
+    """The globals a torch checkpoint needs beyond what `torch.load(weights_only=True)` allows (zip format only)."""
+    return torch.serialization.get_unsafe_globals_in_checkpoint(path) if zipfile.is_zipfile(path) else []
 
 
 def _find_label(id2label: dict, label: str | None, kind: str, model: str) -> tuple[int, str]:

@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tarot_eval.cli import UsageError
+
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
 DEFAULT_N_TRAIN = 32  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
@@ -34,6 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sentiment-scorer", help="vader (default) or a HF sequence-classification model id/dir")
     parser.add_argument("--toxicity-scorer", help="profanity-check (default), detoxify, or a HF model id/dir")
     parser.add_argument("--toxicity-checkpoint", help="local Detoxify .ckpt (implies --toxicity-scorer detoxify)")
+    parser.add_argument("--trust-checkpoint", action="store_true",
+                        help="unpickle --toxicity-checkpoint as Detoxify does, which runs any code the file holds "
+                             "(default: load tensors and plain values only, refusing anything else)")
     parser.add_argument("--toxicity-config-dir", help="Detoxify: local folder with the base model's HF config and tokenizer")
     parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN,
                         help=f"training prompts (default {DEFAULT_N_TRAIN}; the paper: 12 imdb, 10 rtp)")
@@ -70,18 +75,22 @@ def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
     """(scorer name, get_scorer options) from the flags of the chosen reward; flags of the other kind are refused."""
     toxicity_flags = [flag for flag, value in (("--toxicity-scorer", args.toxicity_scorer),
                                                ("--toxicity-checkpoint", args.toxicity_checkpoint),
-                                               ("--toxicity-config-dir", args.toxicity_config_dir)) if value]
+                                               ("--toxicity-config-dir", args.toxicity_config_dir),
+                                               ("--trust-checkpoint", args.trust_checkpoint)) if value]
     if args.reward == "sentiment":
         if toxicity_flags:
-            raise SystemExit(f"{', '.join(toxicity_flags)} given with --reward sentiment; use --sentiment-scorer")
+            raise UsageError(f"{', '.join(toxicity_flags)} given with --reward sentiment; use --sentiment-scorer")
         return args.sentiment_scorer, {}
     if args.sentiment_scorer:
-        raise SystemExit("--sentiment-scorer given with --reward toxicity; use --toxicity-scorer")
+        raise UsageError("--sentiment-scorer given with --reward toxicity; use --toxicity-scorer")
+    if args.trust_checkpoint and not args.toxicity_checkpoint:
+        raise UsageError("--trust-checkpoint applies to --toxicity-checkpoint, which is not given")
     detoxify_options = {k: v for k, v in (("checkpoint", args.toxicity_checkpoint),
-                                          ("config_dir", args.toxicity_config_dir)) if v}
+                                          ("config_dir", args.toxicity_config_dir),
+                                          ("trust_checkpoint", args.trust_checkpoint)) if v}
     name = args.toxicity_scorer or ("detoxify" if detoxify_options else None)
     if detoxify_options and name != "detoxify":
-        raise SystemExit(f"--toxicity-checkpoint/--toxicity-config-dir are Detoxify's; --toxicity-scorer is {name!r}")
+        raise UsageError(f"--toxicity-checkpoint/--toxicity-config-dir/--trust-checkpoint are Detoxify's; --toxicity-scorer is {name!r}")
     return name, detoxify_options
 
 
@@ -90,27 +99,24 @@ def run(args: argparse.Namespace) -> int:
     from tarot_eval.default_model import load_model_and_tokenizer
     from tarot_eval.optimize.bo import BOSettings
     from tarot_eval.optimize.command import parse_layers
-    from tarot_eval.optimize.search_space import parse_bounds
+    from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
     from tarot_eval.rl import prompts as prompt_sets
     from tarot_eval.rl import train_bo, train_grpo
-    from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
+    from tarot_eval.rl.rewards import get_scorer
     from tarot_eval.rl.training import RewardSetting
 
     name, options = scorer_request(args)
     prompt_set = args.prompts or DEFAULT_PROMPTS[args.reward]
     n_train, n_val = args.n_train, args.n_val
     if n_train < 1 or n_val < 0:
-        raise SystemExit(f"tarot-eval rl: need --n-train >= 1 and --n-val >= 0, got {n_train} and {n_val}")
+        raise UsageError(f"need --n-train >= 1 and --n-val >= 0, got {n_train} and {n_val}")
     budget = args.budget if args.budget is not None else DEFAULT_BUDGET[args.trainer]
-    try:
-        scorer = get_scorer(args.reward, name, **options)
-    except ScorerUnavailable as error:
-        raise SystemExit(f"tarot-eval rl: {error}") from error
+    scorer = get_scorer(args.reward, name, **options)
     load_split = prompt_sets.imdb_prompts if prompt_set == "imdb" else prompt_sets.toxicity_prompts
     try:
         split = load_split(n_train=n_train + n_val, n_test=args.n_test, seed=args.prompt_seed, data_dir=args.data_dir)
-    except prompt_sets.PromptsUnavailable as error:
-        raise SystemExit(f"tarot-eval rl: {error}") from error
+    except ValueError as error:  # more prompts asked for than the set holds
+        raise UsageError(str(error)) from error
     train, validation = split.train[:n_train], split.train[n_train:]
     setting = RewardSetting(
         scorer=scorer,
@@ -128,8 +134,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         layers = parse_layers(args.layers, geo.num_layers)
         bounds = parse_bounds(args.angle_limit, "rotation")
+        SearchSpace.parse(args.space, "rotation", (1,), bounds)  # only checks the spec
     except ValueError as error:
-        raise SystemExit(f"tarot-eval rl: {error}") from error
+        raise UsageError(str(error)) from error
     print(f"training rotations of layers {list(layers)} of {geo.num_layers} (±{bounds[1]:.4g} rad) with {args.trainer} "
           f"for reward {args.reward} (scorer {scorer.name}) on {n_train} {prompt_set} prompts "
           f"(choosing on {n_val or 'the training'} {'validation ' if n_val else ''}prompts), budget {budget}",

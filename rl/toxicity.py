@@ -1,12 +1,16 @@
 """Toxicity scorers: Detoxify (the chosen one) and the offline profanity-check fallback.
 
 A missing Detoxify model is an error that names the ways out; it never turns into
-profanity-check behind the caller's back.
+profanity-check behind the caller's back. A local Detoxify checkpoint is read with
+`torch.load(weights_only=True)` (tensors and plain values only) and Detoxify, which unpickles
+whatever it is given, gets a copy holding just that; `trust_checkpoint=True` hands it the file.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,12 +53,13 @@ class DetoxifyScorer(Scorer):
     fetches `model_type`'s checkpoint through torch.hub (cached under torch.hub.get_dir()).
     `config_dir`: Detoxify's `huggingface_config_path`, a local folder with the base model's
     HuggingFace config and tokenizer files.
+    `trust_checkpoint`: let Detoxify unpickle `checkpoint` itself, running any code it holds.
     """
 
     kind = "toxicity"
 
     def __init__(self, model_type: str = "original", checkpoint: str | None = None,
-                 config_dir: str | None = None, device: str = "cpu"):
+                 config_dir: str | None = None, device: str = "cpu", trust_checkpoint: bool = False):
         from detoxify import Detoxify
         from detoxify.detoxify import MODEL_URLS
 
@@ -72,8 +77,10 @@ class DetoxifyScorer(Scorer):
         if config_dir is not None and not Path(config_dir).is_dir():
             raise ScorerUnavailable(f"Detoxify config_dir {config_dir} is not a directory")
         try:
-            self._model = Detoxify(model_type, checkpoint=checkpoint, device=device,
-                                   huggingface_config_path=config_dir)
+            with tempfile.TemporaryDirectory() as scratch:
+                given = checkpoint if checkpoint is None or trust_checkpoint else _weights_only_copy(checkpoint, Path(scratch))
+                self._model = Detoxify(model_type, checkpoint=given, device=device,
+                                       huggingface_config_path=config_dir)
         except OSError as error:  # URLError from torch.hub, missing files from transformers
             raise ScorerUnavailable(
                 f"Detoxify weights could not be loaded ({self.name}): {error}. {HOW_TO_FIX}"
@@ -88,6 +95,31 @@ class DetoxifyScorer(Scorer):
             toxicity = self._model.predict(batch)["toxicity"]
             values.extend(toxicity if isinstance(toxicity, list) else [toxicity])
         return [_toxicity_score(self.name, v) for v in values]
+
+
+def _weights_only_copy(path: str, directory: Path) -> str:
+    """`path` loaded as tensors and plain values only, saved again in `directory` for Detoxify to unpickle."""
+    import torch
+
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        from tarot_eval.rl.classifier import pickle_globals
+
+        unsafe = pickle_globals(Path(path))
+        why = f"it needs the pickle globals {', '.join(unsafe)}" if unsafe else "it holds more than tensors and plain values"
+        raise ScorerUnavailable(
+            f"refusing Detoxify checkpoint {path}: {why}, and unpickling it could run code from the file; "
+            "pass --trust-checkpoint (scorer option trust_checkpoint) only for a file you trust"
+        ) from error
+    except (RuntimeError, EOFError) as error:
+        raise ScorerUnavailable(f"{path} is not a torch checkpoint: {error}") from error
+    if not isinstance(loaded, dict) or not {"config", "state_dict"} <= set(loaded):
+        found = sorted(loaded) if isinstance(loaded, dict) else type(loaded).__name__
+        raise ScorerUnavailable(f"{path} is not a Detoxify checkpoint: it needs 'config' and 'state_dict', found {found}")
+    copy = directory / "checkpoint.pt"
+    torch.save({"config": loaded["config"], "state_dict": loaded["state_dict"]}, copy)
+    return str(copy)
 
 
 def _require_downloadable(url: str) -> None:

@@ -1,13 +1,15 @@
 """`tarot-eval` command: thin argument parsing; each subcommand lives in the module that does the work.
 
 A subcommand module exposes `add_arguments(parser)` and `run(args) -> int`; it is only
-imported when its subcommand runs, so `tarot-eval --help` stays fast.
+imported when its subcommand runs, so `tarot-eval --help` stays fast. Errors are reported
+here, once for every subcommand (see `is_expected`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -19,13 +21,69 @@ SUBCOMMANDS = {
     "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, paired significance test, csv, png, html"),
     "export": ("tarot_eval.export", "fold a checkpoint into the weights and save a plain HF model"),
 }
+DEBUG_ENV = "TAROT_EVAL_DEBUG"
+DEBUG_HELP = f"show the traceback of an expected error instead of one line (also {DEBUG_ENV}=1)"
+ERROR_EXIT = 2  # as argparse's own usage errors
+
+# Bad input the project reports in words: (module, class). Matched only once their module is loaded,
+# so reporting an error never imports anything.
+EXPECTED = (
+    ("tarot_eval.cli", "UsageError"),
+    ("tarot_eval.checkpoint", "CheckpointError"),
+    ("tarot_eval.objective", "ObjectiveError"),
+    ("tarot_eval.optimize.record", "RecordError"),
+    ("tarot_eval.run_lock", "RunLockedError"),
+    ("tarot_eval.export", "ExportError"),
+    ("tarot_eval.compare.errors", "CompareError"),
+    ("tarot_eval.orchestrate.config", "ConfigError"),
+    ("tarot_eval.orchestrate.plan", "PlanError"),
+    ("tarot_eval.default_model", "DefaultModelMissing"),
+    ("tarot_eval.tasks.data_sources", "TaskDataError"),
+    ("tarot_eval.rl.rewards", "ScorerUnavailable"),
+    ("tarot_eval.rl.prompts", "PromptsUnavailable"),
+)
+
+
+class UsageError(ValueError):
+    """A flag value, or a combination of flags, that a subcommand refuses."""
+
+
+def is_expected(error: BaseException) -> bool:
+    """True for errors that say what is wrong with the user's input or machine, not with tarot-eval.
+
+    Those are the project's own error types (`EXPECTED`: each is raised only where the input was
+    checked and the message names the flag, file or setting at fault) and `OSError` (a missing or
+    unreadable file, a model that is not there, no network). Everything else, plain `ValueError`,
+    `KeyError` and `RuntimeError` included, can be a bug and keeps its traceback.
+    """
+    if isinstance(error, OSError):
+        return True
+    for module_name, class_name in EXPECTED:
+        module = sys.modules.get(module_name)
+        if module is not None and isinstance(error, getattr(module, class_name)):
+            return True
+    return False
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line; an OSError about a file names the file."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def debug_from_env() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tarot-eval",
         description="TaRot attention-head edits for lm-eval: optimize, evaluate, compare, export.",
+        epilog=f"Bad input prints one line `tarot-eval COMMAND: error: ...` and exits {ERROR_EXIT}; "
+        f"--debug (before or after COMMAND; before it for lm-eval) or {DEBUG_ENV}=1 shows the traceback.",
     )
+    parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=name != "lm-eval")
@@ -34,18 +92,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "lm-eval":  # everything after it belongs to lm_eval, --help included
+    debug = debug_from_env()
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    if command is None:
+        build_parser().parse_args(argv)  # --help, or argparse's own error
+        return 0
+    if command == "lm-eval":  # everything after it belongs to lm_eval, --help and --debug included
         from tarot_eval.passthrough import run_lm_eval
 
-        return run_lm_eval(argv[1:])
-    parser = build_parser()
-    if argv and argv[0] in SUBCOMMANDS:
-        module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-        command_parser = argparse.ArgumentParser(prog=f"tarot-eval {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
+        def run() -> int:
+            return run_lm_eval(argv[1:])
+    else:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
+        command_parser = argparse.ArgumentParser(prog=f"tarot-eval {command}", description=SUBCOMMANDS[command][1])
         module.add_arguments(command_parser)
-        return module.run(command_parser.parse_args(argv[1:])) or 0
-    parser.parse_args(argv)
-    return 0
+        command_parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
+        args = command_parser.parse_args(argv[1:])
+        debug = vars(args).pop("debug") or debug
+
+        def run() -> int:
+            return module.run(args)
+    try:
+        return run() or 0
+    except Exception as error:
+        if debug or not is_expected(error):
+            raise
+        print(f"tarot-eval {command}: error: {one_line(error)}", file=sys.stderr)
+        return ERROR_EXIT
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
+
+from tarot_eval import cli
 from scipy.stats import t as student_t
 import torch
 from conftest import evaluate_into, tiny_model, write_choice_task
@@ -71,9 +73,7 @@ def runs_root(toy) -> Path:
 
 
 def compare(capsys, *argv) -> tuple[int, str, str]:
-    parser = argparse.ArgumentParser(prog="tarot-eval compare")
-    add_arguments(parser)
-    code = run(parser.parse_args([str(arg) for arg in argv]))
+    code = cli.main(["compare", *map(str, argv)])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

@@ -17,6 +17,7 @@ from test_objective import hflm, load_task, tiny_model, tiny_tokenizer, write_ta
 from safetensors.torch import save_file
 
 from tarot_eval import checkpoint, objective
+from tarot_eval.cli import UsageError
 from tarot_eval.edit import attached
 from tarot_eval.optimize import bo, command, grad, random_search
 from tarot_eval.optimize.record import TRACE_NAME, RecordError, RunConfigError, RunRecord
@@ -235,7 +236,7 @@ def test_command_merges_config_file_and_flags(tmp_path):
     assert command.parse_layers(args.layers, 30) == (0, 1, 2, 3, 4)
     assert command.parse_layers(None, 30) == (0, 1, 2, 3, 4)
     (tmp_path / "bad.yaml").write_text("tsak: x\n")
-    with pytest.raises(SystemExit, match="unknown setting"):
+    with pytest.raises(UsageError, match="unknown setting"):
         command.resolve(parser.parse_args(["--config", str(tmp_path / "bad.yaml")]))
     with pytest.raises(ValueError, match="outside"):
         command.parse_layers("0-40", 30)

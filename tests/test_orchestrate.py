@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from tarot_eval import cli
 import yaml
 from test_objective import tiny_model, tiny_tokenizer, write_task
 from test_run_lock import held_elsewhere
@@ -250,10 +252,7 @@ def test_changed_optimizer_settings_are_refused_not_overwritten(setup, tmp_path)
 def test_invalid_configs_are_refused_naming_the_key(setup, tmp_path, capsys, change, message):
     config = json.loads(json.dumps(setup["config"]))
     change(config)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--config", str(write_config(tmp_path / "bad.yaml", config)), "--out", str(tmp_path / "out")])
-    assert run(args) == 2
+    assert cli.main(["leaderboard", "--config", str(write_config(tmp_path / "bad.yaml", config)), "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("tarot-eval leaderboard: error: ")
     assert re.search(message, error), error

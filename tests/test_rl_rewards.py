@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
+import shlex
 import urllib.error
 from pathlib import Path
 
@@ -170,6 +172,63 @@ def test_detoxify_bad_inputs_are_named(tmp_path):
     torch.save({"weights": torch.zeros(2)}, not_detoxify)
     with pytest.raises(ScorerUnavailable, match="is not a Detoxify checkpoint"):
         get_scorer("toxicity", "detoxify", checkpoint=str(not_detoxify))
+
+
+class WritesMarker:
+    """Unpickling this runs `touch marker`: the payload of a crafted checkpoint."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def test_detoxify_reads_the_checkpoint_weights_only(tmp_path, monkeypatch):
+    checkpoint, *_ = save_tiny_detoxify_checkpoint(tmp_path)
+    calls = []
+    real_load = torch.load
+
+    def spy(path, *args, **kwargs):
+        calls.append((str(path), kwargs.get("weights_only")))
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    scorer = get_scorer("toxicity", "detoxify", checkpoint=str(checkpoint))
+    assert 0 <= scorer.score(["you are awful"])[0].value <= 1
+    assert calls[0] == (str(checkpoint), True)
+    assert all(path != str(checkpoint) for path, _ in calls[1:])  # Detoxify only sees the weights-only copy
+
+
+def test_detoxify_refuses_a_checkpoint_that_would_run_code(tmp_path):
+    checkpoint, _, model, _ = save_tiny_detoxify_checkpoint(tmp_path)
+    marker = tmp_path / "payload-ran"
+    crafted = torch.load(checkpoint, weights_only=True)
+    crafted["hook"] = WritesMarker(marker)
+    torch.save(crafted, checkpoint)
+    with pytest.raises(ScorerUnavailable) as error:
+        get_scorer("toxicity", "detoxify", checkpoint=str(checkpoint))
+    assert str(error.value) == (
+        f"refusing Detoxify checkpoint {checkpoint}: it needs the pickle globals posix.system, and unpickling it "
+        "could run code from the file; pass --trust-checkpoint (scorer option trust_checkpoint) only for a file you trust"
+    )
+    assert not marker.exists()
+    trusted = get_scorer("toxicity", "detoxify", checkpoint=str(checkpoint), trust_checkpoint=True)
+    assert marker.exists()  # the payload is real: Detoxify's own loading runs it
+    assert 0 <= trusted.score(["you are awful"])[0].value <= 1
+
+
+def test_classifier_refuses_pickled_weights_that_would_run_code(tmp_path):
+    model, _ = save_tiny_classifier(tmp_path, ["NEGATIVE", "POSITIVE"])
+    (tmp_path / "model.safetensors").unlink()
+    marker = tmp_path / "payload-ran"
+    torch.save({**model.state_dict(), "hook": WritesMarker(marker)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(ScorerUnavailable, match=rf"^refusing {tmp_path / 'pytorch_model.bin'}: the weights need "
+                                                r"the pickle globals posix.system, .* save the model as safetensors"):
+        get_scorer("sentiment", str(tmp_path))
+    assert not marker.exists()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")  # plain tensors still load from .bin
+    assert get_scorer("sentiment", str(tmp_path)).label == "POSITIVE"
 
 
 # --- fluency guards -----------------------------------------------------------------------

@@ -11,6 +11,8 @@ import json
 import math
 
 import pytest
+
+from tarot_eval.cli import UsageError
 import torch
 from conftest import tiny_model
 from test_run_lock import held_elsewhere
@@ -217,6 +219,6 @@ def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir,
 def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
-    with pytest.raises(SystemExit, match="--toxicity-checkpoint"):
+    with pytest.raises(UsageError, match="--toxicity-checkpoint"):
         command.run(parser.parse_args(["--reward", "sentiment", "--prompts", "imdb", "--out", "x",
                                        "--toxicity-checkpoint", "a.ckpt"]))

@@ -1,4 +1,4 @@
-"""`tarot-eval compare RESULTS_DIR`: argument parsing and the steps, nothing else."""
+"""`tarot-eval compare RESULTS_DIR`: argument parsing and the steps, nothing else (errors: `tarot_eval.cli`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from tarot_eval.compare import labels, leaderboard, render, runs
-from tarot_eval.compare.errors import CompareError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,19 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        root = args.results_dir
-        found = runs.read_runs(
-            root,
-            args.metric,
-            method_labels=labels.parse_labels(args.label, root, "--label"),
-            model_labels=labels.parse_labels(args.model_label, root, "--model-label"),
-        )
-        board = leaderboard.build(found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha)
-        paths = render.write_all(board, args.out or root / "leaderboard")
-    except CompareError as error:
-        print(f"tarot-eval compare: error: {error}", file=sys.stderr)
-        return 2
+    """Bad input raises CompareError, which `tarot-eval` reports in one line."""
+    root = args.results_dir
+    found = runs.read_runs(
+        root,
+        args.metric,
+        method_labels=labels.parse_labels(args.label, root, "--label"),
+        model_labels=labels.parse_labels(args.model_label, root, "--model-label"),
+    )
+    board = leaderboard.build(found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha)
+    paths = render.write_all(board, args.out or root / "leaderboard")
     print(render.markdown(board))
     print("wrote " + ", ".join(str(path) for path in paths.values()), file=sys.stderr)
     return 0

@@ -7,6 +7,12 @@ recorded points and continues exactly. Each BO evaluation records the surrogate'
 it (made before seeing it), its output scale and noise: `surrogate_quality` turns these into a
 held-out R² against the running-mean predictor, which says whether the GP learns anything.
 
+A proposal within `DUPLICATE_TOL` (max-norm, unit cube) of an evaluated point would spend an
+evaluation on a value already known (a GP whose best point sits on the boundary asks for it
+again and again): it is replaced by the best other restart of the acquisition optimizer, or a
+seeded random point when every restart found the same one; its trace line says so
+(`duplicate_of`, `replaced_by`).
+
 Optional trust region (TuRBO-1 style): candidates are restricted to a box around the best point
 whose side doubles after `success_tolerance` consecutive improvements, halves after
 `failure_tolerance` consecutive failures, and restarts at its initial length below `min_length`.
@@ -30,6 +36,8 @@ from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from tarot_eval.optimize import random_search
 from tarot_eval.optimize.record import RunRecord
+
+DUPLICATE_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -109,19 +117,38 @@ def propose(record: RunRecord, settings: BOSettings, seed: int) -> tuple[torch.T
         acquisition = LogExpectedImprovement(model, best_f=Y.max())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            candidate, _ = optimize_acqf(
+            candidates, values = optimize_acqf(
                 acquisition,
                 bounds=torch.stack([low, high]),
                 q=1,
                 num_restarts=settings.num_restarts,
                 raw_samples=settings.raw_samples,
+                return_best_only=False,
             )
+        candidate = _unevaluated(candidates[values.argsort(descending=True)].squeeze(1), X, seed, len(record.trace), info)
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             posterior = model.posterior(candidate)
         info["pred_mean"] = float(posterior.mean)
         info["pred_std"] = float(posterior.variance.sqrt())
     return candidate.squeeze(0).detach(), info
+
+
+def _unevaluated(ranked: torch.Tensor, X: torch.Tensor, seed: int, index: int, info: dict) -> torch.Tensor:
+    """The best of `ranked` [k, d] candidates not within DUPLICATE_TOL of an evaluated point, as [1, d].
+
+    When the best one repeats an evaluation, `info` records which (`duplicate_of`) and what replaced it.
+    """
+    distance = (ranked.unsqueeze(1) - X.unsqueeze(0)).abs().amax(-1)  # [k, n] max-norm
+    fresh = (distance > DUPLICATE_TOL).all(-1)
+    if bool(fresh[0]):
+        return ranked[:1]
+    info["duplicate_of"] = int(distance[0].argmin())
+    if bool(fresh.any()):
+        info["replaced_by"] = "next-best restart"
+        return ranked[int(fresh.int().argmax())].unsqueeze(0)
+    info["replaced_by"] = "random"
+    return random_search.draw(seed, index, X.shape[1]).to(ranked).unsqueeze(0)
 
 
 def run(evaluate, space, record: RunRecord, budget: int, seed: int, settings: BOSettings) -> None:

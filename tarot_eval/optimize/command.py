@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from tarot_eval.cli import UsageError
 from tarot_eval.objective import OBJECTIVES
 from tarot_eval.optimize.run import OPTIMIZERS, PLOT_NAME
 
@@ -91,14 +92,19 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.config:
         path = Path(args.config)
         if not path.is_file():
-            raise SystemExit(f"--config {path}: no such file")
-        loaded = yaml.safe_load(path.read_text()) or {}
+            raise UsageError(f"--config {path}: no such file")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise UsageError(f"--config {path}: not valid YAML{where}: {getattr(error, 'problem', None) or error}") from error
         if not isinstance(loaded, dict):
-            raise SystemExit(f"--config {path}: expected a mapping of flag names to values")
+            raise UsageError(f"--config {path}: expected a mapping of flag names to values")
         from_file = {key.replace("-", "_"): value for key, value in loaded.items()}
         unknown = sorted(set(from_file) - set(vars(args)) - {"config"})
         if unknown:
-            raise SystemExit(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
+            raise UsageError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
     given = {key: value for key, value in vars(args).items() if value is not None}
     merged = {**{key: None for key in vars(args)}, **DEFAULTS, **from_file, **given}
     for key in ("layers", "angle_limit"):  # YAML may read 0-4 or 0.5 as numbers
@@ -127,13 +133,24 @@ def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...]:
 
 
 def build_settings(args: argparse.Namespace, num_layers: int):
-    """The run `Settings` from resolved flags (see `resolve`); shared with `tarot-eval leaderboard`."""
+    """The run `Settings` from resolved flags (see `resolve`); shared with `tarot-eval leaderboard`.
+
+    A value the settings refuse (layers, angle limit, space, ...) is a `UsageError`.
+    """
+    try:
+        return _settings(args, num_layers)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+
+
+def _settings(args: argparse.Namespace, num_layers: int):
     from tarot_eval.objective import PromptOptions
     from tarot_eval.optimize.bo import BOSettings
     from tarot_eval.optimize.grad import GradSettings
     from tarot_eval.optimize.run import Settings
-    from tarot_eval.optimize.search_space import parse_bounds
+    from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 
+    SearchSpace.parse(args.space, args.method, (1,), (0.0, 1.0))  # only checks the spec; the shape comes with the model
     return Settings(
         task=args.task,
         method=args.method,
@@ -162,36 +179,50 @@ def compare(run_dirs: list[str], out: str) -> int:
     for directory in run_dirs:
         trace = read_lines(Path(directory) / TRACE_NAME)
         if not trace:
-            raise SystemExit(f"{directory}: no {TRACE_NAME} with evaluations")
+            raise UsageError(f"--compare {directory}: no {TRACE_NAME} with evaluations")
         runs[Path(directory).name] = [entry["train"] for entry in trace]
     print(f"wrote {plot_traces(runs, out, title='training objective per evaluation')}")
     return 0
+
+
+def load_task(name: str, include_path: str | None):
+    """The one lm-eval task `name` (a registered name or a YAML file), else a UsageError saying how to find one."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    if name not in manager.all_tasks and not Path(name).is_file():
+        where = f" nor under --include-path {include_path}" if include_path else ""
+        raise UsageError(
+            f"--task {name!r}: not an lm-eval task{where}; list the tasks with `tarot-eval lm-eval ls tasks` "
+            "(its --include_path DIR adds a folder of task YAMLs), and give such a folder here with --include-path DIR"
+        )
+    loaded = manager.load(name)["tasks"]
+    if len(loaded) != 1:
+        raise UsageError(f"--task {name!r} names {len(loaded)} tasks ({', '.join(loaded)}); name one task")
+    return next(iter(loaded.values()))
 
 
 def run(args: argparse.Namespace) -> int:
     args = resolve(args)
     if args.compare:
         if not args.out:
-            raise SystemExit("--compare needs --out FILE.png")
+            raise UsageError("--compare needs --out FILE.png")
         return compare(args.compare, args.out)
     missing = [flag for flag, value in (("--task", args.task), ("--out", args.out)) if not value]
     if missing:
-        raise SystemExit(f"tarot-eval optimize: missing {' and '.join(missing)}")
+        raise UsageError(f"missing {' and '.join(missing)}")
+    if args.budget < 1:
+        raise UsageError(f"--budget must be at least 1 evaluation, got {args.budget}")
 
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
     from tarot_eval import architectures
     from tarot_eval.default_model import load_model_and_tokenizer
     from tarot_eval.optimize.run import optimize
 
+    task = load_task(args.task, args.include_path)  # before the model: a wrong name fails in seconds
     model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
     geo = architectures.geometry(model)
-    manager = TaskManager(include_path=args.include_path) if args.include_path else TaskManager()
-    loaded = manager.load(args.task)["tasks"]
-    if len(loaded) != 1:
-        raise SystemExit(f"--task {args.task!r} names {len(loaded)} tasks ({', '.join(loaded)}); name one task")
-    task = next(iter(loaded.values()))
     settings = build_settings(args, geo.num_layers)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=args.batch_size)
     print(

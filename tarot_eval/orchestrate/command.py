@@ -1,18 +1,11 @@
-"""`tarot-eval leaderboard --config FILE.yaml --out DIR`: argument parsing and error reporting only."""
+"""`tarot-eval leaderboard --config FILE.yaml --out DIR`: argument parsing only (errors: `tarot_eval.cli`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from tarot_eval.checkpoint import CheckpointError
-from tarot_eval.compare.errors import CompareError
-from tarot_eval.objective import ObjectiveError
-from tarot_eval.optimize.record import RecordError
-from tarot_eval.orchestrate.config import ConfigError, load
-from tarot_eval.orchestrate.plan import PlanError
-from tarot_eval.run_lock import RunLockedError
+from tarot_eval.orchestrate.config import load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,9 +20,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tarot_eval.orchestrate.runner import run_leaderboard
 
-    try:
-        run_leaderboard(load(args.config), args.out, dry_run=args.dry_run)
-    except (ConfigError, PlanError, ObjectiveError, CompareError, CheckpointError, RecordError, RunLockedError) as error:
-        print(f"tarot-eval leaderboard: error: {error}", file=sys.stderr)
-        return 2
+    run_leaderboard(load(args.config), args.out, dry_run=args.dry_run)
     return 0
