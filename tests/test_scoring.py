@@ -161,3 +161,14 @@ def test_fixed_mode_needs_its_demonstrations(tmp_path):
     with pytest.raises(objective.ObjectiveError, match="needs 6 fixed demonstrations, 0 were drawn"):
         objective.build_examples(task, hflm(tiny_llama_for(len(tokenizer)), tokenizer), docs.train,
                                  objective.PromptOptions(num_fewshot=6, demonstrations="fixed"))
+
+
+def test_bf16_autocast_scores_close_to_fp32_and_keeps_weights_fp32():
+    model = tiny_model("llama")
+    examples = synthetic_examples(seed=4, shared=6)
+    with torch.no_grad():
+        fp32 = ChoiceScorer(model, examples).score()
+        bf16 = ChoiceScorer(model, examples, dtype=torch.bfloat16).score()
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(fp32.choice_loglik, bf16.choice_loglik))  # it did run in bf16
+    assert_same_scores(bf16, fp32, atol=0.15)
