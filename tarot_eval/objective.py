@@ -6,11 +6,9 @@ Each document becomes exactly the (context, continuation) requests lm-eval itsel
 (`fewshot_context` + `construct_requests`), tokenized once the way HFLM tokenizes them, so
 the objective sees what evaluation will see.
 
-Scoring is batched: when every choice of a document is one token after the same context,
-one forward pass reads all choices from one logit row; otherwise each choice costs a
-forward pass of context + choice and contributes its summed log-likelihood (lm-eval's
-`acc`). Per document two log-probabilities are kept: of each whole choice, and of each
-choice's first token over the whole vocabulary.
+Scoring (tarot_eval/scoring.py) walks the prefix tree of those requests, so each distinct token
+is computed about once per evaluation. Per document two log-probabilities are kept: of each
+whole choice (summed, lm-eval's `acc`), and of each choice's first token over the whole vocabulary.
 
 Objectives (all "higher is better", averaged over documents):
 - `choice-prob` (default): probability of the right answer among the choices,
@@ -24,73 +22,20 @@ Gradient training minimizes the mean negative log of the same per-document quant
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 
 import torch
-from torch import nn
+
+from tarot_eval.scoring import OBJECTIVES, ChoiceScorer, Example, Scores  # noqa: F401  (the objective's API)
 
 logger = logging.getLogger(__name__)
-
-OBJECTIVES = ("choice-prob", "answer-token-prob")
 
 
 class ObjectiveError(ValueError):
     """A task or split that cannot yield an objective (wrong output type, too few documents...)."""
-
-
-@dataclass
-class Example:
-    """One document as token ids: per choice a (context, continuation) pair; `gold` indexes the choices."""
-
-    doc_index: int
-    pairs: list[tuple[list[int], list[int]]]
-    gold: int
-
-    @property
-    def single_row(self) -> bool:
-        """All choices are one token after the same context: one logit row decides."""
-        first_context = self.pairs[0][0]
-        return all(len(cont) == 1 and ctx == first_context for ctx, cont in self.pairs)
-
-    @property
-    def first_tokens_distinct(self) -> bool:
-        firsts = [cont[0] for _, cont in self.pairs]
-        return len(set(firsts)) == len(firsts)
-
-
-@dataclass
-class Scores:
-    """Per-document log-probabilities of one evaluation."""
-
-    choice_loglik: list[torch.Tensor]  # per example [choices]: summed log-likelihood of each continuation
-    first_token_logprob: list[torch.Tensor]  # per example [choices]: log p(first token) over the vocabulary
-
-    def per_example_logterm(self, examples: list[Example], objective: str) -> torch.Tensor:
-        """log of the per-document objective term, shape [examples] (differentiable)."""
-        terms = []
-        for example, loglik, first in zip(examples, self.choice_loglik, self.first_token_logprob):
-            if objective == "choice-prob":
-                terms.append(torch.log_softmax(loglik, dim=0)[example.gold])
-            elif objective == "answer-token-prob":
-                source = first if example.first_tokens_distinct else loglik
-                terms.append(source[example.gold])
-            else:
-                raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
-        return torch.stack(terms)
-
-    def value(self, examples: list[Example], objective: str) -> float:
-        return self.per_example_logterm(examples, objective).exp().mean().item()
-
-    def correct(self, examples: list[Example]) -> list[bool]:
-        """lm-eval's `acc`: the right choice has the highest summed log-likelihood."""
-        return [int(loglik.argmax()) == ex.gold for ex, loglik in zip(examples, self.choice_loglik)]
-
-    def accuracy(self, examples: list[Example]) -> float:
-        hits = self.correct(examples)
-        return sum(hits) / len(hits)
 
 
 # ---------------------------------------------------------------- documents and prompts
@@ -105,6 +50,7 @@ class DocSplit:
     validation: list[tuple[int, dict]]
     pool_size: int
     notes: list[str] = field(default_factory=list)
+    demonstrations: list[tuple[int, dict]] = field(default_factory=list)
 
 
 def check_task(task) -> None:
@@ -184,19 +130,77 @@ def balance_by_base_model(docs: DocSplit, ordered: list[tuple[int, dict]], is_co
     return DocSplit(docs.split, picked, rest[:n_val], docs.pool_size, notes)
 
 
+def with_demonstrations(docs: DocSplit, ordered: list[tuple[int, dict]], k: int) -> DocSplit:
+    """`docs` plus the first `k` documents of `ordered` used for neither training nor validation:
+    the fixed demonstrations of the `fixed` and `mix` prompt modes (never a document's own answer)."""
+    taken = {index for index, _ in docs.train + docs.validation}
+    free = [pair for pair in ordered if pair[0] not in taken]
+    if len(free) < k:
+        raise ObjectiveError(
+            f"split {docs.split!r}: {len(free)} documents are left after training and validation, "
+            f"fewer than the {k} fixed demonstrations asked for"
+        )
+    return replace(docs, demonstrations=free[:k])
+
+
+DEMONSTRATIONS = ("sampled", "fixed", "mix")
+MIX_SHOTS = (0, 2, 4, 6)
+
+
 @dataclass(frozen=True)
 class PromptOptions:
-    """How lm-eval will build the prompts; mirror the flags given to `lm_eval`."""
+    """How lm-eval will build the prompts; mirror the flags given to `lm_eval`.
+
+    `demonstrations`: `sampled` draws each document's demonstrations with the task's own sampler
+    (as `lm_eval --num_fewshot` does); `fixed` gives every document the same `num_fewshot`
+    demonstrations (`DocSplit.demonstrations`), so they form one prefix computed once per
+    evaluation; `mix` (the paper's training prompts) gives each document the first 0, 2, 4 or 6
+    of them, chosen per document by a seeded draw.
+    """
 
     num_fewshot: int | None = None  # None: the task's own num_fewshot
     apply_chat_template: bool = False
     fewshot_as_multiturn: bool = False
     system_instruction: str | None = None
+    demonstrations: str = "sampled"
+
+    def __post_init__(self):
+        if self.demonstrations not in DEMONSTRATIONS:
+            raise ValueError(f"demonstrations={self.demonstrations!r}; expected one of {DEMONSTRATIONS}")
+
+    def shots(self, task, doc_index: int) -> int:
+        """How many demonstrations document `doc_index` gets."""
+        if self.demonstrations == "mix":
+            return random.Random(doc_index).choice(MIX_SHOTS)
+        return self.num_fewshot if self.num_fewshot is not None else (task.config.num_fewshot or 0)
+
+
+class _FixedSampler:
+    """Stands in for a task's few-shot sampler: always the same documents, in order."""
+
+    def __init__(self, docs: list[dict]):
+        self.docs = docs
+
+    def sample(self, n: int, **_):
+        if n > len(self.docs):
+            raise ObjectiveError(f"{n} demonstrations asked for, but only {len(self.docs)} fixed ones were drawn")
+        return self.docs[:n]
+
+
+@contextmanager
+def fixed_demonstrations(task, docs: list[dict]):
+    """Within the block, `task.fewshot_context` uses `docs` as every document's demonstrations."""
+    saved = task.sampler
+    task.sampler = _FixedSampler(docs)
+    try:
+        yield
+    finally:
+        task.sampler = saved
 
 
 def requests_for(task, doc: dict, doc_index: int, options: PromptOptions, chat_template) -> tuple[list[tuple[str, str]], int]:
     """lm-eval's own (context, continuation) strings for `doc` (one per choice) and the gold index."""
-    num_fewshot = options.num_fewshot if options.num_fewshot is not None else (task.config.num_fewshot or 0)
+    num_fewshot = options.shots(task, doc_index)
     template = chat_template if options.apply_chat_template else None
     context = task.fewshot_context(
         doc,
@@ -231,113 +235,28 @@ def gold_index(task, doc: dict, choices: list[str]) -> int:
     return target
 
 
-def build_examples(task, lm, docs: list[tuple[int, dict]], options: PromptOptions) -> list[Example]:
-    """Tokenize each document's requests with `lm` (an lm-eval HFLM), exactly as its loglikelihood does."""
+def build_examples(
+    task, lm, docs: list[tuple[int, dict]], options: PromptOptions, demonstrations: list[tuple[int, dict]] = ()
+) -> list[Example]:
+    """Tokenize each document's requests with `lm` (an lm-eval HFLM), exactly as its loglikelihood does.
+    `demonstrations`: the fixed ones (`with_demonstrations`), needed by the `fixed` and `mix` modes."""
+    needed = max(MIX_SHOTS) if options.demonstrations == "mix" else options.shots(task, -1)
+    if options.demonstrations != "sampled" and len(demonstrations) < needed:
+        raise ObjectiveError(
+            f"demonstrations={options.demonstrations!r} needs {needed} fixed demonstrations, {len(demonstrations)} were drawn"
+        )
     examples = []
     for doc_index, doc in docs:
-        pairs, gold = requests_for(task, doc, doc_index, options, lm.apply_chat_template)
+        if options.demonstrations == "sampled":
+            pairs, gold = requests_for(task, doc, doc_index, options, lm.apply_chat_template)
+        else:
+            with fixed_demonstrations(task, [d for _, d in demonstrations]):
+                pairs, gold = requests_for(task, doc, doc_index, options, lm.apply_chat_template)
         encoded = [lm._encode_pair(context, continuation) for context, continuation in pairs]
         if any(len(cont) == 0 for _, cont in encoded):
             raise ObjectiveError(f"task {task.config.task!r}, document {doc_index}: a choice encodes to no tokens")
         examples.append(Example(doc_index, [(list(c), list(t)) for c, t in encoded], gold))
     return examples
-
-
-# ---------------------------------------------------------------- batched scoring
-
-
-@dataclass
-class _Batch:
-    input_ids: torch.Tensor  # [B, T], right-padded
-    attention_mask: torch.Tensor  # [B, T]
-    read_positions: torch.Tensor  # [B, R]: positions whose logits are read (padded by repeating)
-    # one entry per read: (row, column in read_positions, target token, example, choice, is first token)
-    reads: list[tuple[int, int, int, int, int, bool]]
-
-
-class ChoiceScorer:
-    """Scores a model on fixed examples; the tokenization and batches are built once."""
-
-    def __init__(self, model: nn.Module, examples: list[Example], batch_size: int = 16, pad_token_id: int = 0):
-        if not examples:
-            raise ObjectiveError("no examples to score")
-        self.model = model
-        self.examples = examples
-        self.keeps_logits = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self.batches = self._plan(batch_size, pad_token_id)
-
-    @property
-    def num_sequences(self) -> int:
-        return sum(batch.input_ids.shape[0] for batch in self.batches)
-
-    def _sequences(self):
-        """(input ids, [(position, token, choice, is_first)]) per forward sequence, with its example."""
-        for e, example in enumerate(self.examples):
-            if example.single_row:
-                context = example.pairs[0][0]
-                reads = [(len(context) - 1, cont[0], c, True) for c, (_, cont) in enumerate(example.pairs)]
-                yield e, context, reads
-                continue
-            for c, (context, cont) in enumerate(example.pairs):
-                whole = context + cont
-                reads = [(len(context) - 1 + j, token, c, j == 0) for j, token in enumerate(cont)]
-                yield e, whole[:-1], reads
-
-    def _plan(self, batch_size: int, pad_token_id: int) -> list[_Batch]:
-        sequences = sorted(self._sequences(), key=lambda item: len(item[1]))
-        device = next(self.model.parameters()).device
-        batches = []
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
-            width = max(len(ids) for _, ids, _ in chunk)
-            num_reads = max(len({pos for pos, *_ in reads}) for _, _, reads in chunk)
-            input_ids = torch.full((len(chunk), width), pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            positions = torch.zeros((len(chunk), num_reads), dtype=torch.long)
-            flat_reads = []
-            for row, (e, ids, reads) in enumerate(chunk):
-                input_ids[row, : len(ids)] = torch.tensor(ids)
-                mask[row, : len(ids)] = 1
-                distinct = sorted({pos for pos, *_ in reads})
-                positions[row] = torch.tensor(distinct + [distinct[-1]] * (num_reads - len(distinct)))
-                for pos, token, choice, first in reads:
-                    flat_reads.append((row, distinct.index(pos), token, e, choice, first))
-            batches.append(_Batch(input_ids.to(device), mask.to(device), positions.to(device), flat_reads))
-        return batches
-
-    def _logits(self, batch: _Batch) -> torch.Tensor:
-        """Logits at the read positions, [B, R, vocab]."""
-        if self.keeps_logits:
-            out = self.model(
-                input_ids=batch.input_ids,
-                attention_mask=batch.attention_mask,
-                logits_to_keep=batch.read_positions,
-                use_cache=False,
-            )
-            return out.logits
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-        index = batch.read_positions[..., None].expand(-1, -1, logits.shape[-1])
-        return logits.gather(1, index)
-
-    def score(self) -> Scores:
-        """One pass over all batches with the model as it is now (hooks included); keeps the graph if grads are on."""
-        n = [len(ex.pairs) for ex in self.examples]
-        loglik = [[[] for _ in range(k)] for k in n]
-        first = [[None] * k for k in n]
-        for batch in self.batches:
-            logprobs = torch.log_softmax(self._logits(batch).float(), dim=-1)
-            rows = torch.tensor([r[0] for r in batch.reads], device=logprobs.device)
-            cols = torch.tensor([r[1] for r in batch.reads], device=logprobs.device)
-            tokens = torch.tensor([r[2] for r in batch.reads], device=logprobs.device)
-            values = logprobs[rows, cols, tokens]
-            for value, (_, _, _, e, choice, is_first) in zip(values, batch.reads):
-                loglik[e][choice].append(value)
-                if is_first:
-                    first[e][choice] = value
-        return Scores(
-            choice_loglik=[torch.stack([torch.stack(parts).sum() for parts in per]) for per in loglik],
-            first_token_logprob=[torch.stack(per) for per in first],
-        )
 
 
 @dataclass
