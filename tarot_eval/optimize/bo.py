@@ -1,5 +1,14 @@
-"""Bayesian optimization as in the paper, maximizing: BoTorch SingleTaskGP with the infinite-width
-BNN kernel, inputs normalized to the unit cube, outputs standardized, analytic LogEI, q = 1.
+"""Bayesian optimization, maximizing: a BoTorch SingleTaskGP on inputs normalized to the unit cube and
+standardized outputs, q = 1. Surrogates (`BOSettings.surrogate`):
+- `bnn`: the paper's infinite-width BNN kernel (depth `kernel_depth`) under a ScaleKernel;
+- `vanilla`: BoTorch's default SingleTaskGP (RBF, lengthscale prior scaled with the dimension,
+  Hvarfner et al. 2024, "Vanilla Bayesian Optimization Performs Great in High Dimensions");
+- `saas`: the MAP estimate of the SAAS model (sparse axis-aligned lengthscale prior,
+  `botorch.models.map_saas.get_map_saas_model`), the cheap form of SAASBO.
+Noise (`BOSettings.noise`): `fixed` for a deterministic objective (fixed documents and prompts):
+a small fixed variance `FIXED_NOISE` in standardized units (a floor that keeps the Cholesky
+stable), acquisition LogEI on the observed best; `learned` for sampled rewards: the GP fits its
+noise and the acquisition is qLogNoisyExpectedImprovement over the evaluated points.
 
 The first `n_init` points are the random-search draws (seeded per index); every later point is a
 deterministic function of the recorded history and the seed, so a resumed run refits on the
@@ -25,10 +34,11 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import torch
-from botorch.acquisition import LogExpectedImprovement
+from botorch.acquisition import LogExpectedImprovement, qLogNoisyExpectedImprovement
 from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.kernels import InfiniteWidthBNNKernel
+from botorch.models.map_saas import get_map_saas_model
 from botorch.models.transforms import Normalize, Standardize
 from botorch.optim import optimize_acqf
 from gpytorch.kernels import ScaleKernel
@@ -40,10 +50,18 @@ from tarot_eval.optimize.record import RunRecord
 DUPLICATE_TOL = 1e-3
 
 
+SURROGATES = ("bnn", "vanilla", "saas")
+NOISE_MODELS = ("fixed", "learned")
+FIXED_NOISE = 1e-4  # noise variance in standardized units for a deterministic objective
+COLLAPSE_RATIO = 1e-3  # signal variance below this fraction of the noise: the GP predicts a constant
+
+
 @dataclass(frozen=True)
 class BOSettings:
     n_init: int = 4
-    kernel_depth: int = 3  # the paper used 12, which collapses to a constant predictor (docs/optimize.md)
+    surrogate: str = "vanilla"
+    noise: str = "fixed"
+    kernel_depth: int = 3  # bnn only; the paper used 12, which collapses to a constant predictor (docs/optimize.md)
     num_restarts: int = 20
     raw_samples: int = 1024
     trust_region: bool = False
@@ -53,20 +71,30 @@ class BOSettings:
     success_tolerance: int = 3
     failure_tolerance: int = 5
 
+    def __post_init__(self):
+        if self.surrogate not in SURROGATES:
+            raise ValueError(f"BO surrogate {self.surrogate!r}; expected one of {', '.join(SURROGATES)}")
+        if self.noise not in NOISE_MODELS:
+            raise ValueError(f"BO noise {self.noise!r}; expected one of {', '.join(NOISE_MODELS)}")
+
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def fit_surrogate(X: torch.Tensor, Y: torch.Tensor, depth: int) -> SingleTaskGP:
+def fit_surrogate(X: torch.Tensor, Y: torch.Tensor, settings: BOSettings) -> SingleTaskGP:
     """GP on points X [n, d] in the unit cube with values Y [n] (float64)."""
     unit = torch.stack([torch.zeros(X.shape[1]), torch.ones(X.shape[1])]).to(X)
-    model = SingleTaskGP(
-        X,
-        Y.unsqueeze(-1),
-        covar_module=ScaleKernel(InfiniteWidthBNNKernel(depth=depth)),
-        input_transform=Normalize(d=X.shape[1], bounds=unit),
-        outcome_transform=Standardize(m=1),
-    )
+    train_Y = Y.unsqueeze(-1)
+    # Standardize divides the variance by Var(Y): FIXED_NOISE is the variance after it
+    train_Yvar = torch.full_like(train_Y, FIXED_NOISE * max(float(Y.var()), 1e-12)) if settings.noise == "fixed" else None
+    transforms = {"input_transform": Normalize(d=X.shape[1], bounds=unit), "outcome_transform": Standardize(m=1)}
+    if settings.surrogate == "bnn":
+        covar = ScaleKernel(InfiniteWidthBNNKernel(depth=settings.kernel_depth))
+        model = SingleTaskGP(X, train_Y, train_Yvar, covar_module=covar, **transforms)
+    elif settings.surrogate == "vanilla":
+        model = SingleTaskGP(X, train_Y, train_Yvar, **transforms)
+    else:
+        model = get_map_saas_model(X, train_Y, train_Yvar, **transforms)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
@@ -74,11 +102,21 @@ def fit_surrogate(X: torch.Tensor, Y: torch.Tensor, depth: int) -> SingleTaskGP:
 
 
 def surrogate_stats(model: SingleTaskGP) -> dict:
-    """Output scale and noise of the fitted GP, both in standardized units."""
-    return {
-        "gp_outputscale": float(model.covar_module.outputscale.detach()),
+    """Signal variance at the evaluated points (the kernel's diagonal: for the BNN kernel the
+    ScaleKernel's output scale alone is not identifiable against its weight variance), the output
+    scale, noise and median lengthscale of the fitted GP, all in standardized units."""
+    covar = model.covar_module
+    base = covar.base_kernel if isinstance(covar, ScaleKernel) else covar
+    with torch.no_grad():
+        signal = float(covar(model.train_inputs[0], diag=True).mean())
+    stats = {
+        "gp_signal_var": signal,
+        "gp_outputscale": float(covar.outputscale.detach()) if isinstance(covar, ScaleKernel) else 1.0,
         "gp_noise": float(model.likelihood.noise.detach().mean()),
     }
+    if getattr(base, "lengthscale", None) is not None:
+        stats["gp_lengthscale"] = float(base.lengthscale.detach().median())
+    return stats
 
 
 def trust_region_length(trace: list[dict], settings: BOSettings) -> float:
@@ -106,7 +144,7 @@ def propose(record: RunRecord, settings: BOSettings, seed: int) -> tuple[torch.T
     dim = X.shape[1]
     with torch.random.fork_rng():
         torch.manual_seed(seed * 1_000_003 + len(record.trace))
-        model = fit_surrogate(X, Y, settings.kernel_depth)
+        model = fit_surrogate(X, Y, settings)
         low, high = torch.zeros(dim, dtype=torch.float64), torch.ones(dim, dtype=torch.float64)
         info = surrogate_stats(model)
         if settings.trust_region:
@@ -114,7 +152,10 @@ def propose(record: RunRecord, settings: BOSettings, seed: int) -> tuple[torch.T
             center = X[int(Y.argmax())]
             low, high = (center - length / 2).clamp(0, 1), (center + length / 2).clamp(0, 1)
             info["tr_length"] = length
-        acquisition = LogExpectedImprovement(model, best_f=Y.max())
+        if settings.noise == "fixed":
+            acquisition = LogExpectedImprovement(model, best_f=Y.max())
+        else:
+            acquisition = qLogNoisyExpectedImprovement(model, X_baseline=X, prune_baseline=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             candidates, values = optimize_acqf(
@@ -164,7 +205,9 @@ def run(evaluate, space, record: RunRecord, budget: int, seed: int, settings: BO
 
 
 def _postfix(entry: dict) -> dict:
-    return {"scale": f"{entry['gp_outputscale']:.2g}", "noise": f"{entry['gp_noise']:.2g}"} if "gp_noise" in entry else {}
+    if "gp_noise" not in entry:
+        return {}
+    return {"signal": f"{entry.get('gp_signal_var', entry['gp_outputscale']):.2g}", "noise": f"{entry['gp_noise']:.2g}"}
 
 
 def r2_and_correlation(actual: torch.Tensor, predicted: torch.Tensor, baseline: torch.Tensor) -> dict:
@@ -186,13 +229,27 @@ def surrogate_quality(trace: list[dict]) -> dict | None:
     running_mean = torch.tensor([sum(values[:i]) / i for i, _ in rows], dtype=torch.float64)
     quality = r2_and_correlation(actual, predicted, running_mean)
     quality["median_outputscale"] = float(torch.tensor([e["gp_outputscale"] for _, e in rows]).median())
+    quality["median_signal_var"] = float(torch.tensor([e.get("gp_signal_var", e["gp_outputscale"]) for _, e in rows]).median())
     quality["median_noise"] = float(torch.tensor([e["gp_noise"] for _, e in rows]).median())
+    quality.update(collapse_verdict(quality))
     return quality
 
 
-def held_out_quality(X: torch.Tensor, Y: torch.Tensor, n_fit: int, depth: int = 3) -> dict:
+def collapse_verdict(quality: dict) -> dict:
+    """`collapsed` (and why): the surrogate predicted no better than the running mean, or its output
+    signal variance sat orders of magnitude below its noise. Then BO behaved as random search."""
+    reasons = []
+    if not quality["r2"] > 0:
+        reasons.append(f"held-out R2 {quality['r2']:.2f} <= 0 over {quality['n']} BO evaluations")
+    signal = quality.get("median_signal_var", quality["median_outputscale"])
+    if signal < COLLAPSE_RATIO * quality["median_noise"]:
+        reasons.append(f"signal variance {signal:.2g} << noise {quality['median_noise']:.2g}")
+    return {"collapsed": bool(reasons), "collapse_reason": "; ".join(reasons) or None}
+
+
+def held_out_quality(X: torch.Tensor, Y: torch.Tensor, n_fit: int, settings: BOSettings | None = None) -> dict:
     """Fit on the first n_fit points, predict the rest: R² versus predicting the training mean."""
-    model = fit_surrogate(X[:n_fit], Y[:n_fit], depth)
+    model = fit_surrogate(X[:n_fit], Y[:n_fit], settings or BOSettings(noise="learned"))
     with torch.no_grad():
         predicted = model.posterior(X[n_fit:]).mean.squeeze(-1)
     actual = Y[n_fit:]

@@ -16,6 +16,7 @@ import yaml
 
 from tarot_eval.cli import UsageError
 from tarot_eval.objective import OBJECTIVES
+from tarot_eval.optimize.bo import NOISE_MODELS, SURROGATES
 from tarot_eval.optimize.run import OPTIMIZERS, PLOT_NAME
 
 # Flag defaults live here, not in argparse, so a --config file can tell set flags from unset ones.
@@ -36,6 +37,8 @@ DEFAULTS = {
     "bo_restarts": 20,
     "bo_raw_samples": 1024,
     "bo_kernel_depth": 3,
+    "bo_surrogate": "vanilla",
+    "bo_noise": "fixed",
     "lr": 0.02,
     "space": "layer",
     "balance": False,
@@ -80,6 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bo-restarts", type=int, help="BO: acquisition optimizer restarts (default 20)")
     parser.add_argument("--bo-raw-samples", type=int, help="BO: raw samples for the acquisition (default 1024)")
     parser.add_argument("--bo-kernel-depth", type=int, help="BO: depth of the infinite-width BNN kernel (default 3; the paper's 12 collapses)")
+    parser.add_argument("--bo-surrogate", choices=SURROGATES, help="BO: GP surrogate: bnn (the paper's kernel), vanilla (BoTorch's default, dimension-scaled priors), saas (MAP SAAS); default vanilla; see docs/optimize.md")
+    parser.add_argument("--bo-noise", choices=NOISE_MODELS, help="BO: fixed (deterministic objective, the default) or learned (sampled rewards)")
     parser.add_argument("--trust-region", action="store_true", default=None, help="BO: TuRBO-style trust region around the best point")
     parser.add_argument("--lr", type=float, help="grad: Adam learning rate in unit-cube coordinates (default 0.02)")
     parser.add_argument("--out", help="output directory: checkpoint + run record")
@@ -166,7 +171,8 @@ def _settings(args: argparse.Namespace, num_layers: int):
         ship_unimproved=args.ship_unimproved,
         prompt=PromptOptions(args.num_fewshot, args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction),
         bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
-                      kernel_depth=args.bo_kernel_depth, trust_region=args.trust_region),
+                      kernel_depth=args.bo_kernel_depth, trust_region=args.trust_region,
+                      surrogate=args.bo_surrogate, noise=args.bo_noise),
         grad=GradSettings(lr=args.lr),
     )
 
