@@ -146,13 +146,13 @@ class FoldedEdit:
         rows = site.weight_rows  # [heads*head_dim, hidden] view of the weight
         # a copy even when the weight is already float64: the bias shift below needs the unedited rows
         original = rows.detach().to(torch.float64, copy=True).view(geo.num_heads, geo.head_dim, -1)
-        maps = rotation.head_matrices(self.edit.method, params.to(torch.float64), geo.head_dim)
+        maps = rotation.head_matrices(self.edit.method, params.to(rows.device, torch.float64), geo.head_dim)
         rows.copy_((maps @ original).reshape(rows.shape).to(rows.dtype))
         if site.value_bias is None:
             return
         # (z - b) M + b = z M + b (I - M): the constant part moves into the projection bias
-        b = site.value_bias.to(torch.float64)
-        eye = torch.eye(geo.head_dim, dtype=torch.float64)
+        b = site.value_bias.to(rows.device, torch.float64)
+        eye = torch.eye(geo.head_dim, dtype=torch.float64, device=rows.device)
         shift = torch.einsum("hd,hde,heo->o", b, eye - maps, original)
         if not had_bias:
             out_features = rows.shape[1]
