@@ -310,9 +310,9 @@ class ModelCheck:
             for _ in range(self.plan.evaluations):
                 evaluation = target.evaluate(params)
             seconds = (time.perf_counter() - start) / self.plan.evaluations
-        tokens = sum(int(batch.attention_mask.sum()) for batch in scorer.batches)
+        tokens = scorer.tokens_computed
         return (f"{1 / seconds:.2f} eval/s",
-                f"{seconds:.3f} s each: {len(scorer.examples)} docs, {scorer.num_sequences} sequences, {tokens} tokens, "
+                f"{seconds:.3f} s each: {len(scorer.examples)} docs, {len(scorer.prefix)} shared prefix tokens, {tokens} tokens, "
                 f"batch {self.plan.batch_size}; value {evaluation.value:.3f}",
                 {"evaluations_per_s": 1 / seconds, "tokens": tokens})
 
