@@ -324,3 +324,24 @@ def test_a_lower_budget_on_a_finished_run_is_refused(setup, tmp_path):
         optimize(model, lm, task, run_settings, tmp_path / "run", budget=3, select_k=2)
     provenance = checkpoint.read_config(tmp_path / "run")["provenance"]
     assert (provenance["budget"], provenance["evaluations"]) == (4, 4)  # the checkpoint is left as it was
+
+
+def test_fixed_demonstrations_and_a_bf16_search_ship_an_edit_scored_in_fp32(setup, tmp_path):
+    """Few-shot training prompts share one fixed demonstration block; the bf16 search's choice is
+    re-scored on validation in the model's own dtype, and that is what the checkpoint records."""
+    task, model, lm = setup
+    prompt = objective.PromptOptions(num_fewshot=3, demonstrations="fixed")
+    run_settings = replace(settings(optimizer="random", space="head"), prompt=prompt, search_dtype="bfloat16")
+    result = optimize(model, lm, task, run_settings, tmp_path / "run", budget=4, select_k=2)
+    problem = Problem(model, lm, task, run_settings)
+    demos = {i for i, _ in problem.docs.demonstrations}
+    assert len(demos) == 3 and not demos & {i for i, _ in problem.docs.train + problem.docs.validation}
+    train, validation = problem.make_objectives(None)
+    assert train.scorer.forward.dtype == torch.bfloat16 and validation.scorer.forward.dtype is None
+    assert len(train.scorer.prefix) > 0  # the demonstrations are one shared prefix
+    loaded = checkpoint.load(tmp_path / "run", model)
+    with attached(model, loaded) as handle:
+        _, validation = problem.make_objectives(handle)
+        score = validation.evaluate(loaded.params)
+    shipped = result.scores["chosen" if result.improved else "base"]["validation"]["value"]
+    assert score.value == pytest.approx(shipped, abs=1e-6)

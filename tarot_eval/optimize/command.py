@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from tarot_eval.cli import UsageError
-from tarot_eval.objective import OBJECTIVES
+from tarot_eval.objective import DEMONSTRATIONS, OBJECTIVES
 from tarot_eval.optimize.bo import NOISE_MODELS, SURROGATES
 from tarot_eval.optimize.run import OPTIMIZERS, PLOT_NAME
 
@@ -45,6 +45,8 @@ DEFAULTS = {
     "ship_unimproved": False,
     "apply_chat_template": False,
     "fewshot_as_multiturn": False,
+    "demonstrations": "sampled",
+    "search_dtype": "",
     "trust_region": False,
 }
 
@@ -74,6 +76,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--balance", action="store_true", default=None, help="training documents half right, half wrong for the base model (the paper's choice)")
     parser.add_argument("--ship-unimproved", action="store_true", default=None, help="save the chosen edit even when it does not beat the base model on validation (default: save the identity edit)")
     parser.add_argument("--num-fewshot", type=int, help="demonstrations per prompt (default: the task's own)")
+    parser.add_argument("--demonstrations", choices=DEMONSTRATIONS, help="sampled (lm-eval's sampler per document, the default), fixed (the same --num-fewshot documents outside train/validation for every document: one shared prefix) or mix (the paper's: 0, 2, 4 or 6 of them per document)")
+    parser.add_argument("--search-dtype", choices=("bfloat16", "float16"), help="run the search's training evaluations under autocast in this dtype; validation selection and base scores stay in --dtype")
     parser.add_argument("--apply-chat-template", action="store_true", default=None, help="as lm_eval --apply_chat_template")
     parser.add_argument("--fewshot-as-multiturn", action="store_true", default=None, help="as lm_eval --fewshot_as_multiturn")
     parser.add_argument("--system-instruction", help="as lm_eval --system_instruction")
@@ -169,7 +173,9 @@ def _settings(args: argparse.Namespace, num_layers: int):
         seed=args.seed,
         balance=args.balance,
         ship_unimproved=args.ship_unimproved,
-        prompt=PromptOptions(args.num_fewshot, args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction),
+        prompt=PromptOptions(args.num_fewshot, args.apply_chat_template, args.fewshot_as_multiturn, args.system_instruction,
+                             args.demonstrations),
+        search_dtype=args.search_dtype or "",
         bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
                       kernel_depth=args.bo_kernel_depth, trust_region=args.trust_region,
                       surrogate=args.bo_surrogate, noise=args.bo_noise),

@@ -51,6 +51,7 @@ class Settings:
     balance: bool = False
     ship_unimproved: bool = False
     prompt: objectives.PromptOptions = field(default_factory=objectives.PromptOptions)
+    search_dtype: str = ""  # autocast dtype of the training evaluations ("" = the model's); selection stays in the model's
     bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
     grad: gradient.GradSettings = field(default_factory=gradient.GradSettings)
 
@@ -102,9 +103,15 @@ class Problem:
         if settings.balance:
             _, ordered, _ = objectives.shuffled_pool(task, settings.seed)
             docs = objectives.balance_by_base_model(docs, ordered, lambda pair: self._base_correct(task, lm, pair))
+        if settings.prompt.demonstrations != "sampled":
+            _, ordered, _ = objectives.shuffled_pool(task, settings.seed)
+            wanted = max(objectives.MIX_SHOTS) if settings.prompt.demonstrations == "mix" else settings.prompt.shots(task, -1)
+            docs = objectives.with_demonstrations(docs, ordered, wanted)
         self.docs = docs
-        self.train = objectives.build_examples(task, lm, docs.train, settings.prompt)
-        self.validation = objectives.build_examples(task, lm, docs.validation, settings.prompt) if docs.validation else []
+        self.train = objectives.build_examples(task, lm, docs.train, settings.prompt, docs.demonstrations)
+        self.validation = (
+            objectives.build_examples(task, lm, docs.validation, settings.prompt, docs.demonstrations) if docs.validation else []
+        )
 
     def _base_correct(self, task, lm, pair) -> bool:
         examples = objectives.build_examples(task, lm, [pair], self.settings.prompt)
@@ -112,11 +119,13 @@ class Problem:
             return objectives.ChoiceScorer(self.model, examples, pad_token_id=self.pad_id).score().correct(examples)[0]
 
     def make_objectives(self, handle) -> tuple[objectives.Objective, objectives.Objective | None]:
-        def make(examples):
-            scorer = objectives.ChoiceScorer(self.model, examples, self.batch_size, self.pad_id)
+        def make(examples, dtype=None):
+            scorer = objectives.ChoiceScorer(self.model, examples, self.batch_size, self.pad_id, dtype=dtype)
             return objectives.Objective(scorer, handle, self.settings.objective)
 
-        return make(self.train), (make(self.validation) if self.validation else None)
+        search_dtype = getattr(torch, self.settings.search_dtype) if self.settings.search_dtype else None
+        # the search may run in bf16; the edit is chosen on validation in the model's own dtype
+        return make(self.train, search_dtype), (make(self.validation) if self.validation else None)
 
 
 def _recorded(record: RunRecord, key: str, evaluate) -> dict:
