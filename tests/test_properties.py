@@ -340,6 +340,6 @@ def test_checkpoint_round_trip_is_exact(case):
         "num_heads": GEOMETRIES[0][0],
         "head_dim": GEOMETRIES[0][2],
         "bounds": list(bounds),
-        "base_model": checkpoint.model_identity(model),
+        "base_model": {**checkpoint.model_identity(model), "weights": checkpoint.weight_fingerprint(model, edit.layers)},
         "provenance": provenance,
     }
