@@ -216,14 +216,13 @@ def test_a_lower_budget_than_recorded_is_refused_before_any_work(setup, tmp_path
 
 def test_a_second_leaderboard_on_one_out_is_refused_at_once(setup, tmp_path, capsys):
     out = copy_of(setup, tmp_path)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
+    command = ["leaderboard", "--config", str(setup["config_path"]), "--out", str(out)]
     with held_elsewhere(out) as holder:
-        assert run(parser.parse_args(["--config", str(setup["config_path"]), "--out", str(out)])) == 2
+        assert cli.main(command) == 2
         captured = capsys.readouterr()
         assert captured.err.startswith(f"tarot-eval leaderboard: error: {out} is being written by pid {holder.pid} on ")
         assert len(captured.err.strip().splitlines()) == 1 and "skip " not in captured.out
-        assert run(parser.parse_args(["--config", str(setup["config_path"]), "--out", str(out), "--dry-run"])) == 0
+        assert cli.main([*command, "--dry-run"]) == 0
         assert "would run: optimizations: 0 run, 2 skipped" in capsys.readouterr().out  # a dry run needs no lock
 
 
