@@ -259,6 +259,8 @@ def print_summary(result) -> None:
         print(f"note: {note}")
     if result.surrogate:
         print(f"surrogate: {json.dumps(result.surrogate)}")
+        if result.surrogate.get("collapsed"):
+            print(f"BO behaved as random search here: the surrogate learned nothing ({result.surrogate['collapse_reason']})")
     if not result.improved:
         banner = "!" * 78
         print(
