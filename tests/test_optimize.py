@@ -326,7 +326,7 @@ def test_a_lower_budget_on_a_finished_run_is_refused(setup, tmp_path):
     assert (provenance["budget"], provenance["evaluations"]) == (4, 4)  # the checkpoint is left as it was
 
 
-def test_fixed_demonstrations_and_a_bf16_search_ship_an_edit_scored_in_fp32(setup, tmp_path):
+def test_fixed_demonstrations_and_a_bf16_search_ship_an_edit_scored_in_fp32(setup, tmp_path, monkeypatch, caplog):
     """Few-shot training prompts share one fixed demonstration block; the bf16 search's choice is
     re-scored on validation in the model's own dtype, and that is what the checkpoint records."""
     task, model, lm = setup
@@ -338,6 +338,10 @@ def test_fixed_demonstrations_and_a_bf16_search_ship_an_edit_scored_in_fp32(setu
     assert len(demos) == 3 and not demos & {i for i, _ in problem.docs.train + problem.docs.validation}
     train, validation = problem.make_objectives(None)
     assert train.scorer.forward.dtype == torch.bfloat16 and validation.scorer.forward.dtype is None
+    with monkeypatch.context() as patch, caplog.at_level("WARNING"):
+        patch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX2")
+        problem.make_objectives(None)
+    assert "--search-dtype bfloat16 on an AVX2 CPU: without AVX512" in caplog.text
     assert len(train.scorer.prefix) > 0  # the demonstrations are one shared prefix
     loaded = checkpoint.load(tmp_path / "run", model)
     with attached(model, loaded) as handle:

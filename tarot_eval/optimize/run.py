@@ -14,6 +14,7 @@ so the provenance's `budget` is never below its `evaluations`.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ OPTIMIZERS = ("bo", "random", "grad")
 RESULT_NAME = "result.json"
 MIN_GAIN = 1e-6  # an edit must beat the base model's objective by more than float noise
 PLOT_NAME = "trace.png"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,19 @@ class Problem:
             return objectives.Objective(scorer, handle, self.settings.objective)
 
         search_dtype = getattr(torch, self.settings.search_dtype) if self.settings.search_dtype else None
+        if search_dtype is not None and self.edit.params.device.type == "cpu" and not _fast_low_precision_cpu():
+            logger.warning(
+                "--search-dtype %s on an %s CPU: without AVX512 its matmuls are emulated and far slower than "
+                "float32 (benchmarks/bench_objective.py measures both); use it on GPUs or AVX512-BF16/AMX CPUs",
+                self.settings.search_dtype, torch.backends.cpu.get_cpu_capability(),
+            )
         # the search may run in bf16; the edit is chosen on validation in the model's own dtype
         return make(self.train, search_dtype), (make(self.validation) if self.validation else None)
+
+
+def _fast_low_precision_cpu() -> bool:
+    """Whether this CPU has the AVX512 kernels that make bf16/fp16 matmuls at least as fast as fp32."""
+    return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def _recorded(record: RunRecord, key: str, evaluate) -> dict:
