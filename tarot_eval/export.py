@@ -142,9 +142,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        out = export(args.rotations, args.out, args.model, args.dtype, args.overwrite, args.allow_stacked, args.allow_transfer)
-    except (ExportError, checkpoint.CheckpointError) as error:
-        raise SystemExit(f"tarot-eval export: {error}") from None
+    out = export(args.rotations, args.out, args.model, args.dtype, args.overwrite, args.allow_stacked, args.allow_transfer)
     print(f"wrote {out} (rotations from {args.rotations} folded into o_proj)")
     return 0

@@ -1,6 +1,7 @@
 """`export`: a plain HF model with the rotations folded in gives tarot-hf's numbers under `--model hf`."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -53,12 +54,18 @@ def _export(ckpt, out, model, *flags):
     return main(["export", "--rotations", str(ckpt), "--out", str(out), "--model", str(model), *flags])
 
 
-def test_non_empty_out_needs_overwrite_and_is_then_replaced_whole(tmp_path, saved_tiny_llama, ckpt):
+def _refused(capsys, pattern, ckpt, out, model, *flags):
+    """The export is refused with the CLI's one line (exit 2) matching `pattern`."""
+    assert _export(ckpt, out, model, *flags) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the weight-loading progress bar, if any
+    assert line.startswith("tarot-eval export: error: ") and re.search(pattern, line), line
+
+
+def test_non_empty_out_needs_overwrite_and_is_then_replaced_whole(tmp_path, saved_tiny_llama, ckpt, capsys):
     out = tmp_path / "merged"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
-    with pytest.raises(SystemExit, match=r"--out .*merged is not empty; pass --overwrite"):
-        _export(ckpt, out, saved_tiny_llama)
+    _refused(capsys, r"--out .*merged is not empty; pass --overwrite", ckpt, out, saved_tiny_llama)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
     assert _export(ckpt, out, saved_tiny_llama, "--overwrite") == 0
     assert not (out / "notes.txt").exists() and (out / export.EXPORT_RECORD).is_file()
@@ -81,32 +88,28 @@ def test_a_failed_write_leaves_the_old_out_untouched(tmp_path, saved_tiny_llama,
 
 
 @pytest.mark.parametrize("target", ["base", "parent of base", "checkpoint"])
-def test_out_never_replaces_the_inputs_even_with_overwrite(tmp_path, saved_tiny_llama, ckpt, target):
+def test_out_never_replaces_the_inputs_even_with_overwrite(tmp_path, saved_tiny_llama, ckpt, target, capsys):
     out = {"base": saved_tiny_llama, "parent of base": tmp_path, "checkpoint": ckpt}[target]
     weights = (saved_tiny_llama / "model.safetensors").read_bytes()
     what = "checkpoint" if target == "checkpoint" else "base model folder"
-    with pytest.raises(SystemExit, match=f"--out .* is or holds the {what} .*; write the export to another folder"):
-        _export(ckpt, out, saved_tiny_llama, "--overwrite")
+    _refused(capsys, f"--out .* is or holds the {what} .*; write the export to another folder", ckpt, out, saved_tiny_llama, "--overwrite")
     assert (saved_tiny_llama / "model.safetensors").read_bytes() == weights
     assert checkpoint.read_config(ckpt)["layers"] == [0, 2]
 
 
-def test_a_gguf_files_folder_is_the_base_folder(tmp_path, ckpt):
+def test_a_gguf_files_folder_is_the_base_folder(tmp_path, ckpt, capsys):
     folder = tmp_path / "gguf"
     folder.mkdir()
     (folder / "model.gguf").write_bytes(b"GGUF")  # refused before anything is loaded
-    with pytest.raises(SystemExit, match=r"is or holds the base model folder .*gguf"):
-        _export(ckpt, folder, folder / "model.gguf", "--overwrite")
+    _refused(capsys, r"is or holds the base model folder .*gguf", ckpt, folder, folder / "model.gguf", "--overwrite")
 
 
-def test_exporting_on_an_export_needs_allow_stacked_and_records_the_stack(tmp_path, saved_tiny_llama, ckpt):
+def test_exporting_on_an_export_needs_allow_stacked_and_records_the_stack(tmp_path, saved_tiny_llama, ckpt, capsys):
     first = tmp_path / "merged"
     assert _export(ckpt, first, saved_tiny_llama) == 0
     second = tmp_path / "twice"
-    with pytest.raises(SystemExit, match=r"merged already has the edit .*ckpt' folded in .*pass --allow-stacked"):
-        _export(ckpt, second, first)
-    with pytest.raises(SystemExit, match="found on other weights .*--allow-transfer"):  # its o_proj changed
-        _export(ckpt, second, first, "--allow-stacked")
+    _refused(capsys, r"merged already has the edit .*ckpt' folded in .*pass --allow-stacked", ckpt, second, first)
+    _refused(capsys, "found on other weights .*--allow-transfer", ckpt, second, first, "--allow-stacked")
     assert not second.exists()
     assert _export(ckpt, second, first, "--allow-stacked", "--allow-transfer") == 0
     record = json.loads((second / export.EXPORT_RECORD).read_text())

@@ -1,0 +1,197 @@
+"""Reproduce the hardening table (docs/bad_inputs.md): each bad input or fault, its command, exit code, one line.
+
+    TAROT_DATA_DIR=../shared/data .venv/bin/python docs/bad_inputs.py > docs/bad_inputs.md
+
+Runs real commands (tarot-eval, lm_eval) on the tests' tiny random Llama in a temporary folder; each
+row names the test that asserts the same behaviour. Takes a few minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ROWS: list[tuple[str, str, int, str, str]] = []
+
+
+def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def last_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower() or "refus" in line.lower()]
+    return (errors or lines or [""])[-1].strip()
+
+
+def case(fault: str, args: list[str], work: Path, test: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    proc = run(args, work, env)
+    shown = " ".join(a if " " not in a else repr(a) for a in args).replace(str(work) + "/", "")
+    ROWS.append((fault, shown.replace(str(BIN) + "/", ""), proc.returncode, last_line(proc), test))
+    return proc
+
+
+def tarot(*args: str) -> list[str]:
+    return [str(BIN / "tarot-eval"), *args]
+
+
+def lm_eval(model_args: str, *extra: str) -> list[str]:
+    return [str(BIN / "lm_eval"), "--model", "tarot-hf", "--model_args", model_args, "--tasks", "tarot_navigate",
+            "--limit", "2", "--device", "cpu", "--batch_size", "2", *extra]
+
+
+def edit_config(src: Path, dst: Path, **changes) -> Path:
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "tarot_config.json").read_text())
+    config.update(changes)
+    (dst / "tarot_config.json").write_text(json.dumps(config))
+    return dst
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="tarot-bad-"))
+    run([sys.executable, str(REPO / ".ci/tiny_model.py"), str(work / "tiny")], REPO).check_returncode()
+    model, ckpt = work / "tiny/model", work / "tiny/rotations"
+    optimize = tarot("optimize", "--model", "tiny/model", "--task", "tarot_navigate", "--n-train", "2",
+                     "--n-val", "2", "--optimizer", "random", "--seed", "0")
+
+    # 1. the wheel: checked by .ci/wheel_check, not reproducible as one bad command
+    # 2. export overwrite
+    (work / "full").mkdir()
+    (work / "full/notes.txt").write_text("mine")
+    case("export into a non-empty folder", tarot("export", "--model", "tiny/model", "--rotations", "tiny/rotations",
+         "--out", "full"), work, "test_export::test_non_empty_out_needs_overwrite_and_is_then_replaced_whole")
+    case("export onto the base model's own folder, even with --overwrite", tarot("export", "--model", "tiny/model",
+         "--rotations", "tiny/rotations", "--out", "tiny/model", "--overwrite"), work,
+         "test_export::test_out_never_replaces_the_inputs_even_with_overwrite")
+    case("export into the checkpoint's folder", tarot("export", "--model", "tiny/model", "--rotations",
+         "tiny/rotations", "--out", "tiny/rotations", "--overwrite"), work,
+         "test_export::test_out_never_replaces_the_inputs_even_with_overwrite")
+    run(tarot("export", "--model", "tiny/model", "--rotations", "tiny/rotations", "--out", "exported"), work).check_returncode()
+    case("export a checkpoint onto an already edited (exported) model", tarot("export", "--model", "exported",
+         "--rotations", "tiny/rotations", "--out", "twice"), work,
+         "test_export::test_exporting_on_an_export_needs_allow_stacked_and_records_the_stack")
+    case("lm_eval: the same checkpoint again on the exported model", lm_eval("pretrained=exported,rotations=tiny/rotations"),
+         work, "test_lm::test_checkpoint_on_an_exported_model_needs_allow_stacked")
+    # 3. two writers
+    first = subprocess.Popen([*optimize, "--budget", "400", "--out", "busy"], cwd=work, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        if (work / "busy/trace.jsonl").is_file():  # the first holds the lock and is evaluating
+            break
+        time.sleep(0.1)
+    case("a second optimize on the same --out while the first runs", [*optimize, "--budget", "400", "--out", "busy"],
+         work, "test_optimize::test_a_second_optimize_process_on_one_out_fails_at_once_and_the_first_completes")
+    first.kill()
+    first.wait()
+    # 6. identity of the weights
+    run([sys.executable, "-c", (
+        "import sys; sys.path.insert(0, 'tests'); import torch; from test_objective import tiny_model, tiny_tokenizer; "
+        "t = tiny_tokenizer(); torch.manual_seed(123); m = tiny_model(len(t)); "
+        f"[p.data.normal_(0, 0.02) for p in m.parameters()]; m.save_pretrained('{work}/other'); t.save_pretrained('{work}/other')")],
+        REPO).check_returncode()
+    case("a checkpoint onto another model of the same shapes, other weights", lm_eval("pretrained=other,rotations=tiny/rotations"),
+         work, "test_lm::test_other_weights_need_allow_transfer; test_checkpoint::test_same_shapes_other_weights_need_allow_transfer")
+    case("the same, through tarot-eval lm-eval (one line, exit 2)", tarot("lm-eval", *lm_eval("pretrained=other,rotations=tiny/rotations")[1:]),
+         work, "test_lm::test_other_weights_need_allow_transfer")
+    case("empty rotations= (would silently score the base model)", lm_eval("pretrained=tiny/model,rotations="), work,
+         "test_lm::test_empty_rotations_is_an_error_not_the_base_model")
+    case("unknown tarot-hf model_arg", lm_eval("pretrained=tiny/model,rotation=tiny/rotations"), work,
+         "test_lm::test_unknown_model_arg_is_named")
+    # checkpoint contents
+    case('checkpoint config "bounds": "wide"', lm_eval("pretrained=tiny/model,rotations=bounds"), work,
+         "test_checkpoint::test_config_values_of_the_wrong_type_are_named") if edit_config(ckpt, work / "bounds", bounds="wide") else None
+    case('checkpoint config "layers": "0"', lm_eval("pretrained=tiny/model,rotations=layers"), work,
+         "test_checkpoint::test_config_values_of_the_wrong_type_are_named") if edit_config(ckpt, work / "layers", layers="0") else None
+    shutil.copytree(ckpt, work / "torn")
+    weights = next((work / "torn").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    case("truncated checkpoint safetensors", lm_eval("pretrained=tiny/model,rotations=torn"), work,
+         "test_checkpoint::test_truncated_safetensors_is_refused")
+    shutil.copytree(ckpt, work / "badjson")
+    (work / "badjson/tarot_config.json").write_text("{not json")
+    case("corrupt checkpoint tarot_config.json", lm_eval("pretrained=tiny/model,rotations=badjson"), work,
+         "test_checkpoint::test_corrupt_json_and_missing_dir_are_refused")
+    case("rotations= a folder that does not exist", lm_eval("pretrained=tiny/model,rotations=nowhere"), work,
+         "test_checkpoint::test_corrupt_json_and_missing_dir_are_refused")
+    # optimize inputs
+    case("optimize: unknown task", [*optimize[:4], "--task", "tarot_nope", "--out", "o1"], work,
+         "test_cli_errors::test_optimize_unknown_task_says_how_to_list_tasks")
+    case("optimize: bad --space", [*optimize, "--space", "diagonal", "--out", "o2"], work,
+         "test_optimize::test_search_space_rejects_bad_specs")
+    case("optimize: --layers beyond the model", [*optimize, "--layers", "0-40", "--out", "o3"], work,
+         "test_cli_errors::test_optimize_config_errors_name_the_file")
+    case("optimize: --budget 0", [*optimize, "--budget", "0", "--out", "o4"], work,
+         "test_cli_errors::test_optimize_config_errors_name_the_file")
+    (work / "bad.yaml").write_text("budget: [1, 2\n")
+    case("optimize: malformed --config YAML", [*optimize, "--config", "bad.yaml", "--out", "o5"], work,
+         "test_cli_errors::test_optimize_config_errors_name_the_file")
+    (work / "typo.yaml").write_text("budgte: 3\n")
+    case("optimize: unknown key in --config", [*optimize, "--config", "typo.yaml", "--out", "o6"], work,
+         "test_cli_errors::test_optimize_config_errors_name_the_file")
+    run([*optimize, "--budget", "3", "--out", "done"], work).check_returncode()
+    case("optimize: lower --budget on a finished run", [*optimize, "--budget", "2", "--out", "done"], work,
+         "test_optimize::test_a_lower_budget_on_a_finished_run_is_refused")
+    case("optimize: other settings into an existing run folder", [*optimize, "--budget", "3", "--seed", "1", "--out", "done"],
+         work, "test_optimize::test_a_different_config_in_the_same_directory_is_refused")
+    shutil.copytree(work / "done", work / "damaged")
+    (work / "damaged/trace.jsonl").write_text('{"index": 0, "train": 0.5}\n{"index": 0, "train": 0.5}\n')
+    case("optimize: a damaged trace.jsonl (an index twice)", [*optimize, "--budget", "3", "--out", "damaged"], work,
+         "test_optimize::test_a_damaged_record_is_refused_naming_the_file")
+    # compare
+    for name, limit, args in (("base2", "2", ""), ("edit2", "2", ",rotations=tiny/rotations"), ("edit3", "3", ",rotations=tiny/rotations")):
+        run([str(BIN / "lm_eval"), "--model", "tarot-hf", "--model_args", f"pretrained=tiny/model{args}", "--tasks",
+             "tarot_navigate", "--limit", limit, "--device", "cpu", "--batch_size", "2", "--log_samples",
+             "--output_path", f"evals/{name}"], work).check_returncode()
+    for folder, members in (("differ", ("base2", "edit3")), ("torn_runs", ("base2", "edit2"))):
+        for member in members:
+            shutil.copytree(work / "evals" / member, work / folder / member)
+    case("compare --no-significance over different documents", tarot("compare", "differ", "--no-significance", "--out", "board1"),
+         work, "test_compare::test_different_document_sets_are_refused")
+    samples = next((work / "torn_runs/edit2").rglob("samples_*.jsonl"))
+    samples.write_text(samples.read_text()[:-40])
+    case("compare: a torn samples file", tarot("compare", "torn_runs", "--out", "board2"), work,
+         "test_compare::test_a_torn_samples_file_is_named")
+    case("compare: a folder with no lm-eval results", tarot("compare", "tiny", "--out", "board3"), work, "test_compare::test_cli_errors")
+    case("compare: a metric the runs lack", tarot("compare", "differ", "--metric", "bleu", "--out", "board4"), work,
+         "test_compare::test_cli_errors")
+    # leaderboard
+    (work / "board.yaml").write_text((REPO / "configs/ci_tiny_leaderboard.yaml").read_text().replace("budget: 2", "budget: x"))
+    case("leaderboard: a config value of the wrong type", tarot("leaderboard", "--config", "board.yaml", "--out", "b1",
+         "--dry-run"), work, "test_orchestrate::test_invalid_configs_are_refused_naming_the_key")
+    case("leaderboard: a config file that does not exist", tarot("leaderboard", "--config", "none.yaml", "--out", "b2"),
+         work, "test_orchestrate::test_config_error_names_the_file")
+    # rewards
+    payload = work / "payload.ckpt"
+    run([sys.executable, "-c", (
+        "import torch, os\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch PWNED',))\n"
+        f"torch.save({{'model': P()}}, '{payload}')")], work).check_returncode()
+    case("rl: a crafted --toxicity-checkpoint (pickle that runs code)", tarot("rl", "--reward", "toxicity",
+         "--toxicity-checkpoint", "payload.ckpt", "--model", "tiny/model", "--out", "r1"), work,
+         "test_cli_errors::test_rl_crafted_toxicity_checkpoint_is_refused_without_running_it")
+    assert not (work / "PWNED").exists(), "the payload ran"
+    case("tarot-eval lm-eval: unknown task", tarot("lm-eval", "--model", "tarot-hf", "--model_args", "pretrained=tiny/model",
+         "--tasks", "tarot_nope"), work, "test_cli_errors::test_lm_eval_unknown_task_is_one_line")
+    # the traceback on request
+    proc = run([*optimize[:4], "--task", "tarot_nope", "--out", "o7"], work, {"TAROT_EVAL_DEBUG": "1"})
+    ROWS.append(("the traceback on request", "TAROT_EVAL_DEBUG=1 tarot-eval optimize ... --task tarot_nope", proc.returncode,
+                 f"{len(proc.stderr.splitlines())} lines, starting {proc.stderr.splitlines()[0]!r}",
+                 "test_cli_errors::test_debug_reraises_with_the_traceback"))
+
+    print("| # | fault | command | rc | printed (last line) | test |\n|---|---|---|---|---|---|")
+    for i, (fault, command, rc, line, test) in enumerate(ROWS, 1):
+        cell = line.replace("|", "\\|")[:400]
+        print(f"| {i} | {fault} | `{command}` | {rc} | {cell} | {test} |")
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
