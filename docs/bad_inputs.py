@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -88,9 +89,10 @@ def main() -> None:
         if (work / "busy/trace.jsonl").is_file():  # the first holds the lock and is evaluating
             break
         time.sleep(0.1)
+    first.send_signal(signal.SIGSTOP)  # paused mid-run, holding the folder's lock: the tiny model would finish first
     case("a second optimize on the same --out while the first runs", [*optimize, "--budget", "400", "--out", "busy"],
          work, "test_optimize::test_a_second_optimize_process_on_one_out_fails_at_once_and_the_first_completes")
-    first.kill()
+    first.send_signal(signal.SIGCONT)
     first.wait()
     # 6. identity of the weights
     run([sys.executable, "-c", (
