@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-DATA_DIR_ENV = "TAROT_DATA_DIR"
+from tarot_eval.tasks import data_sources
+from tarot_eval.tasks.data_sources import DATA_DIR_ENV
+
 IMDB_FILE = Path("imdb") / "texts.csv"
 IMDB_DATASET = "stanfordnlp/imdb"
 RTP_FILE = Path("real_toxicity_prompts") / "toxic.jsonl"
@@ -78,8 +79,8 @@ def toxicity_prompts(n_train: int = 10, n_test: int = 100, seed: int = 0,
 
 
 def _data_dir(data_dir: str | Path | None) -> Path | None:
-    chosen = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
-    return Path(chosen) if chosen else None
+    """An explicit folder, else TAROT_DATA_DIR resolved as the classification tasks resolve it."""
+    return Path(data_dir) if data_dir is not None else data_sources.data_dir()
 
 
 def _where(directory: Path | None, relative: Path) -> str:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 # family -> (path to the decoder layer list, attention attribute, output projection attribute)
 LAYOUTS: dict[str, tuple[str, str, str]] = {
@@ -51,7 +52,8 @@ class HeadGeometry:
 
 
 def _is_conv1d(module: nn.Module) -> bool:
-    return type(module).__name__ == "Conv1D"
+    """GPT-2-style projections store their weight [in, out] (transformers' Conv1D), not nn.Linear's [out, in]."""
+    return isinstance(module, Conv1D)
 
 
 def model_type(model: nn.Module) -> str:

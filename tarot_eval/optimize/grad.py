@@ -12,7 +12,7 @@ run continues from the last recorded step exactly.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -24,9 +24,6 @@ from tarot_eval.optimize.record import RunRecord
 class GradSettings:
     lr: float = 0.02
     betas: tuple[float, float] = (0.9, 0.999)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def start_point(space) -> torch.Tensor:
