@@ -7,7 +7,7 @@ For each task (the five tarot tasks and a BIG-bench task written here as a fresh
 (`layer`, `head`, `full`):
 - a random-search run of `--budget` evaluations, and on its points each surrogate's held-out R²
   (fit on the first half, predict the second half, against predicting the fit half's mean);
-- in the `--bo-spaces` (default: layer), a BO run per surrogate at the same budget: the R² of
+- in the `--bo-spaces` (default: layer), a BO run per `--bo-surrogates` at the same budget: the R² of
   its own pre-evaluation predictions (`surrogate_quality`), whether it collapsed, the best training
   objective, the validation accuracy of the edit chosen on validation, and both minus random search's.
 Every run is a `tarot-eval optimize` run folder under `--out` (leaderboard settings: layers 0-4,
@@ -127,7 +127,7 @@ def run_grid(args, out: Path) -> list[dict]:
             for seed in args.seeds:
                 whos = [("random", "random", "vanilla")]
                 if space in args.bo_spaces:
-                    whos += [(f"bo-{s}", "bo", s) for s in args.surrogates]
+                    whos += [(f"bo-{s}", "bo", s) for s in args.bo_surrogates]
                 for who, optimizer, surrogate in whos:
                     folder = run_folder(out, name, space, seed, who)
                     print(f"bench_bo: {name} seed {seed} {space} {who}", flush=True)
@@ -191,6 +191,8 @@ def verdicts(cells: list[dict], surrogates: list[str]) -> str:
     for space in sorted({c["space"] for c in cells if "bo_r2" in c}):
         for surrogate in surrogates:
             mine = [c for c in cells if c["space"] == space and c["surrogate"] == surrogate and "bo_r2" in c]
+            if not mine:
+                continue
             both = [c["task"] for c in mine if c["bo_r2"] > 0.3 and c["train_minus_random"] > 0]
             out.append(f"{space} / {surrogate}: R² > 0.3 and BO > random on {len(both)} of {len(mine)} tasks "
                        f"({', '.join(both) or 'none'}); mean R² {mean_of(c['bo_r2'] for c in mine):.2f}, "
@@ -228,7 +230,10 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(x) for x in s.split(",")])
     parser.add_argument("--spaces", default="layer,head,full", type=lambda s: s.split(","))
     parser.add_argument("--bo-spaces", default="layer", type=lambda s: s.split(","), help="spaces where BO runs per surrogate")
-    parser.add_argument("--surrogates", default=",".join(SURROGATES), type=lambda s: s.split(","))
+    parser.add_argument("--surrogates", default=",".join(SURROGATES), type=lambda s: s.split(","),
+                        help="surrogates whose R² is measured on the random-search points")
+    parser.add_argument("--bo-surrogates", default="vanilla,bnn", type=lambda s: s.split(","),
+                        help="surrogates that also run BO in the --bo-spaces (SAAS where the budget allows)")
     parser.add_argument("--budget", type=int, default=24, help="evaluations per run (4 random + 20 BO)")
     parser.add_argument("--n-train", type=int, default=20)
     parser.add_argument("--n-val", type=int, default=20)
