@@ -115,6 +115,38 @@ def common_prefix_length(sequences: list[list[int]]) -> int:
     return shortest
 
 
+def _group_openings(owns: list[list[int]], limits: list[int]) -> tuple[list[list[int]], list[int]]:
+    """Groups of documents whose own contexts open with the same tokens: (group prefixes, group of each).
+
+    Greedy over the documents in token order: a document joins the open group when that saves more
+    tokens (members x shared opening) than it costs the members already there; a document alone has
+    an empty group prefix. `limits[e]`: the longest opening document e may give its group."""
+    order = sorted(range(len(owns)), key=lambda e: owns[e])
+    groups: list[list[int]] = []
+    members: list[int] = []
+    group_of = [0] * len(owns)
+    length = 0
+
+    def close():
+        groups.append(owns[members[0]][:length] if len(members) > 1 else [])
+        for e in members:
+            group_of[e] = len(groups) - 1
+
+    for e in order:
+        if members:
+            joined = min(length if len(members) > 1 else limits[members[0]], limits[e],
+                         common_prefix_length([owns[members[0]], owns[e]]))
+            if joined > 0 and len(members) * joined > (len(members) - 1) * length:
+                members.append(e)
+                length = joined
+                continue
+            close()
+        members, length = [e], limits[e]
+    if members:
+        close()
+    return groups, group_of
+
+
 class _Reads:
     """Accumulates per-token log-probabilities into per-example, per-choice sums."""
 
@@ -205,10 +237,12 @@ def _keep_columns(positions: list[list[int]], device) -> tuple[torch.Tensor, lis
 
 @dataclass
 class _DocPlan:
-    """One document: its own context (after the shared prefix), the choice-token rows that follow it,
-    and where each choice token is read: (choice, is first, token, row or -1 for the context, position)."""
+    """One document: its group (documents whose contexts open alike after the shared prefix), its own
+    context after that group's prefix, the choice-token rows that follow it, and where each choice
+    token is read: (choice, is first, token, row or -1 for the context, position)."""
 
     example: int
+    group: int
     context: list[int]
     paths: list[list[int]]
     reads: list[tuple[int, bool, int, int, int]]
@@ -232,21 +266,26 @@ class ChoiceScorer:
         self.batch_size = batch_size
         self.pad = pad_token_id
         self.forward = _Forward(model, dtype)
-        self.prefix, self.docs = self._plan()
+        self.prefix, self.groups, self.docs = self._plan()
 
-    def _plan(self) -> tuple[list[int], list[_DocPlan]]:
-        contexts, lowest_read = [], None
+    def _plan(self) -> tuple[list[int], list[list[int]], list[_DocPlan]]:
+        contexts, first_reads = [], []
         for example in self.examples:
             inputs = [example.inputs(c) for c in range(len(example.pairs))]
             contexts.append(inputs[0][: common_prefix_length(inputs)])
-            first_read = min(pos for c in range(len(example.pairs)) for pos, _ in example.reads(c))
-            lowest_read = first_read if lowest_read is None else min(lowest_read, first_read)
+            first_reads.append(min(pos for c in range(len(example.pairs)) for pos, _ in example.reads(c)))
+        lowest_read = min(first_reads)
         # every document keeps at least one token of its own, and no read falls inside the shared prefix
         shared = min(common_prefix_length(contexts), min(len(c) for c in contexts) - 1, lowest_read)
         shared = shared if len(self.examples) > 1 else 0
         prefix = contexts[0][:shared]
+        owns = [context[shared:] for context in contexts]
+        # a group prefix leaves each document one token of its own and holds none of its reads
+        limits = [min(len(own) - 1, read - shared) for own, read in zip(owns, first_reads)]
+        groups, group_of = _group_openings(owns, limits)
         docs = []
         for e, (example, context) in enumerate(zip(self.examples, contexts)):
+            start = shared + len(groups[group_of[e]])
             tails = {tuple(example.inputs(c)[len(context) :]) for c in range(len(example.pairs))}
             paths = sorted(t for t in tails if t and not any(o != t and o[: len(t)] == t for o in tails))
             reads = []
@@ -255,24 +294,37 @@ class ChoiceScorer:
                 row = next((i for i, p in enumerate(paths) if p[: len(tail)] == tail), -1) if tail else -1
                 for j, (pos, token) in enumerate(example.reads(c)):
                     if pos < len(context):
-                        reads.append((c, j == 0, token, -1, pos - shared))
+                        reads.append((c, j == 0, token, -1, pos - start))
                     else:
                         reads.append((c, j == 0, token, row, pos - len(context)))
-            docs.append(_DocPlan(e, context[shared:], [list(p) for p in paths], reads))
-        docs.sort(key=lambda d: len(d.context))
-        return prefix, docs
+            docs.append(_DocPlan(e, group_of[e], context[start:], [list(p) for p in paths], reads))
+        docs.sort(key=lambda d: (len(d.context), d.group))  # by length, for little padding; a group split over two batches is computed in both
+        return prefix, groups, docs
+
+    def _chunks(self) -> list[list[_DocPlan]]:
+        return [self.docs[start : start + self.batch_size] for start in range(0, len(self.docs), self.batch_size)]
+
+    def _chunk_groups(self, chunk: list[_DocPlan]) -> list[int]:
+        """The groups whose prefixes this chunk computes (none when every one of them is empty)."""
+        present = sorted({d.group for d in chunk})
+        return present if any(self.groups[g] for g in present) else []
 
     @property
     def tokens_computed(self) -> int:
         """Input tokens one evaluation feeds the model (padding excluded)."""
-        return len(self.prefix) + sum(len(d.context) + sum(len(p) for p in d.paths) for d in self.docs)
+        total = len(self.prefix)
+        for chunk in self._chunks():
+            total += sum(len(self.groups[g]) for g in self._chunk_groups(chunk))
+            total += sum(len(d.context) + sum(len(p) for p in d.paths) for d in chunk)
+        return total
 
     @property
     def positions_computed(self) -> int:
         """Input positions one evaluation computes, padding included."""
         total = len(self.prefix)
-        for start in range(0, len(self.docs), self.batch_size):
-            chunk = self.docs[start : start + self.batch_size]
+        for chunk in self._chunks():
+            present = self._chunk_groups(chunk)
+            total += len(present) * max((len(self.groups[g]) for g in present), default=0)
             total += len(chunk) * max(len(d.context) for d in chunk)
             rows = [p for d in chunk for p in d.paths]
             for r in range(0, len(rows), self.batch_size):
@@ -289,20 +341,41 @@ class ChoiceScorer:
             ids = torch.tensor([self.prefix], dtype=torch.long, device=device)
             _, cache = self.forward(ids, torch.ones_like(ids), want_cache=True)
             prefix_layers = _layers_of(cache)
-        for start in range(0, len(self.docs), self.batch_size):
-            self._score_documents(self.docs[start : start + self.batch_size], prefix_layers, reads)
+        for chunk in self._chunks():
+            self._score_documents(chunk, prefix_layers, reads)
         return reads.scores()
+
+    def _group_caches(self, chunk: list[_DocPlan], present: list[int], prefix_layers):
+        """Each present group's prefix once, after the shared prefix: (cache rows per document, their mask)."""
+        device, shared = self.forward.device, len(self.prefix)
+        ids, own_mask = _padded([self.groups[g] for g in present], self.pad, device)
+        mask = torch.cat([torch.ones((len(present), shared), dtype=torch.long, device=device), own_mask], dim=1)
+        cache = None
+        if prefix_layers is not None:
+            cache = _cache_from([(k.expand(len(present), -1, -1, -1), v.expand(len(present), -1, -1, -1)) for k, v in prefix_layers])
+        position_ids = (shared + torch.arange(ids.shape[1], device=device))[None, :].expand(len(present), -1)
+        _, cache = self.forward(ids, mask, cache=cache, position_ids=position_ids, want_cache=True)
+        rows = torch.tensor([present.index(d.group) for d in chunk], dtype=torch.long, device=device)
+        return _cache_from([(k[rows], v[rows]) for k, v in _layers_of(cache)]), mask[rows]
 
     def _score_documents(self, chunk: list[_DocPlan], prefix_layers, reads: _Reads) -> None:
         device, shared = self.forward.device, len(self.prefix)
         ids, own_mask = _padded([d.context for d in chunk], self.pad, device)
-        mask = torch.cat([torch.ones((len(chunk), shared), dtype=torch.long, device=device), own_mask], dim=1)
-        cache = None
-        if prefix_layers is not None:
-            cache = _cache_from([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1)) for k, v in prefix_layers])
+        present = self._chunk_groups(chunk)
+        position_ids = None
+        starts = [shared + (len(self.groups[d.group]) if present else 0) for d in chunk]
+        if present:
+            cache, before = self._group_caches(chunk, present, prefix_layers)
+            position_ids = torch.tensor(starts, device=device)[:, None] + torch.arange(ids.shape[1], device=device)[None, :]
+        else:
+            before = torch.ones((len(chunk), shared), dtype=torch.long, device=device)
+            cache = None
+            if prefix_layers is not None:
+                cache = _cache_from([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1)) for k, v in prefix_layers])
+        mask = torch.cat([before, own_mask], dim=1)
         keep, columns = _keep_columns([[pos for *_, row, pos in d.reads if row < 0] for d in chunk], device)
         needs_paths = any(d.paths for d in chunk)
-        logits, cache = self.forward(ids, mask, keep=keep, cache=cache, want_cache=needs_paths)
+        logits, cache = self.forward(ids, mask, keep=keep, cache=cache, position_ids=position_ids, want_cache=needs_paths)
         reads.add(logits, [(i, columns[i][pos], token, d.example, c, first)
                            for i, d in enumerate(chunk) for c, first, token, row, pos in d.reads if row < 0])
         if not needs_paths:
@@ -310,16 +383,16 @@ class ChoiceScorer:
         layers = _layers_of(cache)
         rows = [(i, r) for i, d in enumerate(chunk) for r in range(len(d.paths))]
         for start in range(0, len(rows), self.batch_size):
-            self._score_paths(chunk, rows[start : start + self.batch_size], layers, mask, reads)
+            self._score_paths(chunk, rows[start : start + self.batch_size], layers, mask, starts, reads)
 
-    def _score_paths(self, chunk, rows, layers, doc_mask, reads: _Reads) -> None:
+    def _score_paths(self, chunk, rows, layers, doc_mask, doc_starts, reads: _Reads) -> None:
         """Choice tokens as continuations of their documents' caches (positions continue each document's own)."""
-        device, shared = self.forward.device, len(self.prefix)
+        device = self.forward.device
         doc_rows = torch.tensor([i for i, _ in rows], dtype=torch.long, device=device)
         paths = [chunk[i].paths[r] for i, r in rows]
         ids, path_mask = _padded(paths, self.pad, device)
         mask = torch.cat([doc_mask[doc_rows], path_mask], dim=1)
-        starts = torch.tensor([shared + len(chunk[i].context) for i, _ in rows], device=device)
+        starts = torch.tensor([doc_starts[i] + len(chunk[i].context) for i, _ in rows], device=device)
         position_ids = starts[:, None] + torch.arange(ids.shape[1], device=device)[None, :]
         cache = _cache_from([(k[doc_rows], v[doc_rows]) for k, v in layers])
         wanted = [[pos for *_, row, pos in chunk[i].reads if row == r] for i, r in rows]

@@ -172,3 +172,29 @@ def test_bf16_autocast_scores_close_to_fp32_and_keeps_weights_fp32():
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(fp32.choice_loglik, bf16.choice_loglik))  # it did run in bf16
     assert_same_scores(bf16, fp32, atol=0.15)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2", "qwen2"])
+@pytest.mark.parametrize("shared", [0, 4])
+def test_openings_shared_by_some_documents_are_computed_once(family, shared):
+    """Documents in two groups by their opening (as BIG-bench color's "HEX representation: #..."):
+    each group's opening is computed once, scores stay the per-sequence ones, tokens are the tree floor."""
+    model = tiny_model(family)
+    examples = synthetic_examples(seed=11 + shared, shared=shared, n_docs=7, lead=[7])
+    openings = ([9, 10, 11], [12, 13])
+    for d, example in enumerate(examples):
+        opening = openings[d % 2]
+        example.pairs = [(ctx[:shared] + opening + ctx[shared:], cont) for ctx, cont in example.pairs]
+    handle = edit.attach(model, edit.HeadEdit.identity(model, "rotation", [0, 1]))
+    handle.params = (torch.rand_like(handle.params) - 0.5) * 1.5
+    try:
+        with torch.no_grad():
+            want = SequenceScorer(model, examples, batch_size=3).score()
+            for batch_size in (2, 16):
+                scorer = ChoiceScorer(model, examples, batch_size=batch_size)
+                assert_same_scores(scorer.score(), want)
+        whole = ChoiceScorer(model, examples, batch_size=16)
+        assert sorted(map(tuple, whole.groups)) == sorted(map(tuple, openings))
+        assert whole.tokens_computed == token_floor(examples)
+    finally:
+        handle.remove()
