@@ -213,6 +213,13 @@ def _cache_from(layers: list[tuple[torch.Tensor, torch.Tensor]]):
     return DynamicCache(layers)
 
 
+def _shared_cache(prefix_layers, rows: int):
+    """The shared prefix's cache seen by `rows` batch rows (a view, not a copy), or None without a prefix."""
+    if prefix_layers is None:
+        return None
+    return _cache_from([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_layers])
+
+
 def _layers_of(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -350,9 +357,7 @@ class ChoiceScorer:
         device, shared = self.forward.device, len(self.prefix)
         ids, own_mask = _padded([self.groups[g] for g in present], self.pad, device)
         mask = torch.cat([torch.ones((len(present), shared), dtype=torch.long, device=device), own_mask], dim=1)
-        cache = None
-        if prefix_layers is not None:
-            cache = _cache_from([(k.expand(len(present), -1, -1, -1), v.expand(len(present), -1, -1, -1)) for k, v in prefix_layers])
+        cache = _shared_cache(prefix_layers, len(present))
         position_ids = (shared + torch.arange(ids.shape[1], device=device))[None, :].expand(len(present), -1)
         _, cache = self.forward(ids, mask, cache=cache, position_ids=position_ids, want_cache=True)
         rows = torch.tensor([present.index(d.group) for d in chunk], dtype=torch.long, device=device)
@@ -369,9 +374,7 @@ class ChoiceScorer:
             position_ids = torch.tensor(starts, device=device)[:, None] + torch.arange(ids.shape[1], device=device)[None, :]
         else:
             before = torch.ones((len(chunk), shared), dtype=torch.long, device=device)
-            cache = None
-            if prefix_layers is not None:
-                cache = _cache_from([(k.expand(len(chunk), -1, -1, -1), v.expand(len(chunk), -1, -1, -1)) for k, v in prefix_layers])
+            cache = _shared_cache(prefix_layers, len(chunk))
         mask = torch.cat([before, own_mask], dim=1)
         keep, columns = _keep_columns([[pos for *_, row, pos in d.reads if row < 0] for d in chunk], device)
         needs_paths = any(d.paths for d in chunk)
