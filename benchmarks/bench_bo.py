@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 from pathlib import Path
 from statistics import mean
@@ -34,6 +33,7 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from tarot_eval.default_model import load_model_and_tokenizer  # noqa: E402
+from tarot_eval.tasks import data_sources  # noqa: E402
 from tarot_eval.objective import PromptOptions  # noqa: E402
 from tarot_eval.optimize.bo import SURROGATES, BOSettings, held_out_quality  # noqa: E402
 from tarot_eval.optimize.command import load_task  # noqa: E402
@@ -64,9 +64,9 @@ metric_list:
 
 
 def fresh_task_folder(out: Path) -> Path:
-    data = os.environ.get("TAROT_DATA_DIR")
-    source = Path(data or "") / "bigbench/reasoning_about_colored_objects.json"
-    if not data or not source.is_file():
+    data = data_sources.data_dir()
+    source = (data or Path("$TAROT_DATA_DIR")) / "bigbench/reasoning_about_colored_objects.json"
+    if data is None or not source.is_file():
         raise SystemExit(f"bench_bo: the fresh task reads {source}: set TAROT_DATA_DIR to a copy of shared/data")
     folder = (out / "fresh_task").resolve()
     folder.mkdir(parents=True, exist_ok=True)
