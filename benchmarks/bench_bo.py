@@ -74,9 +74,13 @@ def fresh_task_folder(out: Path) -> Path:
     order = list(range(len(examples)))
     random.Random(0).shuffle(order)
     half = len(order) // 2
-    for split, indices in (("train", order[:half]), ("test", order[half:])):
-        (folder / f"{split}.json").write_text(json.dumps({"examples": [examples[i] for i in indices]}))
-    (folder / f"{FRESH}.yaml").write_text(FRESH_YAML.format(name=FRESH, folder=folder))
+    files = {f"{split}.json": json.dumps({"examples": [examples[i] for i in indices]})
+             for split, indices in (("train", order[:half]), ("test", order[half:]))}
+    files[f"{FRESH}.yaml"] = FRESH_YAML.format(name=FRESH, folder=folder)
+    for name, text in files.items():  # rewritten only when different: a second benchmark process may be reading them
+        path = folder / name
+        if not path.is_file() or path.read_text() != text:
+            path.write_text(text)
     return folder
 
 
