@@ -206,6 +206,8 @@ def verdicts(cells: list[dict], surrogates: list[str]) -> str:
 
 def plot(cells: list[dict], surrogates: list[str], path: Path) -> None:
     spaces = sorted({c["space"] for c in cells if "bo_r2" in c})
+    if not spaces:  # random search only: nothing to draw
+        return
     fig, axes = plt.subplots(2, len(spaces), figsize=(6 * len(spaces), 7), squeeze=False)
     for column, space in enumerate(spaces):
         tasks = sorted({c["task"] for c in cells if c["space"] == space})
