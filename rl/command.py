@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from tarot_eval.cli import UsageError
+from tarot_eval.selection import not_improved_banner
 
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from tarot_eval import architectures
     from tarot_eval.default_model import load_model_and_tokenizer
     from tarot_eval.optimize.bo import BOSettings
-    from tarot_eval.optimize.command import parse_layers
+    from tarot_eval.settings import parse_layers
     from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
     from tarot_eval.rl import prompts as prompt_sets
     from tarot_eval.rl import train_bo, train_grpo
@@ -171,11 +172,7 @@ def print_summary(result, reward: str, model: str | None) -> None:
         lines.append(f"  prompt {example['prompt']!r}\n    base:   {example['before']!r}\n    edited: {example['after']!r}")
     print("\n".join(lines))
     if not result.improved:
-        banner = "!" * 78
-        kept = ("the candidate is saved anyway (--ship-unimproved)" if result.shipped == "chosen"
-                else "the checkpoint holds the identity edit (the base model's behaviour)")
-        print(f"{banner}\nNOT IMPROVED: no candidate beats the base model's {result.selection['on']} reward; "
-              f"{kept}, with `improved: false` in its provenance.\n{banner}")
+        print(not_improved_banner(f"{result.selection['on']} reward", result.shipped))
     model_args = (f"pretrained={model}," if model else "") + f"rotations={result.directory}"
     print(f"checkpoint: {result.directory}\nevaluate on the held-out prompts: "
           f"lm_eval --model tarot-hf --model_args {model_args} --tasks {task}")

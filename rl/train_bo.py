@@ -14,12 +14,11 @@ from dataclasses import asdict, dataclass, field
 
 from torch import nn
 
-from tarot_eval import checkpoint
+from tarot_eval import checkpoint, selection
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.objective import Evaluation
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize.record import RunRecord
-from tarot_eval.optimize.run import candidates
 from tarot_eval.optimize.search_space import SearchSpace
 from tarot_eval.rl.generate import GreedyScore
 from tarot_eval.rl.training import RewardSetting, Selection, TrainResult, save_result
@@ -59,7 +58,8 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
             return Evaluation(score.reward, score.flagged_rate)
 
         bayesian.run(evaluate, space, record, settings.budget, settings.seed, settings.bo)
-        pool = candidates(record, "bo", settings.select_k)
+        train_scores = record.values()
+        pool = selection.candidates(train_scores, settings.select_k)
         params = {i: space.to_params(record.point(i)).float().clone() for i in pool}
         if setting.validation_prompts:
             def validation_reward(key: str, params_) -> float:
@@ -68,9 +68,9 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
             base_reward = validation_reward("base:validation", identity)
             rewards = {i: validation_reward(f"validation:{i}", params[i]) for i in pool}
         else:
-            base_reward, rewards = base["reward"], {i: record.trace[i]["train"] for i in pool}
-    best = max(pool, key=lambda i: (rewards[i], record.trace[i]["train"], -i))
-    selection = Selection(HeadEdit("rotation", settings.layers, params[best]), base_reward, rewards[best],
+            base_reward, rewards = base["reward"], {i: train_scores[i] for i in pool}
+    best = selection.choose(pool, rewards, train_scores)
+    chosen = Selection(HeadEdit("rotation", settings.layers, params[best]), base_reward, rewards[best],
                           {"chosen_evaluation": best, "candidates": {str(i): rewards[i] for i in pool}})
     before = GreedyScore(base["reward"], base["flagged_rate"], base["continuations"])
     details = {
@@ -87,7 +87,7 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
     }
     # every reward evaluation of every session of a resumed run
     seconds = sum(entry.get("wall_s", 0.0) for entry in [*record.scores.values(), *record.trace])
-    return save_result(model, tokenizer, selection, settings.bounds, out, "bo", setting, before, seconds, details)
+    return save_result(model, tokenizer, chosen, settings.bounds, out, "bo", setting, before, seconds, details)
 
 
 def _timed_entry(measure) -> dict:

@@ -25,6 +25,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
+from tarot_eval import selection
 from tarot_eval.edit import HeadEdit, attach
 from tarot_eval.rl.generate import STOP, texts_to_score
 from tarot_eval.rl.rewards import Scorer
@@ -159,13 +160,15 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
         for parameter in trainable:
             parameter.requires_grad_(True)
         model.train(was_training)
-    best = max(candidates.candidates, key=lambda c: (c["reward"], -c["step"]))
-    selection = Selection(HeadEdit("rotation", settings.layers, best["angles"]), base_reward, best["reward"],
+    measured = candidates.candidates  # in step order: ties go to the earliest step
+    rewards = [c["reward"] for c in measured]
+    best = measured[selection.choose(range(len(measured)), dict(enumerate(rewards)), [0.0] * len(measured))]
+    chosen = Selection(HeadEdit("rotation", settings.layers, best["angles"]), base_reward, best["reward"],
                           {"chosen_step": best["step"],
                            "candidates": {str(c["step"]): c["reward"] for c in candidates.candidates}})
     details = {**{k: v for k, v in asdict(settings).items() if k not in ("layers", "bounds")},
                "layers": list(settings.layers), "bounds": list(settings.bounds), "grpo_log": history}
-    return save_result(model, tokenizer, selection, settings.bounds, out, "grpo", setting, before,
+    return save_result(model, tokenizer, chosen, settings.bounds, out, "grpo", setting, before,
                        time.perf_counter() - started, details)
 
 

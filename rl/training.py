@@ -17,9 +17,8 @@ from pathlib import Path
 
 from torch import nn
 
-from tarot_eval import checkpoint, run_lock
+from tarot_eval import checkpoint, run_lock, selection
 from tarot_eval.edit import HeadEdit, attached
-from tarot_eval.optimize.run import MIN_GAIN
 from tarot_eval.rl.generate import MAX_NEW_TOKENS, GreedyScore, greedy_score
 from tarot_eval.rl.rewards import Scorer
 
@@ -77,10 +76,6 @@ class Selection:
     chosen_reward: float
     details: dict = field(default_factory=dict)  # e.g. the other candidates' rewards
 
-    @property
-    def improved(self) -> bool:
-        return self.chosen_reward > self.base_reward + MIN_GAIN
-
 
 @dataclass
 class TrainResult:
@@ -96,14 +91,13 @@ class TrainResult:
     examples: list[dict]  # {"prompt", "before", "after"} greedy continuations
 
 
-def save_result(model: nn.Module, tokenizer, selection: Selection, bounds: tuple[float, float], out: str | Path,
+def save_result(model: nn.Module, tokenizer, chosen: Selection, bounds: tuple[float, float], out: str | Path,
                 trainer: str, setting: RewardSetting, before: GreedyScore, seconds: float,
                 details: dict) -> TrainResult:
     """Save the chosen edit (or the identity when it did not improve) in `out` with provenance and result.json."""
     with run_lock.hold(out):
-        improved = selection.improved
-        shipped = "chosen" if improved or setting.ship_unimproved else "identity"
-        candidate = selection.candidate
+        improved, shipped = selection.decide(chosen.chosen_reward, chosen.base_reward, setting.ship_unimproved)
+        candidate = chosen.candidate
         edit = candidate if shipped == "chosen" else HeadEdit.identity(model, candidate.method, candidate.layers)
         if shipped == "chosen":
             with attached(model, edit):
@@ -114,8 +108,8 @@ def save_result(model: nn.Module, tokenizer, selection: Selection, bounds: tuple
             "before": {"reward": before.reward, "flagged_rate": before.flagged_rate},
             "after": {"reward": after.reward, "flagged_rate": after.flagged_rate},
         }
-        chosen_by = {"on": setting.selected_on, "base": selection.base_reward, "chosen": selection.chosen_reward,
-                     **selection.details}
+        chosen_by = {"on": setting.selected_on, "base": chosen.base_reward, "chosen": chosen.chosen_reward,
+                     **chosen.details}
         provenance = {"trainer": trainer, **setting.describe(), **details, "train_reward": summary,
                       "selection": chosen_by, "improved": improved, "shipped": shipped, "seconds": round(seconds, 2)}
         checkpoint.save(out, edit, model, bounds, provenance)

@@ -23,6 +23,7 @@ from tarot_eval.optimize import bo, command, grad, random_search
 from tarot_eval.optimize.record import TRACE_NAME, RecordError, RunConfigError, RunRecord
 from tarot_eval.optimize.run import Problem, Settings, optimize
 from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
+from tarot_eval.settings import parse_layers
 
 FAST_BO = bo.BOSettings(n_init=4, num_restarts=4, raw_samples=128)
 OPTIMUM = torch.tensor([0.8, 0.2, 0.65, 0.3], dtype=torch.float64)
@@ -159,7 +160,7 @@ def setup(tmp_path_factory):
 
 
 def settings(**overrides) -> Settings:
-    base = dict(task="tiny_mc", layers=(0, 1), n_train=8, n_val=6, seed=0, bo=FAST_BO, grad=grad.GradSettings(lr=0.1))
+    base = dict(task="tiny_mc", layers=(0, 1), space="full", n_train=8, n_val=6, seed=0, bo=FAST_BO, grad=grad.GradSettings(lr=0.1))
     return Settings(**{**base, **overrides})
 
 
@@ -233,13 +234,13 @@ def test_command_merges_config_file_and_flags(tmp_path):
     command.add_arguments(parser)
     args = command.resolve(parser.parse_args(["--config", str(tmp_path / "setup.yaml"), "--budget", "7"]))
     assert (args.task, args.layers, args.angle_limit, args.budget, args.optimizer) == ("tarot_navigate", "0-4", "pi/6", 7, "bo")
-    assert command.parse_layers(args.layers, 30) == (0, 1, 2, 3, 4)
-    assert command.parse_layers(None, 30) == (0, 1, 2, 3, 4)
+    assert parse_layers(args.layers, 30) == (0, 1, 2, 3, 4)
+    assert parse_layers(None, 30) == (0, 1, 2, 3, 4)
     (tmp_path / "bad.yaml").write_text("tsak: x\n")
     with pytest.raises(UsageError, match="unknown setting"):
         command.resolve(parser.parse_args(["--config", str(tmp_path / "bad.yaml")]))
     with pytest.raises(ValueError, match="outside"):
-        command.parse_layers("0-40", 30)
+        parse_layers("0-40", 30)
 
 
 # ------------------------------------------------------------------ one writer per run folder, damaged records

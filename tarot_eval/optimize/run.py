@@ -21,56 +21,18 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, checkpoint, run_lock
+from tarot_eval import architectures, checkpoint, run_lock, selection
 from tarot_eval import objective as objectives
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
 from tarot_eval.optimize.plot import plot_traces
 from tarot_eval.optimize.record import RunConfigError, RunRecord
 from tarot_eval.optimize.search_space import SearchSpace
+from tarot_eval.optimize.settings import Settings
 
-OPTIMIZERS = ("bo", "random", "grad")
 RESULT_NAME = "result.json"
-MIN_GAIN = 1e-6  # an edit must beat the base model's objective by more than float noise
 PLOT_NAME = "trace.png"
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything that determines a run's results (budget aside, which a resumed run may extend)."""
-
-    task: str
-    method: str = "rotation"
-    layers: tuple[int, ...] = (0,)
-    bounds: tuple[float, float] = (-0.7853981633974483, 0.7853981633974483)
-    optimizer: str = "bo"
-    space: str = "full"
-    objective: str = "choice-prob"
-    n_train: int = 20
-    n_val: int = 20
-    seed: int = 0
-    balance: bool = False
-    ship_unimproved: bool = False
-    prompt: objectives.PromptOptions = field(default_factory=objectives.PromptOptions)
-    search_dtype: str = ""  # autocast dtype of the training evaluations ("" = the model's); selection stays in the model's
-    bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
-    grad: gradient.GradSettings = field(default_factory=gradient.GradSettings)
-
-    def __post_init__(self):
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
-        if self.objective not in objectives.OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; expected one of {objectives.OBJECTIVES}")
-        if self.method == "rescale" and not 0 <= self.bounds[0] < self.bounds[1] <= 1:
-            raise ValueError(f"rescale factors live in [0, 1]; bounds {self.bounds} leave it")
-
-    def record_config(self) -> dict:
-        config = asdict(self)
-        for name in ("bo", "grad"):
-            if self.optimizer != name:
-                config.pop(name)
-        return config
 
 
 @dataclass
@@ -147,15 +109,6 @@ def _recorded(record: RunRecord, key: str, evaluate) -> dict:
     return {"value": entry["value"], "accuracy": entry["accuracy"]}
 
 
-def candidates(record: RunRecord, optimizer: str, k: int) -> list[int]:
-    """Trace indices to compare on validation."""
-    n = len(record.trace)
-    if optimizer == "grad":
-        return sorted({round(i * (n - 1) / max(k - 1, 1)) for i in range(k)}) if k > 1 else [n - 1]
-    order = sorted(range(n), key=lambda i: (-record.trace[i]["train"], i))
-    return sorted(order[:k])
-
-
 def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, select_k: int = 5, batch_size: int = 16) -> Result:
     """Run (or resume) the search in `out`, choose on validation, save the checkpoint there."""
     if budget < 1:
@@ -200,21 +153,22 @@ def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, se
             gradient.run(train.loss_and_evaluation, problem.space, record, budget, settings.grad)
         search_seconds = time.perf_counter() - started
 
-        pool = candidates(record, settings.optimizer, select_k)
+        train_scores = record.values()
+        pool = selection.candidates(train_scores, select_k, along_trajectory=settings.optimizer == "grad")
         params = {i: problem.space.to_params(record.point(i)).float() for i in pool}
         if validation is not None:
             val = {i: _recorded(record, f"validation:{i}", lambda i=i: validation.evaluate(params[i])) for i in pool}
-            chosen = max(pool, key=lambda i: (val[i]["value"], record.trace[i]["train"], -i))
+            chosen = selection.choose(pool, {i: val[i]["value"] for i in pool}, train_scores)
             selected_on = "validation"
         else:
-            chosen = max(pool, key=lambda i: (record.trace[i]["train"], -i))
+            chosen = selection.choose(pool, dict(enumerate(train_scores)), train_scores)
             selected_on = "train"
     entry = record.trace[chosen]
     scores = {"base": base, "chosen": {"train": {"value": entry["train"], "accuracy": entry["train_acc"]}}}
     if validation is not None:
         scores["chosen"]["validation"] = val[chosen]
-    improved = scores["chosen"][selected_on]["value"] > base[selected_on]["value"] + MIN_GAIN
-    shipped = "chosen" if improved or settings.ship_unimproved else "identity"
+    improved, shipped = selection.decide(scores["chosen"][selected_on]["value"], base[selected_on]["value"],
+                                         settings.ship_unimproved)
     surrogate = bayesian.surrogate_quality(record.trace) if settings.optimizer == "bo" else None
     notes = list(problem.docs.notes)
     if settings.optimizer == "grad":

@@ -16,14 +16,14 @@ A method's own settings win over the shared ones.
 
 from __future__ import annotations
 
-import argparse
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from tarot_eval.optimize import command as optimize_command
+from tarot_eval import settings as settings_fields
+from tarot_eval.optimize.settings import OptimizeSettings
 
 BASE_METHOD = "base"
 FEWSHOT_SUFFIX = "_fewshot"
@@ -31,11 +31,12 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # names become folde
 TOP_KEYS = ("models", "tasks", "methods", "optimizer", "eval", "include_path", "include_defaults")
 MODEL_KEYS = ("pretrained", "layers", "angle_limit", "dtype", "device")
 TASK_KEYS = ("zero_shot", "few_shot")
-# optimize flags set elsewhere in the config (model section, task lists, eval section) or not at all
+# optimize settings set elsewhere in the config (model section, task lists, eval section) or not at all
 NOT_OPTIMIZER_KEYS = frozenset(
-    {"config", "model", "dtype", "device", "task", "include_path", "out", "compare", "layers", "angle_limit",
+    {"model", "dtype", "device", "task", "include_path", "out", "layers", "angle_limit",
      "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction", "batch_size"}
 )
+OPTIMIZER_KEYS = tuple(name for name in settings_fields.fields(OptimizeSettings) if name not in NOT_OPTIMIZER_KEYS)
 
 
 class ConfigError(ValueError):
@@ -92,13 +93,6 @@ class LeaderboardConfig:
         return {**self.optimizer, **(method.settings or {})}
 
 
-def _optimizer_actions() -> dict[str, argparse.Action]:
-    """`tarot-eval optimize`'s flags that a method may set, by setting name."""
-    parser = argparse.ArgumentParser()
-    optimize_command.add_arguments(parser)
-    return {action.dest: action for action in parser._actions if action.dest not in NOT_OPTIMIZER_KEYS | {"help"}}
-
-
 def _mapping(value, where: str, required: bool = True) -> dict:
     if value is None and not required:
         return {}
@@ -128,26 +122,13 @@ def _typed(value, kinds: tuple[type, ...], where: str, nullable: bool = False):
     return value
 
 
-def _optimizer_settings(raw, where: str, actions: dict[str, argparse.Action]) -> dict:
-    """Normalized keys; each value checked against the type and choices of its optimize flag."""
-    settings = {}
-    for key, value in _mapping(raw, where, required=False).items():
-        name = str(key).replace("-", "_")
-        if name not in actions:
-            raise ConfigError(
-                f"{where}.{key}: unknown optimizer setting; expected one of {', '.join(sorted(actions))}"
-            )
-        action = actions[name]
-        if action.nargs == 0:
-            _typed(value, (bool,), f"{where}.{key}")
-        elif action.type in (int, float):
-            _typed(value, (int,) if action.type is int else (int, float), f"{where}.{key}")
-        else:
-            _typed(value, (str,), f"{where}.{key}")
-        if action.choices and value not in action.choices:
-            raise ConfigError(f"{where}.{key}: {value!r} is not one of {', '.join(action.choices)}")
-        settings[name] = value
-    return settings
+def _optimizer_settings(raw, where: str) -> dict:
+    """Normalized keys; each value checked against its `OptimizeSettings` field (type and choices)."""
+    try:
+        return settings_fields.checked(OptimizeSettings, _mapping(raw, where, required=False), where, OPTIMIZER_KEYS,
+                                       unknown="{where}.{keys}: unknown optimizer setting; expected one of {allowed}")
+    except settings_fields.SettingsError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _models(raw) -> list[ModelSpec]:
@@ -210,7 +191,7 @@ def _tasks(raw) -> tuple[list[str], dict[str, str]]:
     return zero_shot, few_shot
 
 
-def _methods(raw, actions) -> list[MethodSpec]:
+def _methods(raw) -> list[MethodSpec]:
     methods = []
     for name, entry in _mapping(raw, "methods").items():
         where = f"methods.{name}"
@@ -220,7 +201,7 @@ def _methods(raw, actions) -> list[MethodSpec]:
                 raise ConfigError(f"{where}: the base method is the unedited model and takes no settings")
             methods.append(MethodSpec(name, None))
         else:
-            methods.append(MethodSpec(name, _optimizer_settings(entry, where, actions)))
+            methods.append(MethodSpec(name, _optimizer_settings(entry, where)))
     if not methods:
         raise ConfigError("methods: name at least one method (base = the unedited model)")
     return methods
@@ -267,15 +248,14 @@ def parse(raw, source: Path) -> LeaderboardConfig:
     for key in ("models", "tasks", "methods"):
         if key not in raw:
             raise ConfigError(f"{key}: missing (a config names models, tasks and methods)")
-    actions = _optimizer_actions()
     zero_shot, few_shot = _tasks(raw["tasks"])
     return LeaderboardConfig(
         source=source,
         models=_models(raw["models"]),
         zero_shot=zero_shot,
         few_shot=few_shot,
-        methods=_methods(raw["methods"], actions),
-        optimizer=_optimizer_settings(raw.get("optimizer"), "optimizer", actions),
+        methods=_methods(raw["methods"]),
+        optimizer=_optimizer_settings(raw.get("optimizer"), "optimizer"),
         eval=_eval(raw.get("eval")),
         include_path=_include_paths(raw.get("include_path"), source.parent),
         include_defaults=_typed(raw.get("include_defaults", False), (bool,), "include_defaults"),

@@ -15,7 +15,6 @@ evaluated again. Planning only reads.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,9 @@ from pathlib import Path
 from tarot_eval import checkpoint
 from tarot_eval.compare import runs
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.optimize import command as optimize_command
 from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME, TRACE_NAME, RecordError, read_lines
-from tarot_eval.optimize.run import RESULT_NAME, Settings
+from tarot_eval.optimize.run import RESULT_NAME
+from tarot_eval.optimize.settings import OptimizeSettings, Settings
 from tarot_eval.orchestrate.config import EvalSpec, LeaderboardConfig, ModelSpec
 
 CHECKPOINTS = "checkpoints"
@@ -87,13 +86,11 @@ class ModelPlan:
         return [step for step in ordered if step.reason is not None]
 
 
-def optimize_args(values: dict, model: ModelSpec, task: str, evaluation: EvalSpec) -> argparse.Namespace:
-    """The `tarot-eval optimize` arguments of one cell, resolved against that command's defaults."""
-    parser = argparse.ArgumentParser()
-    optimize_command.add_arguments(parser)
-    given = parser.parse_args([])
-    vars(given).update(
-        values,
+def optimizer_settings(values: dict, model: ModelSpec, task: str, num_layers: int, evaluation: EvalSpec):
+    """(Settings, budget, select_k) of one cell: the method's optimize settings with the model's, task's and
+    evaluation's."""
+    options = OptimizeSettings(
+        **values,
         task=task,
         layers=model.layers,
         angle_limit=model.angle_limit,
@@ -101,14 +98,7 @@ def optimize_args(values: dict, model: ModelSpec, task: str, evaluation: EvalSpe
         fewshot_as_multiturn=evaluation.fewshot_as_multiturn,
         system_instruction=evaluation.system_instruction,
     )
-    return optimize_command.resolve(given)
-
-
-def optimizer_settings(values: dict, model: ModelSpec, task: str, num_layers: int, evaluation: EvalSpec):
-    """(Settings, budget, select_k) of one cell, built as `tarot-eval optimize` builds them from its flags."""
-    args = optimize_args(values, model, task, evaluation)
-    settings = optimize_command.build_settings(args, num_layers)
-    return settings, args.budget, args.select_k
+    return options.run_settings(num_layers), options.budget, options.select_k
 
 
 def num_layers(model: ModelSpec) -> int:

@@ -1,0 +1,118 @@
+"""The settings of `tarot-eval optimize`: `OptimizeSettings` is what a user sets (every flag, its
+default and help; the same keys in `--config` files and leaderboard methods), `Settings` the typed
+run config it builds for a model, which the run record holds and compares on resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from tarot_eval import objective as objectives
+from tarot_eval.optimize import bo as bayesian, grad as gradient
+from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
+from tarot_eval.settings import EditSettings, ModelSettings, SearchSettings, SettingsError, setting
+
+OPTIMIZERS = ("bo", "random", "grad")
+METHODS = ("rotation", "rescale")
+
+
+@dataclass(frozen=True)
+class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
+    """Every setting of `tarot-eval optimize`, with its default."""
+
+    task: str | None = setting(None, "an lm-eval multiple_choice task name")
+    include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
+    out: str | None = setting(None, "output directory: checkpoint + run record")
+    method: str = setting("rotation", "rotation (the paper's edit) or rescale (one factor per head)", choices=METHODS)
+    optimizer: str = setting("bo", "search: bo, random or grad (Adam on the training objective)", choices=OPTIMIZERS)
+    objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=objectives.OBJECTIVES)
+    n_train: int = setting(20, "training documents")
+    n_val: int = setting(20, "held-out validation documents for selection (0 = select on train)")
+    budget: int = setting(124, "objective evaluations (grad: steps); 124 = 4 + 120 as in the paper")
+    balance: bool = setting(False, "training documents half right, half wrong for the base model (the paper's choice)")
+    ship_unimproved: bool = setting(False, "save the chosen edit even when it does not beat the base model on "
+                                           "validation (default: save the identity edit)")
+    num_fewshot: int | None = setting(None, "demonstrations per prompt (default: the task's own)")
+    demonstrations: str = setting(
+        "sampled", "sampled (lm-eval's sampler per document), fixed (the same --num-fewshot documents outside "
+        "train/validation for every document: one shared prefix) or mix (the paper's: 0, 2, 4 or 6 of them per "
+        "document)", choices=objectives.DEMONSTRATIONS)
+    search_dtype: str | None = setting(None, "run the search's training evaluations under autocast in this dtype; "
+                                             "validation selection and base scores stay in --dtype",
+                                       choices=("bfloat16", "float16"))
+    apply_chat_template: bool = setting(False, "as lm_eval --apply_chat_template")
+    fewshot_as_multiturn: bool = setting(False, "as lm_eval --fewshot_as_multiturn")
+    system_instruction: str | None = setting(None, "as lm_eval --system_instruction")
+    batch_size: int = setting(16, "sequences per forward pass")
+    lr: float = setting(0.02, "grad: Adam learning rate in unit-cube coordinates")
+
+    def run_settings(self, num_layers: int) -> Settings:
+        """The typed run config for a model of `num_layers` layers; a value it refuses is a SettingsError."""
+        if self.budget < 1:
+            raise SettingsError(f"--budget must be at least 1 evaluation, got {self.budget}")
+        try:
+            SearchSpace.parse(self.space, self.method, (1,), (0.0, 1.0))  # only checks the spec; the shape comes with the model
+            return Settings(
+                task=self.task,
+                method=self.method,
+                layers=self.layer_indices(num_layers),
+                bounds=parse_bounds(self.angle_limit, self.method),
+                optimizer=self.optimizer,
+                space=self.space,
+                objective=self.objective,
+                n_train=self.n_train,
+                n_val=self.n_val,
+                seed=self.seed,
+                balance=self.balance,
+                ship_unimproved=self.ship_unimproved,
+                prompt=objectives.PromptOptions(self.num_fewshot, self.apply_chat_template, self.fewshot_as_multiturn,
+                                                self.system_instruction, self.demonstrations),
+                search_dtype=self.search_dtype or "",
+                bo=self.bo_settings(),
+                grad=gradient.GradSettings(lr=self.lr),
+            )
+        except SettingsError:
+            raise
+        except ValueError as error:
+            raise SettingsError(str(error)) from error
+
+
+DEFAULT = OptimizeSettings()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that determines a run's results (budget aside, which a resumed run may extend);
+    defaults are `OptimizeSettings`' own."""
+
+    task: str
+    method: str = DEFAULT.method
+    layers: tuple[int, ...] = (0,)
+    bounds: tuple[float, float] = parse_bounds(DEFAULT.angle_limit, "rotation")
+    optimizer: str = DEFAULT.optimizer
+    space: str = DEFAULT.space
+    objective: str = DEFAULT.objective
+    n_train: int = DEFAULT.n_train
+    n_val: int = DEFAULT.n_val
+    seed: int = DEFAULT.seed
+    balance: bool = DEFAULT.balance
+    ship_unimproved: bool = DEFAULT.ship_unimproved
+    prompt: objectives.PromptOptions = field(default_factory=objectives.PromptOptions)
+    search_dtype: str = ""  # autocast dtype of the training evaluations ("" = the model's); selection stays in the model's
+    bo: bayesian.BOSettings = field(default_factory=DEFAULT.bo_settings)
+    grad: gradient.GradSettings = field(default_factory=lambda: gradient.GradSettings(lr=DEFAULT.lr))
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
+        if self.objective not in objectives.OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {objectives.OBJECTIVES}")
+        if self.method == "rescale" and not 0 <= self.bounds[0] < self.bounds[1] <= 1:
+            raise ValueError(f"rescale factors live in [0, 1]; bounds {self.bounds} leave it")
+
+    def record_config(self) -> dict:
+        config = asdict(self)
+        for name in ("bo", "grad"):
+            if self.optimizer != name:
+                config.pop(name)
+        return config
