@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from tarot_eval import settings as shared
+from tarot_eval.optimize.settings import SearchSettings
 from tarot_eval.cli import UsageError
 from tarot_eval.selection import not_improved_banner
 
@@ -31,9 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory: checkpoint, result.json (and BO's run record)")
     parser.add_argument("--trainer", choices=("bo", "grpo"), default="bo",
                         help="bo: the paper's black-box search (default); grpo: TRL's GRPOTrainer on the angles")
-    parser.add_argument("--model", help="HF id, local model dir or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--sentiment-scorer", help="vader (default) or a HF sequence-classification model id/dir")
     parser.add_argument("--toxicity-scorer", help="profanity-check (default), detoxify, or a HF model id/dir")
     parser.add_argument("--toxicity-checkpoint", help="local Detoxify .ckpt (implies --toxicity-scorer detoxify)")
@@ -51,25 +50,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, default=100, help="test prompts set aside (default 100 = the lm-eval tasks' set)")
     parser.add_argument("--prompt-seed", type=int, default=0, help="prompt split seed (the lm-eval tasks use 0)")
     parser.add_argument("--data-dir", help="folder with imdb/ and real_toxicity_prompts/ (default $TAROT_DATA_DIR, else the hub)")
-    parser.add_argument("--layers", help="edited layers: '0-4', '0,2,5' or 'all' (default: the first sixth)")
-    parser.add_argument("--angle-limit", default="pi/4", help="angle bound, e.g. pi/4 (default) or 0.5")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="generated tokens per prompt (default 24)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per greedy generation batch")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=int, help="bo: reward evaluations (default 60); grpo: optimizer steps (default 20)")
-    parser.add_argument("--space", default="layer",
-                        help="bo search space: layer (default: one angle per layer), head, embed:D or full")
-    parser.add_argument("--select-k", type=int, default=5, help="bo: best-by-train points compared on validation")
-    parser.add_argument("--bo-init", type=int, default=4, help="bo: random initial points")
-    parser.add_argument("--bo-restarts", type=int, default=20, help="bo: acquisition optimizer restarts")
-    parser.add_argument("--bo-raw-samples", type=int, default=1024, help="bo: raw samples for the acquisition")
-    parser.add_argument("--bo-kernel-depth", type=int, default=3, help="bo: infinite-width BNN kernel depth")
     parser.add_argument("--lr", type=float, default=0.05, help="grpo: Adam learning rate on the angles (radians)")
     parser.add_argument("--num-generations", type=int, default=8, help="grpo: sampled completions per prompt")
     parser.add_argument("--prompts-per-step", type=int, default=8, help="grpo: prompts per optimizer step")
     parser.add_argument("--temperature", type=float, default=0.7, help="grpo: sampling temperature of the rollouts")
     parser.add_argument("--select-every", type=int, default=4,
                         help="grpo: steps between candidates measured on validation (early stopping)")
+    for group in (shared.ModelSettings, shared.EditSettings, SearchSettings):  # the same flags as `optimize`
+        shared.add_arguments(parser, group)
 
 
 def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
@@ -98,15 +89,15 @@ def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
 def run(args: argparse.Namespace) -> int:
     from tarot_eval import architectures
     from tarot_eval.default_model import load_model_and_tokenizer
-    from tarot_eval.optimize.bo import BOSettings
-    from tarot_eval.settings import parse_layers
     from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
-    from tarot_eval.rl import prompts as prompt_sets
+    from tarot_eval.tasks import prompts as prompt_sets
     from tarot_eval.rl import train_bo, train_grpo
     from tarot_eval.rl.rewards import get_scorer
     from tarot_eval.rl.training import RewardSetting
 
     name, options = scorer_request(args)
+    loading, edit, search = (group(**shared.given(args, group)) for group in
+                             (shared.ModelSettings, shared.EditSettings, SearchSettings))
     prompt_set = args.prompts or DEFAULT_PROMPTS[args.reward]
     n_train, n_val = args.n_train, args.n_val
     if n_train < 1 or n_val < 0:
@@ -130,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         ship_unimproved=args.ship_unimproved,
     )
-    model, tokenizer = load_model_and_tokenizer(args.model, dtype=args.dtype, device=args.device)
+    model, tokenizer = load_model_and_tokenizer(loading.model, dtype=loading.dtype, device=loading.device)
     geo = architectures.geometry(model)
     try:
-        layers = parse_layers(args.layers, geo.num_layers)
-        bounds = parse_bounds(args.angle_limit, "rotation")
-        SearchSpace.parse(args.space, "rotation", (1,), bounds)  # only checks the spec
+        layers = edit.layer_indices(geo.num_layers)
+        bounds = parse_bounds(edit.angle_limit, "rotation")
+        SearchSpace.parse(search.space, "rotation", (1,), bounds)  # only checks the spec
     except ValueError as error:
         raise UsageError(str(error)) from error
     print(f"training rotations of layers {list(layers)} of {geo.num_layers} (±{bounds[1]:.4g} rad) with {args.trainer} "
@@ -144,17 +135,16 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     if args.trainer == "bo":
         settings = train_bo.BOTrainSettings(
-            layers=layers, bounds=bounds, space=args.space, budget=budget, seed=args.seed, select_k=args.select_k,
-            bo=BOSettings(n_init=args.bo_init, num_restarts=args.bo_restarts, raw_samples=args.bo_raw_samples,
-                          kernel_depth=args.bo_kernel_depth))
+            layers=layers, bounds=bounds, space=search.space, budget=budget, seed=search.seed, select_k=search.select_k,
+            bo=search.bo_settings())
         result = train_bo.train(model, tokenizer, setting, settings, args.out)
     else:
         settings = train_grpo.GRPOSettings(
             layers=layers, bounds=bounds, steps=budget, learning_rate=args.lr, num_generations=args.num_generations,
             prompts_per_step=args.prompts_per_step, temperature=args.temperature, select_every=args.select_every,
-            seed=args.seed)
+            seed=search.seed)
         result = train_grpo.train(model, tokenizer, setting, settings, args.out)
-    print_summary(result, args.reward, args.model)
+    print_summary(result, args.reward, loading.model)
     return 0
 
 

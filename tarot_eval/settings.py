@@ -17,8 +17,6 @@ import types
 import typing
 from collections.abc import Iterable, Mapping
 
-from tarot_eval.optimize.bo import NOISE_MODELS, SURROGATES, BOSettings
-
 
 class SettingsError(ValueError):
     """A setting of the wrong name, type or value; the message names the key."""
@@ -91,7 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup, cls
     for name, spec in fields(cls, names).items():
         kinds, _ = _kinds(hints[name])
         help_text = spec.metadata["help"]
-        if spec.default not in (None, False, "") and "default" not in help_text:
+        if spec.default is not None and spec.default is not False and spec.default != "" and "default" not in help_text:
             help_text += f" (default {spec.default})"
         options = {"dest": name, "help": help_text, "default": None}
         if bool in kinds:
@@ -127,29 +125,6 @@ class EditSettings:
 
     def layer_indices(self, num_layers: int) -> tuple[int, ...]:
         return parse_layers(self.layers, num_layers)
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSettings:
-    """The black-box search over the edit's coordinates (random points, then BO)."""
-
-    space: str = setting("layer", "search coordinates: layer, head, embed:D or full (the paper's); see docs/optimize.md",
-                         aliases=("--bo-space",))
-    seed: int = setting(0, "seed of the documents or prompts drawn and of the search")
-    select_k: int = setting(5, "best-by-training-score candidates compared on validation")
-    bo_init: int = setting(4, "BO: random initial points")
-    bo_restarts: int = setting(20, "BO: acquisition optimizer restarts")
-    bo_raw_samples: int = setting(1024, "BO: raw samples for the acquisition")
-    bo_kernel_depth: int = setting(3, "BO: depth of the infinite-width BNN kernel (the paper's 12 collapses)")
-    bo_surrogate: str = setting("vanilla", "BO: GP surrogate: bnn (the paper's kernel), vanilla (BoTorch's default, "
-                                "dimension-scaled priors), saas (MAP SAAS); see docs/optimize.md", choices=SURROGATES)
-    bo_noise: str = setting("fixed", "BO: fixed (deterministic objective) or learned (sampled rewards)", choices=NOISE_MODELS)
-    trust_region: bool = setting(False, "BO: TuRBO-style trust region around the best point")
-
-    def bo_settings(self) -> BOSettings:
-        return BOSettings(n_init=self.bo_init, num_restarts=self.bo_restarts, raw_samples=self.bo_raw_samples,
-                          kernel_depth=self.bo_kernel_depth, trust_region=self.trust_region,
-                          surrogate=self.bo_surrogate, noise=self.bo_noise)
 
 
 def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...]:

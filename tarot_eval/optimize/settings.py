@@ -1,4 +1,5 @@
-"""The settings of `tarot-eval optimize`: `OptimizeSettings` is what a user sets (every flag, its
+"""The settings of the search and of `tarot-eval optimize`: `SearchSettings` is the black-box search's
+group (shared with `tarot-eval rl`), `OptimizeSettings` is what a user sets (every flag, its
 default and help; the same keys in `--config` files and leaderboard methods), `Settings` the typed
 run config it builds for a model, which the run record holds and compares on resume.
 """
@@ -10,10 +11,33 @@ from dataclasses import asdict, dataclass, field
 from tarot_eval import objective as objectives
 from tarot_eval.optimize import bo as bayesian, grad as gradient
 from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
-from tarot_eval.settings import EditSettings, ModelSettings, SearchSettings, SettingsError, setting
+from tarot_eval.settings import EditSettings, ModelSettings, SettingsError, setting
 
 OPTIMIZERS = ("bo", "random", "grad")
 METHODS = ("rotation", "rescale")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The black-box search over the edit's coordinates (random points, then BO)."""
+
+    space: str = setting("layer", "search coordinates: layer, head, embed:D or full (the paper's); see docs/optimize.md",
+                         aliases=("--bo-space",))
+    seed: int = setting(0, "seed of the documents or prompts drawn and of the search")
+    select_k: int = setting(5, "best-by-training-score candidates compared on validation")
+    bo_init: int = setting(4, "BO: random initial points")
+    bo_restarts: int = setting(20, "BO: acquisition optimizer restarts")
+    bo_raw_samples: int = setting(1024, "BO: raw samples for the acquisition")
+    bo_kernel_depth: int = setting(3, "BO: depth of the infinite-width BNN kernel (the paper's 12 collapses)")
+    bo_surrogate: str = setting("vanilla", "BO: GP surrogate: bnn (the paper's kernel), vanilla (BoTorch's standard "
+                                "SingleTaskGP, dimension-scaled priors), saas (MAP SAAS); see docs/optimize.md", choices=bayesian.SURROGATES)
+    bo_noise: str = setting("fixed", "BO: fixed (deterministic objective) or learned (sampled rewards)", choices=bayesian.NOISE_MODELS)
+    trust_region: bool = setting(False, "BO: TuRBO-style trust region around the best point")
+
+    def bo_settings(self) -> bayesian.BOSettings:
+        return bayesian.BOSettings(n_init=self.bo_init, num_restarts=self.bo_restarts, raw_samples=self.bo_raw_samples,
+                          kernel_depth=self.bo_kernel_depth, trust_region=self.trust_region,
+                          surrogate=self.bo_surrogate, noise=self.bo_noise)
 
 
 @dataclass(frozen=True)
