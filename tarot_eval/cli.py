@@ -40,7 +40,7 @@ EXPECTED = (
     ("tarot_eval.default_model", "DefaultModelMissing"),
     ("tarot_eval.tasks.data_sources", "TaskDataError"),
     ("tarot_eval.rl.rewards", "ScorerUnavailable"),
-    ("tarot_eval.rl.prompts", "PromptsUnavailable"),
+    ("tarot_eval.tasks.prompts", "PromptsUnavailable"),
 )
 
 
@@ -100,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         build_parser().parse_args(argv)  # --help, or argparse's own error
         return 0
     if command == "lm-eval":  # everything after it belongs to lm_eval, --help and --debug included
-        from tarot_eval.passthrough import run_lm_eval
+        passthrough = importlib.import_module(SUBCOMMANDS[command][0])  # by name, as every subcommand: commands sit above cli
 
         def run() -> int:
-            return run_lm_eval(argv[1:])
+            return passthrough.run_lm_eval(argv[1:])
     else:
         module = importlib.import_module(SUBCOMMANDS[command][0])
         command_parser = argparse.ArgumentParser(prog=f"tarot-eval {command}", description=SUBCOMMANDS[command][1])

@@ -15,7 +15,8 @@ import torch
 import transformers
 
 from conftest import tiny_model
-from tarot_eval.rl import fluency, prompts
+from tarot_eval.rl import fluency
+from tarot_eval.tasks import prompts
 from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
 
 POSITIVE = "This movie was wonderful, the acting is superb and I loved every minute of it."

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_model
-from tarot_eval.rl.prompts import imdb_prompts, toxicity_prompts
+from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
 from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
 from test_rl_rewards import save_tiny_classifier
 

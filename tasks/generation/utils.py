@@ -1,7 +1,7 @@
 """Task class, documents and corpus aggregations for `tarot_imdb` and `tarot_detox`.
 
 The task class exists so the scorer actually used (chosen by metadata or environment, see
-tarot_eval.rl.task_metrics) is written into the task's config metadata, which lm-eval saves
+tarot_eval.tasks.generation.metrics) is written into the task's config metadata, which lm-eval saves
 in the results JSON; it also builds the scorer before any text is generated, so a missing
 scorer model fails at once.
 """
@@ -14,8 +14,8 @@ import datasets
 from lm_eval.api.task import ConfigurableTask
 
 from tarot_eval.rl.fluency import distinct_n
-from tarot_eval.rl.prompts import imdb_prompts, toxicity_prompts
-from tarot_eval.rl.task_metrics import ScorerChoice, document_metrics, shared_scorer
+from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
+from tarot_eval.tasks.generation.metrics import ScorerChoice, document_metrics, shared_scorer
 
 DEFAULT_PROMPT_SEED = 0
 DEFAULT_NUM_PROMPTS = 100
