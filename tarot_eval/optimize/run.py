@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -131,6 +131,30 @@ def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, 
             return _search_and_save(model, problem, record, budget, select_k)
 
 
+def _search(problem: Problem, record: RunRecord, budget: int, train) -> None:
+    """Run the chosen search loop on the training objective until `record` holds `budget` evaluations."""
+    settings = problem.settings
+
+    def evaluate(x):
+        return train.evaluate(problem.space.to_params(x).float())
+
+    if settings.optimizer == "random":
+        random_search.run(evaluate, problem.space, record, budget, settings.seed)
+    elif settings.optimizer == "bo":
+        bayesian.run(evaluate, problem.space, record, budget, settings.seed, settings.bo)
+    else:
+        gradient.run(train.loss_and_evaluation, problem.space, record, budget, settings.grad)
+
+
+def _run_facts(problem: Problem, record: RunRecord, budget: int) -> dict:
+    """What the run was (task, split, objective, search, documents, budget) for the checkpoint's provenance."""
+    settings = problem.settings
+    return {"task": settings.task, "task_split": problem.docs.split, "objective": settings.objective,
+            "optimizer": settings.optimizer, "search_space": settings.space, "seed": settings.seed,
+            "n_train": settings.n_train, "n_val": len(problem.validation), "budget": budget,
+            "evaluations": len(record.trace)}
+
+
 def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, select_k: int) -> Result:
     """The search to `budget` evaluations, the choice on validation, the checkpoint: all in `record.directory`."""
     settings, out = problem.settings, record.directory
@@ -142,15 +166,7 @@ def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, se
         if validation is not None:
             base["validation"] = _recorded(record, "base:validation", lambda: validation.evaluate(identity))
 
-        def evaluate(x):
-            return train.evaluate(problem.space.to_params(x).float())
-
-        if settings.optimizer == "random":
-            random_search.run(evaluate, problem.space, record, budget, settings.seed)
-        elif settings.optimizer == "bo":
-            bayesian.run(evaluate, problem.space, record, budget, settings.seed, settings.bo)
-        else:
-            gradient.run(train.loss_and_evaluation, problem.space, record, budget, settings.grad)
+        _search(problem, record, budget, train)
         search_seconds = time.perf_counter() - started
 
         train_scores = record.values()
@@ -173,24 +189,8 @@ def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, se
     notes = list(problem.docs.notes)
     if settings.optimizer == "grad":
         notes.append("grad is tarot-eval's extension (Adam on the training objective), not the paper's method")
-    provenance = {
-        "task": settings.task,
-        "task_split": problem.docs.split,
-        "objective": settings.objective,
-        "optimizer": settings.optimizer,
-        "search_space": settings.space,
-        "seed": settings.seed,
-        "n_train": settings.n_train,
-        "n_val": len(problem.validation),
-        "budget": budget,
-        "evaluations": len(record.trace),
-        "chosen_evaluation": chosen,
-        "selected_on": selected_on,
-        "scores": scores,
-        "improved": improved,
-        "shipped": shipped,
-        "notes": notes,
-    }
+    provenance = {**_run_facts(problem, record, budget), "chosen_evaluation": chosen, "selected_on": selected_on,
+                  "scores": scores, "improved": improved, "shipped": shipped, "notes": notes}
     shipped_params = params[chosen] if shipped == "chosen" else identity
     checkpoint.save(out, HeadEdit(settings.method, settings.layers, shipped_params), model, settings.bounds, provenance)
     result = Result(Path(out), chosen, improved, shipped, selected_on, scores, surrogate, notes)
