@@ -114,10 +114,10 @@ def main() -> None:
                     seconds = best_time(scorer.score, args.repeats)
                 grad_scorer = cls(model, grad_examples, args.batch_size, pad)
 
-                def grad_step(scorer=grad_scorer):
+                def grad_step(scorer=grad_scorer, examples=grad_examples):
                     p = params.clone().requires_grad_(True)
                     handle.params = p
-                    (-scorer.score().per_example_logterm(grad_examples, "choice-prob").mean()).backward()
+                    (-scorer.score().per_example_logterm(examples, "choice-prob").mean()).backward()
                     handle.params = params
 
                 result[label] = (scorer, seconds, best_time(grad_step, max(1, args.repeats - 1)))

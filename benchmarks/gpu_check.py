@@ -330,7 +330,7 @@ class ModelCheck:
                 with attached(self.model, edit) as handle:
                     target = objective.Objective(scorer, handle)
                     reset_peak(self.plan.device)
-                    for step in range(2):  # the second step is timed (the first pays for kernel selection)
+                    for _ in range(2):  # the second step is timed (the first pays for kernel selection)
                         x = self.random_params(edit).requires_grad_(True)
                         sync(self.plan.device)
                         start = time.perf_counter()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tarot_eval.optimize import bo, random_search
+from tarot_eval.optimize import bo
 from tarot_eval.optimize.record import RunRecord
 
 from test_optimize import OPTIMUM, Toy, ToySpace

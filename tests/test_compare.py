@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import json
@@ -22,7 +21,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from tarot_eval import checkpoint
-from tarot_eval.compare import add_arguments, run, significance
+from tarot_eval.compare import significance
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import Score
 from tarot_eval.edit import HeadEdit, attach

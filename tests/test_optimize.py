@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from test_objective import hflm, load_task, tiny_model, tiny_tokenizer, write_task
-from safetensors.torch import save_file
 
 from tarot_eval import checkpoint, objective
 from tarot_eval.cli import UsageError

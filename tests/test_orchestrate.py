@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -19,7 +18,6 @@ from test_objective import tiny_model, tiny_tokenizer, write_task
 from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
-from tarot_eval.orchestrate import add_arguments, run
 from tarot_eval.orchestrate.config import ConfigError, load
 from tarot_eval.orchestrate.plan import PlanError, optimizer_settings
 from tarot_eval.orchestrate.runner import check_tasks, run_leaderboard, task_manager

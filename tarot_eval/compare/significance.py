@@ -10,7 +10,6 @@ Without the test (`--no-significance`) the runs must still cover the same docume
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from scipy.stats import binomtest, ttest_rel
 

@@ -173,7 +173,7 @@ def _tasks(raw) -> tuple[list[str], dict[str, str]]:
         return zero_shot, {}
     if isinstance(few, list):
         few_shot = {task: task.removesuffix(FEWSHOT_SUFFIX) for task in _task_list(few, "tasks.few_shot")}
-        for task, source in few_shot.items():
+        for task in few_shot:
             if not task.endswith(FEWSHOT_SUFFIX):
                 raise ConfigError(
                     f"tasks.few_shot: {task!r} does not end in {FEWSHOT_SUFFIX!r}; write few_shot as a mapping "
