@@ -19,6 +19,8 @@ import torch
 from tarot_eval.optimize import random_search
 from tarot_eval.optimize.record import RunRecord
 
+ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # the sidecar keys, as torch.optim.Adam names its state
+
 
 @dataclass(frozen=True)
 class GradSettings:
@@ -42,12 +44,9 @@ def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: Gr
         x = start_point(space).clone()
     x.requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=settings.lr, betas=settings.betas)
-    if done:
-        optimizer.state[x] = {
-            "step": torch.tensor(float(done)),
-            "exp_avg": state["exp_avg"].clone(),
-            "exp_avg_sq": state["exp_avg_sq"].clone(),
-        }
+    if done:  # Adam's own state format: step count and moments of the one parameter
+        moments = {"step": torch.tensor(float(done)), **{k: state[k].clone() for k in ADAM_MOMENTS}}
+        optimizer.load_state_dict({"state": {0: moments}, "param_groups": optimizer.state_dict()["param_groups"]})
     with random_search.progress(record, budget, "grad") as bar:
         for _ in range(done, budget):
             start = time.perf_counter()
@@ -58,7 +57,7 @@ def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: Gr
             optimizer.step()
             with torch.no_grad():
                 x.clamp_(0, 1)
-            moments = optimizer.state[x]
+            moments = optimizer.state_dict()["state"][0]
             entry = {
                 "phase": "grad",
                 "train": evaluation.value,
@@ -72,8 +71,7 @@ def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: Gr
                 {
                     "x": evaluated,
                     "next_x": x.detach().clone(),
-                    "exp_avg": moments["exp_avg"].detach().clone(),
-                    "exp_avg_sq": moments["exp_avg_sq"].detach().clone(),
+                    **{k: moments[k].detach().clone() for k in ADAM_MOMENTS},
                 },
             )
             bar.update(1)
