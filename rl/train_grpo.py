@@ -162,7 +162,7 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
         model.train(was_training)
     measured = candidates.candidates  # in step order: ties go to the earliest step
     rewards = [c["reward"] for c in measured]
-    best = measured[selection.choose(range(len(measured)), dict(enumerate(rewards)), [0.0] * len(measured))]
+    best = measured[selection.choose(range(len(measured)), dict(enumerate(rewards)))]
     chosen = Selection(HeadEdit("rotation", settings.layers, best["angles"]), base_reward, best["reward"],
                           {"chosen_step": best["step"],
                            "candidates": {str(c["step"]): c["reward"] for c in candidates.candidates}})

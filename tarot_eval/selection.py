@@ -26,9 +26,9 @@ def candidates(train_scores: Sequence[float], k: int, along_trajectory: bool = F
     return sorted(order[:k])
 
 
-def choose(pool: Sequence[int], selection_scores: Mapping[int, float], train_scores: Sequence[float]) -> int:
-    """The candidate with the best selection score; ties: the better training score, then the earliest."""
-    return max(pool, key=lambda i: (selection_scores[i], train_scores[i], -i))
+def choose(pool: Sequence[int], selection_scores: Mapping[int, float], train_scores: Sequence[float] | None = None) -> int:
+    """The candidate with the best selection score; ties: the better training score (when there is one), then the earliest."""
+    return max(pool, key=lambda i: (selection_scores[i], train_scores[i] if train_scores is not None else 0.0, -i))
 
 
 def decide(chosen_score: float, base_score: float, ship_unimproved: bool) -> tuple[bool, str]:

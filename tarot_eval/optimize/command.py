@@ -46,7 +46,10 @@ def resolve(args: argparse.Namespace) -> OptimizeSettings:
             from_file = settings_fields.checked(OptimizeSettings, loaded, f"--config {path}")
         except settings_fields.SettingsError as error:
             raise UsageError(str(error)) from error
-    return OptimizeSettings(**{**from_file, **settings_fields.given(args, OptimizeSettings)})
+    try:
+        return OptimizeSettings(**{**from_file, **settings_fields.given(args, OptimizeSettings)})
+    except settings_fields.SettingsError as error:
+        raise UsageError(str(error)) from error
 
 
 def compare(run_dirs: list[str], out: str) -> int:
@@ -89,8 +92,6 @@ def run(args: argparse.Namespace) -> int:
     missing = [flag for flag, value in (("--task", options.task), ("--out", options.out)) if not value]
     if missing:
         raise UsageError(f"missing {' and '.join(missing)}")
-    if options.budget < 1:
-        raise UsageError(f"--budget must be at least 1 evaluation, got {options.budget}")
 
     from lm_eval.models.huggingface import HFLM
 

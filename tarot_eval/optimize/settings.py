@@ -70,10 +70,12 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
     batch_size: int = setting(16, "sequences per forward pass")
     lr: float = setting(0.02, "grad: Adam learning rate in unit-cube coordinates")
 
-    def run_settings(self, num_layers: int) -> Settings:
-        """The typed run config for a model of `num_layers` layers; a value it refuses is a SettingsError."""
+    def __post_init__(self):  # checked where the settings are made, before any model loads
         if self.budget < 1:
             raise SettingsError(f"--budget must be at least 1 evaluation, got {self.budget}")
+
+    def run_settings(self, num_layers: int) -> Settings:
+        """The typed run config for a model of `num_layers` layers; a value it refuses is a SettingsError."""
         try:
             SearchSpace.parse(self.space, self.method, (1,), (0.0, 1.0))  # only checks the spec; the shape comes with the model
             return Settings(
