@@ -15,6 +15,8 @@ import sys
 SUBCOMMANDS = {
     "lm-eval": ("tarot_eval.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
     "optimize": ("tarot_eval.optimize.command", "search a head edit on a task's training documents"),
+    "calibrate": ("tarot_eval.calibrate", "fit a model's prior over a task's answers (contextual or batch calibration)"),
+    "lora": ("tarot_eval.lora", "train a PEFT LoRA adapter on an edit's training documents (the fine-tuning baseline)"),
     "leaderboard": ("tarot_eval.orchestrate", "optimize and evaluate a config's model x method x task grid (only what is missing), then compare"),
     "rl": ("tarot_eval.rl.command", "train rotation angles for a generation reward (sentiment, toxicity) with BO or TRL GRPO"),
     "rl-report": ("tarot_eval.rl.report", "base vs edited generations: task metrics, perplexity under the base model, examples"),
@@ -30,6 +32,8 @@ ERROR_EXIT = 2  # as argparse's own usage errors
 EXPECTED = (
     ("tarot_eval.cli", "UsageError"),
     ("tarot_eval.checkpoint", "CheckpointError"),
+    ("tarot_eval.calibration", "CalibrationError"),
+    ("tarot_eval.lora", "LoraError"),
     ("tarot_eval.objective", "ObjectiveError"),
     ("tarot_eval.optimize.record", "RecordError"),
     ("tarot_eval.run_lock", "RunLockedError"),

@@ -4,7 +4,9 @@
 
 A checkpoint is refused on a model folder that already has an edit folded in (an export)
 unless `allow_stacked=true`, and on weights other than the ones it was found on unless
-`allow_transfer=true`. Everything else (batching, chat templates, generation) is lm-eval's HFLM unchanged.
+`allow_transfer=true`. `calibration=DIR` (a `tarot-eval calibrate` folder) removes the answer
+prior from every loglikelihood request (`tarot_eval.calibration`), with or without rotations.
+Everything else (batching, chat templates, generation) is lm-eval's HFLM unchanged.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from tarot_eval import checkpoint, default_model, edit, export
+from tarot_eval import calibration as calibrations, checkpoint, default_model, edit, export
 
 # Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
 FROM_PRETRAINED_KEYS = frozenset(
@@ -35,7 +37,7 @@ FROM_PRETRAINED_KEYS = frozenset(
         "variant",
     }
 )
-TAROT_KEYS = frozenset({"pretrained", "rotations", "fold", "allow_stacked", "allow_transfer"})
+TAROT_KEYS = frozenset({"pretrained", "rotations", "calibration", "fold", "allow_stacked", "allow_transfer"})
 
 
 def _accepted_keys() -> frozenset[str]:
@@ -56,11 +58,12 @@ def _as_bool(value, name: str) -> bool:
 
 @register_model("tarot-hf")
 class TarotHFLM(HFLM):
-    """HFLM plus `rotations` (a tarot checkpoint dir; absent = base model), `fold` (default true),
-    `allow_stacked` and `allow_transfer` (default false)."""
+    """HFLM plus `rotations` (a tarot checkpoint dir; absent = base model), `calibration` (a
+    calibration dir; absent = none), `fold` (default true), `allow_stacked` and `allow_transfer`
+    (default false)."""
 
-    def __init__(self, pretrained: str | None = None, rotations: str | None = None, fold=True,
-                 allow_stacked=False, allow_transfer=False, **kwargs):
+    def __init__(self, pretrained: str | None = None, rotations: str | None = None, calibration: str | None = None,
+                 fold=True, allow_stacked=False, allow_transfer=False, **kwargs):
         unknown = sorted(set(kwargs) - _accepted_keys())
         if unknown:
             raise ValueError(
@@ -70,6 +73,9 @@ class TarotHFLM(HFLM):
         if rotations is not None and not str(rotations).strip():
             raise ValueError("tarot-hf: rotations= is empty; name a checkpoint directory, or leave rotations out for the base model")
         self.tarot_rotations = None if rotations is None else str(Path(str(rotations)))
+        if calibration is not None and not str(calibration).strip():
+            raise ValueError("tarot-hf: calibration= is empty; name a `tarot-eval calibrate` folder, or leave it out")
+        self.tarot_calibration = None if calibration is None else calibrations.load(str(calibration))
         self.tarot_fold = _as_bool(fold, "fold")
         allow_stacked, allow_transfer = _as_bool(allow_stacked, "allow_stacked"), _as_bool(allow_transfer, "allow_transfer")
         self.tarot_default_model = pretrained in (None, "")
@@ -90,6 +96,16 @@ class TarotHFLM(HFLM):
             apply = edit.fold if self.tarot_fold else edit.attach
             self.tarot_handle = apply(self.model, self.tarot_edit)
 
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        """HFLM's log-likelihoods, less the calibration's answer prior when one is given."""
+        results = super().loglikelihood(requests, disable_tqdm=disable_tqdm)
+        if self.tarot_calibration is None:
+            return results
+        return [
+            (loglik - self.tarot_calibration.offset(request.task_name, request.args[1]), greedy)
+            for request, (loglik, greedy) in zip(requests, results)
+        ]
+
     def get_model_info(self) -> dict:
         info = super().get_model_info()
         info["tarot_base_model"] = checkpoint.model_identity(self.model)
@@ -105,4 +121,8 @@ class TarotHFLM(HFLM):
             info["tarot_method"] = config["method"]
             info["tarot_layers"] = config["layers"]
             info["tarot_provenance"] = config.get("provenance", {})
+        if self.tarot_calibration is not None:
+            info["tarot_calibration"] = self.tarot_calibration.source
+            info["tarot_calibration_variant"] = self.tarot_calibration.variant
+            info["tarot_calibration_hash"] = calibrations.calibration_hash(self.tarot_calibration.source)
         return info

@@ -181,6 +181,9 @@ class _FixedSampler:
     def __init__(self, docs: list[dict]):
         self.docs = docs
 
+    def set_rnd(self, _seed) -> None:
+        """lm-eval seeds every task's sampler; the same documents in order need no seed."""
+
     def sample(self, n: int, **_):
         if n > len(self.docs):
             raise ObjectiveError(f"{n} demonstrations asked for, but only {len(self.docs)} fixed ones were drawn")
@@ -255,7 +258,7 @@ def build_examples(
         encoded = [lm._encode_pair(context, continuation) for context, continuation in pairs]
         if any(len(cont) == 0 for _, cont in encoded):
             raise ObjectiveError(f"task {task.config.task!r}, document {doc_index}: a choice encodes to no tokens")
-        examples.append(Example(doc_index, [(list(c), list(t)) for c, t in encoded], gold))
+        examples.append(Example(doc_index, [(list(c), list(t)) for c, t in encoded], gold, tuple(cont for _, cont in pairs)))
     return examples
 
 
@@ -270,26 +273,31 @@ class Evaluation:
 class Objective:
     """Maps edit parameters to the objective on a fixed example set (the edit is already attached)."""
 
-    def __init__(self, scorer: ChoiceScorer, handle, objective: str = "choice-prob"):
+    def __init__(self, scorer: ChoiceScorer, handle, objective: str = "choice-prob", offsets: list[torch.Tensor] | None = None):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
         self.scorer = scorer
         self.handle = handle  # tarot_eval.edit.AttachedEdit
         self.objective = objective
+        self.offsets = offsets  # per example, a calibration's per-choice offsets (None: uncalibrated)
         self.calls = 0
+
+    def _scores(self) -> Scores:
+        scores = self.scorer.score()
+        return scores if self.offsets is None else scores.calibrated(self.offsets)
 
     @torch.no_grad()
     def evaluate(self, params: torch.Tensor) -> Evaluation:
         self.handle.params = params.detach()
         self.calls += 1
-        scores = self.scorer.score()
+        scores = self._scores()
         return Evaluation(scores.value(self.scorer.examples, self.objective), scores.accuracy(self.scorer.examples))
 
     def loss_and_evaluation(self, params: torch.Tensor) -> tuple[torch.Tensor, Evaluation]:
         """Mean negative log objective term (differentiable in `params`) and the evaluation at `params`."""
         self.handle.params = params
         self.calls += 1
-        scores = self.scorer.score()
+        scores = self._scores()
         logterm = scores.per_example_logterm(self.scorer.examples, self.objective)
         evaluation = Evaluation(logterm.detach().exp().mean().item(), scores.accuracy(self.scorer.examples))
         return -logterm.mean(), evaluation

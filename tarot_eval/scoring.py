@@ -37,6 +37,7 @@ class Example:
     doc_index: int
     pairs: list[tuple[list[int], list[int]]]
     gold: int
+    answers: tuple[str, ...] = ()  # each choice's continuation string, as lm-eval requests it
 
     @property
     def single_row(self) -> bool:
@@ -79,6 +80,10 @@ class Scores:
             else:
                 raise ValueError(f"unknown objective {objective!r}; expected one of {OBJECTIVES}")
         return torch.stack(terms)
+
+    def calibrated(self, offsets: list[torch.Tensor]) -> Scores:
+        """These scores less a calibration's per-choice offsets (`tarot_eval.calibration`), per example."""
+        return Scores([loglik - offset for loglik, offset in zip(self.choice_loglik, offsets)], self.first_token_logprob)
 
     def value(self, examples: list[Example], objective: str) -> float:
         return self.per_example_logterm(examples, objective).exp().mean().item()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, checkpoint, run_lock, selection
+from tarot_eval import architectures, calibration as calibrations, checkpoint, run_lock, selection
 from tarot_eval import objective as objectives
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
@@ -82,10 +82,17 @@ class Problem:
         with torch.no_grad():
             return objectives.ChoiceScorer(self.model, examples, pad_token_id=self.pad_id).score().correct(examples)[0]
 
+    def offsets(self, examples) -> list[torch.Tensor] | None:
+        """Per example the calibration's offset of each choice; None without a calibration."""
+        if not self.settings.calibration:
+            return None
+        calibration = calibrations.load(self.settings.calibration)
+        return [torch.tensor(calibration.offsets_for(self.settings.task, list(example.answers))) for example in examples]
+
     def make_objectives(self, handle) -> tuple[objectives.Objective, objectives.Objective | None]:
         def make(examples, dtype=None):
             scorer = objectives.ChoiceScorer(self.model, examples, self.batch_size, self.pad_id, dtype=dtype)
-            return objectives.Objective(scorer, handle, self.settings.objective)
+            return objectives.Objective(scorer, handle, self.settings.objective, self.offsets(examples))
 
         search_dtype = getattr(torch, self.settings.search_dtype) if self.settings.search_dtype else None
         if search_dtype is not None and self.edit.params.device.type == "cpu" and not _fast_low_precision_cpu():
@@ -121,6 +128,7 @@ def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, 
             "train_docs": [i for i, _ in problem.docs.train],
             "validation_docs": [i for i, _ in problem.docs.validation],
             "base_model": checkpoint.model_identity(model),
+            **({"calibration_hash": calibrations.calibration_hash(settings.calibration)} if settings.calibration else {}),
         }
         with RunRecord(out, config) as record:
             if len(record.trace) > budget:
@@ -152,7 +160,7 @@ def _run_facts(problem: Problem, record: RunRecord, budget: int) -> dict:
     return {"task": settings.task, "task_split": problem.docs.split, "objective": settings.objective,
             "optimizer": settings.optimizer, "search_space": settings.space, "seed": settings.seed,
             "n_train": settings.n_train, "n_val": len(problem.validation), "budget": budget,
-            "evaluations": len(record.trace)}
+            "evaluations": len(record.trace), **({"calibration": settings.calibration} if settings.calibration else {})}
 
 
 def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, select_k: int) -> Result:

@@ -61,6 +61,8 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
         "sampled", "sampled (lm-eval's sampler per document), fixed (the same --num-fewshot documents outside "
         "train/validation for every document: one shared prefix) or mix (the paper's: 0, 2, 4 or 6 of them per "
         "document)", choices=objectives.DEMONSTRATIONS)
+    calibration: str | None = setting(None, "a `tarot-eval calibrate` folder: search on choice scores less its answer prior "
+                                            "(evaluate with the same calibration= in tarot-hf)")
     search_dtype: str | None = setting(None, "run the search's training evaluations under autocast in this dtype; "
                                              "validation selection and base scores stay in --dtype",
                                        choices=("bfloat16", "float16"))
@@ -94,6 +96,7 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
                 prompt=objectives.PromptOptions(self.num_fewshot, self.apply_chat_template, self.fewshot_as_multiturn,
                                                 self.system_instruction, self.demonstrations),
                 search_dtype=self.search_dtype or "",
+                calibration=self.calibration or "",
                 bo=self.bo_settings(),
                 grad=gradient.GradSettings(lr=self.lr),
             )
@@ -125,6 +128,7 @@ class Settings:
     ship_unimproved: bool = DEFAULT.ship_unimproved
     prompt: objectives.PromptOptions = field(default_factory=objectives.PromptOptions)
     search_dtype: str = ""  # autocast dtype of the training evaluations ("" = the model's); selection stays in the model's
+    calibration: str = ""  # calibration folder whose answer prior the objective removes ("" = none)
     bo: bayesian.BOSettings = field(default_factory=DEFAULT.bo_settings)
     grad: gradient.GradSettings = field(default_factory=lambda: gradient.GradSettings(lr=DEFAULT.lr))
 

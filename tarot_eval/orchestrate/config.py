@@ -2,7 +2,9 @@
 
     models:      {NAME: {pretrained, layers, angle_limit, dtype, device}}   pretrained null = embedded SmolLM2
     tasks:       {zero_shot: [TASK, ...], few_shot: [TASK_fewshot, ...] or {FEWSHOT_TASK: ZERO_SHOT_TASK}}
-    methods:     {base: null, NAME: {optimize settings}, ...}               base = the unedited model
+    methods:     {base: null, NAME: {optimize settings}, NAME: {method: calibrate|icl, ...}, ...}
+                 base = the unedited model; see "methods" below
+    seeds:       [0, 1, 2]: per seed another draw of training + validation documents (and search seed)
     optimizer:   {optimize settings shared by every method}
     eval:        {batch_size, limit, apply_chat_template, fewshot_as_multiturn, system_instruction}
     include_path: folder(s) of extra task YAMLs (relative to the config file)
@@ -11,7 +13,15 @@
 "optimize settings" are the flags of `tarot-eval optimize` (underscores for dashes) that do not
 belong to a model, a task or the evaluation: method, optimizer, space, objective, n_train, n_val,
 budget, seed, balance, ship_unimproved, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr.
-A method's own settings win over the shared ones.
+A method's own settings win over the shared ones. An edit method may add `calibrate: NAME` (a
+calibrate method listed before it): its search runs on choice scores calibrated by that method's
+file for the same task and seed, and its evaluation applies the same calibration.
+
+Baselines (no edit): `{method: calibrate, variant: contextual|batch}` (`tarot-eval calibrate`:
+the answer prior removed inside lm-eval's loglikelihood) and `{method: icl, shots: K}` (the
+unedited model with K demonstrations: the first K of the seed's training documents) and
+`{method: lora, rank, alpha, lr, budget, ...}` (`tarot-eval lora`: a PEFT adapter trained on the
+same documents, evaluated through peft).
 """
 
 from __future__ import annotations
@@ -27,8 +37,11 @@ from tarot_eval.optimize.settings import OptimizeSettings
 
 BASE_METHOD = "base"
 FEWSHOT_SUFFIX = "_fewshot"
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # names become folder names
-TOP_KEYS = ("models", "tasks", "methods", "optimizer", "eval", "include_path", "include_defaults")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names become folder names
+TOP_KEYS = ("models", "tasks", "methods", "seeds", "optimizer", "eval", "include_path", "include_defaults")
+BASE, EDIT, CALIBRATE, ICL, LORA = "base", "edit", "calibrate", "icl", "lora"  # the unedited model, an edit, baselines
+LORA_KEYS = ("rank", "alpha", "target_modules", "lr", "budget", "select_k")
+BASELINE_KEYS = {CALIBRATE: ("method", "variant"), ICL: ("method", "shots"), LORA: ("method", *LORA_KEYS)}
 MODEL_KEYS = ("pretrained", "layers", "angle_limit", "dtype", "device")
 TASK_KEYS = ("zero_shot", "few_shot")
 # optimize settings set elsewhere in the config (model section, task lists, eval section) or not at all
@@ -56,11 +69,18 @@ class ModelSpec:
 @dataclass(frozen=True)
 class MethodSpec:
     name: str
-    settings: dict | None  # optimize settings; None for the unedited base model
+    settings: dict | None  # edit: optimize settings; calibrate / icl: their keys; None for the unedited base model
+    kind: str = EDIT
+    calibrate: str | None = None  # edit methods: the calibrate method whose file the search and evaluation apply
 
     @property
     def is_base(self) -> bool:
         return self.settings is None
+
+    @property
+    def seeded(self) -> bool:
+        """Whether the method reads the seed's training documents (base and contextual calibration do not)."""
+        return self.kind in (EDIT, ICL, LORA) or (self.kind == CALIBRATE and self.settings["variant"] == "batch")
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class LeaderboardConfig:
     zero_shot: list[str]
     few_shot: dict[str, str]  # few-shot task -> the zero-shot task whose checkpoint it is evaluated with
     methods: list[MethodSpec]
+    seeds: list[int] | None = None  # None: one draw, the optimizer's seed, no seed-<k> folders
     optimizer: dict = field(default_factory=dict)
     eval: EvalSpec = field(default_factory=EvalSpec)
     include_path: list[str] = field(default_factory=list)
@@ -88,9 +109,12 @@ class LeaderboardConfig:
     def tasks(self) -> list[str]:
         return [*self.zero_shot, *self.few_shot]
 
-    def method_settings(self, method: MethodSpec) -> dict:
-        """Shared optimizer settings overridden by the method's own."""
-        return {**self.optimizer, **(method.settings or {})}
+    def method_settings(self, method: MethodSpec, seed: int | None = None) -> dict:
+        """Shared optimizer settings overridden by the method's own, and by `seed` when given."""
+        return {**self.optimizer, **(method.settings or {}), **({} if seed is None else {"seed": seed})}
+
+    def method(self, name: str) -> MethodSpec:
+        return next(method for method in self.methods if method.name == name)
 
 
 def _mapping(value, where: str, required: bool = True) -> dict:
@@ -191,20 +215,66 @@ def _tasks(raw) -> tuple[list[str], dict[str, str]]:
     return zero_shot, few_shot
 
 
+def _baseline(name: str, kind: str, entry: dict, where: str) -> MethodSpec:
+    from tarot_eval.calibration import VARIANTS
+
+    _check_keys(entry, BASELINE_KEYS[kind], where)
+    if kind == CALIBRATE:
+        variant = entry.get("variant", "contextual")
+        if variant not in VARIANTS:
+            raise ConfigError(f"{where}.variant: {variant!r} is not one of {', '.join(VARIANTS)}")
+        return MethodSpec(name, {"variant": variant}, CALIBRATE)
+    if kind == LORA:
+        from tarot_eval.lora import LoraSettings
+
+        try:
+            values = settings_fields.checked(LoraSettings, {k: v for k, v in entry.items() if k != "method"}, where, LORA_KEYS)
+        except settings_fields.SettingsError as error:
+            raise ConfigError(str(error)) from None
+        return MethodSpec(name, values, LORA)
+    shots = entry.get("shots")
+    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
+        raise ConfigError(f"{where}.shots: expected a number of demonstrations (1 or more), got {shots!r}")
+    return MethodSpec(name, {"shots": shots}, ICL)
+
+
 def _methods(raw) -> list[MethodSpec]:
-    methods = []
+    methods: list[MethodSpec] = []
     for name, entry in _mapping(raw, "methods").items():
         where = f"methods.{name}"
         _check_name(name, where)
         if name == BASE_METHOD:
             if entry:
                 raise ConfigError(f"{where}: the base method is the unedited model and takes no settings")
-            methods.append(MethodSpec(name, None))
-        else:
-            methods.append(MethodSpec(name, _optimizer_settings(entry, where)))
+            methods.append(MethodSpec(name, None, BASE))
+            continue
+        entry = dict(_mapping(entry, where, required=False))
+        if entry.get("method") in BASELINE_KEYS:
+            methods.append(_baseline(name, entry["method"], entry, where))
+            continue
+        calibrate = entry.pop("calibrate", None)
+        earlier = [method.name for method in methods if method.kind == CALIBRATE]
+        if calibrate is not None and calibrate not in earlier:
+            raise ConfigError(f"{where}.calibrate: {calibrate!r} is not a calibrate method listed before it "
+                              f"(listed: {', '.join(earlier) or 'none'})")
+        methods.append(MethodSpec(name, _optimizer_settings(entry, where), EDIT, calibrate))
     if not methods:
         raise ConfigError("methods: name at least one method (base = the unedited model)")
     return methods
+
+
+def _seeds(raw, optimizer: dict, methods: list[MethodSpec]) -> list[int] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not raw or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw):
+        raise ConfigError(f"seeds: expected a non-empty list of seeds (integers >= 0), got {raw!r}")
+    if len(set(raw)) != len(raw):
+        raise ConfigError("seeds: a seed is listed twice")
+    setters = (["optimizer"] if "seed" in optimizer else []) + [
+        f"methods.{m.name}" for m in methods if m.kind == EDIT and "seed" in (m.settings or {})]
+    if setters:
+        raise ConfigError(f"{setters[0]}.seed: set by seeds: when the config lists seeds; remove it")
+    return list(raw)
 
 
 def _eval(raw) -> EvalSpec:
@@ -249,13 +319,16 @@ def parse(raw, source: Path) -> LeaderboardConfig:
         if key not in raw:
             raise ConfigError(f"{key}: missing (a config names models, tasks and methods)")
     zero_shot, few_shot = _tasks(raw["tasks"])
+    methods = _methods(raw["methods"])
+    optimizer = _optimizer_settings(raw.get("optimizer"), "optimizer")
     return LeaderboardConfig(
         source=source,
         models=_models(raw["models"]),
         zero_shot=zero_shot,
         few_shot=few_shot,
-        methods=_methods(raw["methods"]),
-        optimizer=_optimizer_settings(raw.get("optimizer"), "optimizer"),
+        methods=methods,
+        seeds=_seeds(raw.get("seeds"), optimizer, methods),
+        optimizer=optimizer,
         eval=_eval(raw.get("eval")),
         include_path=_include_paths(raw.get("include_path"), source.parent),
         include_defaults=_typed(raw.get("include_defaults", False), (bool,), "include_defaults"),

@@ -1,8 +1,9 @@
 """Run a model's cells in-process: the model, tokenizer and lm-eval wrapper are loaded once per model.
 
-Optimizations call `tarot_eval.optimize.run.optimize`; evaluations call `lm_eval.simple_evaluate`
-on a `TarotHFLM` built around the already loaded model (the checkpoint folded into o_proj for the
-run, unfolded after) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
+Optimizations call `tarot_eval.optimize.run.optimize`, calibrations `tarot_eval.calibrate.fit_once`;
+evaluations call `lm_eval.simple_evaluate` on a `TarotHFLM` built around the already loaded model
+(the checkpoint folded into o_proj for the run, unfolded after; a calibration applied inside its
+loglikelihood; icl cells given their fixed demonstrations through the task's sampler) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
 DIR --log_samples` does. No request cache is used: lm-eval keys it on the request alone, so
 differently edited models would share answers. A folder about to be evaluated again is moved aside
 (`move_aside`), never deleted.
@@ -10,14 +11,18 @@ differently edited models would share answers. A folder about to be evaluated ag
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from tarot_eval.compare.runs import MOVED_ASIDE
 from tarot_eval.orchestrate.config import EvalSpec, ModelSpec
-from tarot_eval.orchestrate.plan import Evaluation, ModelPlan, Optimization
+from tarot_eval.orchestrate.plan import (
+    DEMONSTRATIONS_NAME, CalibrationFit, Evaluation, LoraTraining, ModelPlan, Optimization, demonstrations_settings, kind_of,
+)
 
 
 class LoadedModel:
@@ -30,11 +35,12 @@ class LoadedModel:
         self.evaluation = evaluation
         self.model, self.tokenizer = default_model.load_model_and_tokenizer(spec.pretrained, spec.dtype, spec.device)
         name, gguf_file = default_model.resolve(spec.pretrained)
-        self.model_args = {"pretrained": name, **({"gguf_file": gguf_file} if gguf_file else {})}
+        self.base_args = {"pretrained": name, **({"gguf_file": gguf_file} if gguf_file else {})}
         self.base_lm = self.lm()
 
-    def lm(self, rotations: Path | None = None):
-        """A `TarotHFLM` over the loaded model; with `rotations`, that checkpoint is folded in until `unfold()`."""
+    def lm(self, rotations: Path | None = None, calibration: Path | None = None):
+        """A `TarotHFLM` over the loaded model; with `rotations`, that checkpoint is folded in until `unfold()`;
+        with `calibration`, that file's answer prior is removed from every log-likelihood."""
         from tarot_eval.lm import TarotHFLM
 
         return TarotHFLM(
@@ -43,7 +49,14 @@ class LoadedModel:
             backend="causal",
             batch_size=self.evaluation.batch_size,
             rotations=None if rotations is None else str(rotations),
+            calibration=None if calibration is None else str(calibration),
         )
+
+    def model_args(self, job: Evaluation) -> dict:
+        """The `--model_args` that reproduce `job` with `lm_eval --model tarot-hf`, as its results record them."""
+        return {**self.base_args, **({"rotations": str(job.checkpoint)} if job.checkpoint else {}),
+                **({"calibration": str(job.calibration)} if job.calibration else {}),
+                **({"peft": str(job.adapter)} if job.adapter else {})}
 
 
 def optimize(loaded: LoadedModel, job: Optimization, manager) -> None:
@@ -55,6 +68,52 @@ def optimize(loaded: LoadedModel, job: Optimization, manager) -> None:
     )
     if not result.improved:
         tqdm.write(f"  note: {job.cell}: the chosen edit does not beat the base model on {result.selected_on} documents")
+
+
+def fit_calibration(loaded: LoadedModel, job: CalibrationFit, manager) -> None:
+    from tarot_eval.calibrate import fit_once
+
+    task = manager.load(job.task)["tasks"][job.task]
+    fit_once(loaded.model, loaded.base_lm, task, job.options, job.directory)
+
+
+def train_lora(loaded: LoadedModel, job: LoraTraining, manager) -> None:
+    from tarot_eval.lora import train_once
+
+    task = manager.load(job.task)["tasks"][job.task]
+    result = train_once(loaded.model, loaded.base_lm, task, job.options, job.directory)
+    if result is not None and not result["improved"]:
+        tqdm.write(f"  note: {job.cell}: the trained adapter does not beat the base model on validation documents")
+
+
+@contextlib.contextmanager
+def adapter_applied(loaded: LoadedModel, adapter: Path | None):
+    """Within the block the loaded model runs with the peft adapter in `adapter` (as lm-eval's `peft=` loads
+    it, `PeftModel.from_pretrained`); after it, the adapter's layers are taken out again."""
+    if adapter is None:
+        yield
+        return
+    from peft import PeftModel
+
+    wrapped = PeftModel.from_pretrained(loaded.model, str(adapter))
+    try:
+        yield
+    finally:
+        wrapped.unload()
+
+
+def icl_task(job: Evaluation, manager):
+    """The task object of an icl evaluation, every document given the same first `shots` training documents
+    of the seed's draw (the optimizer's `choose_docs`), and those documents' indices."""
+    from tarot_eval import objective as objectives
+
+    task = manager.load(job.task)["tasks"][job.task]
+    spec = job.demonstrations
+    chosen = objectives.choose_docs(task, spec.n_train, spec.n_val, spec.seed).train[: spec.shots]
+    if len(chosen) < spec.shots:
+        raise objectives.ObjectiveError(f"{job.cell}: {spec.shots} demonstrations asked for, n_train is {spec.n_train}")
+    task.set_config(key="num_fewshot", value=spec.shots)
+    return task, chosen
 
 
 def move_aside(folder: Path) -> Path | None:
@@ -73,26 +132,31 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
+    from tarot_eval.objective import fixed_demonstrations
+
     if moved := move_aside(job.folder):
         tqdm.write(f"  moved the previous {job.cell} results to {moved}")
-    lm = loaded.base_lm if job.checkpoint is None else loaded.lm(job.checkpoint)
+    lm = loaded.base_lm if job.checkpoint is None and job.calibration is None else loaded.lm(job.checkpoint, job.calibration)
     spec = loaded.evaluation
     tracker = EvaluationTracker(output_path=str(job.folder))
+    task, demonstrations = (job.task, None) if job.demonstrations is None else icl_task(job, manager)
     try:
-        results = lm_eval.simple_evaluate(
-            model=lm,
-            model_args={**loaded.model_args, **({"rotations": str(job.checkpoint)} if job.checkpoint else {})},
-            tasks=[job.task],
-            batch_size=spec.batch_size,
-            device=loaded.spec.device,
-            limit=spec.limit,
-            log_samples=True,
-            evaluation_tracker=tracker,
-            apply_chat_template=spec.apply_chat_template,
-            fewshot_as_multiturn=spec.fewshot_as_multiturn,
-            system_instruction=spec.system_instruction,
-            task_manager=manager,
-        )
+        with contextlib.nullcontext() if demonstrations is None else fixed_demonstrations(task, [doc for _, doc in demonstrations]), \
+                adapter_applied(loaded, job.adapter):
+            results = lm_eval.simple_evaluate(
+                model=lm,
+                model_args=loaded.model_args(job),
+                tasks=[task],
+                batch_size=spec.batch_size,
+                device=loaded.spec.device,
+                limit=spec.limit,
+                log_samples=True,
+                evaluation_tracker=tracker,
+                apply_chat_template=spec.apply_chat_template,
+                fewshot_as_multiturn=spec.fewshot_as_multiturn,
+                system_instruction=spec.system_instruction,
+                task_manager=manager,
+            )
     finally:
         if lm.tarot_handle is not None:
             lm.tarot_handle.unfold()
@@ -100,6 +164,9 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
+    if demonstrations is not None:  # after the samples: a kill before it leaves the cell to be run again
+        record = {**demonstrations_settings(job.demonstrations), "train_docs": [index for index, _ in demonstrations]}
+        (job.folder / DEMONSTRATIONS_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 
 def execute(plan: ModelPlan, evaluation: EvalSpec, manager) -> None:
@@ -110,8 +177,12 @@ def execute(plan: ModelPlan, evaluation: EvalSpec, manager) -> None:
     loaded = LoadedModel(plan.spec, evaluation)
     for step in tqdm(todo, desc=f"{plan.spec.name} cells", unit="cell"):
         job = step.job
-        tqdm.write(f"running {'optimize' if isinstance(job, Optimization) else 'evaluate'} {job.cell} ({step.reason})")
+        tqdm.write(f"running {kind_of(job)} {job.cell} ({step.reason})")
         if isinstance(job, Optimization):
             optimize(loaded, job, manager)
+        elif isinstance(job, CalibrationFit):
+            fit_calibration(loaded, job, manager)
+        elif isinstance(job, LoraTraining):
+            train_lora(loaded, job, manager)
         else:
             evaluate(loaded, job, manager)

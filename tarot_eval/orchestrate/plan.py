@@ -1,8 +1,11 @@
 """The cells of a leaderboard (optimizations and evaluations) and which are already done.
 
-Layout under the output folder:
-    checkpoints/<model>/<method>/<task>/   `tarot-eval optimize` output: checkpoint + run record
-    runs/<model>/<method>/<task>/          lm-eval `--output_path`: results_*.json + samples_*.jsonl
+Layout under the output folder (`seed-<k>/` only when the config lists seeds, and only for the
+methods that read the seed's training documents):
+    checkpoints/<model>/<method>/[seed-<k>/]<task>/   `tarot-eval optimize` output (checkpoint + run record)
+                                                      or `tarot-eval calibrate` output (calibration.json)
+    runs/<model>/<method>/[seed-<k>/]<task>/          lm-eval `--output_path`: results_*.json + samples_*.jsonl
+                                                      (icl: + the demonstrations used, DEMONSTRATIONS_NAME)
 
 An optimization is done when its checkpoint was made with the same settings and budget (other
 settings, or a record of more evaluations than the budget, are refused, never overwritten). An
@@ -19,16 +22,19 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarot_eval import checkpoint
+from tarot_eval import calibration as calibrations, checkpoint
+from tarot_eval.calibrate import CalibrateSettings
 from tarot_eval.compare import runs
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME, TRACE_NAME, RecordError, read_lines
 from tarot_eval.optimize.run import RESULT_NAME
 from tarot_eval.optimize.settings import OptimizeSettings, Settings
-from tarot_eval.orchestrate.config import EvalSpec, LeaderboardConfig, ModelSpec
+from tarot_eval.lora import LoraError, LoraSettings, done as lora_done
+from tarot_eval.orchestrate.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
+DEMONSTRATIONS_NAME = "tarot_demonstrations.json"
 
 
 class PlanError(ValueError):
@@ -37,15 +43,21 @@ class PlanError(ValueError):
 
 @dataclass(frozen=True)
 class Cell:
-    """One model x method x task of the grid."""
+    """One model x method x (seed) x task of the grid."""
 
     model: str
     method: str
     task: str
+    seed: int | None
 
     @property
     def cell(self) -> str:
-        return f"{self.model}/{self.method}/{self.task}"
+        return "/".join(self.parts)
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """Its folder below `checkpoints/` or `runs/`."""
+        return (self.model, self.method, *(() if self.seed is None else (f"seed-{self.seed}",)), self.task)
 
 
 @dataclass(frozen=True)
@@ -57,23 +69,54 @@ class Optimization(Cell):
 
 
 @dataclass(frozen=True)
+class CalibrationFit(Cell):
+    options: CalibrateSettings
+    directory: Path
+
+
+@dataclass(frozen=True)
+class LoraTraining(Cell):
+    options: LoraSettings
+    directory: Path
+
+
+@dataclass(frozen=True)
+class Demonstrations:
+    """icl: the first `shots` training documents of the seed's draw (n_train, n_val, seed)."""
+
+    shots: int
+    n_train: int
+    n_val: int
+    seed: int
+
+
+@dataclass(frozen=True)
 class Evaluation(Cell):
     checkpoint: Path | None  # None: the unedited model
     folder: Path
+    calibration: Path | None = None
+    demonstrations: Demonstrations | None = None
+    adapter: Path | None = None  # a lora method's peft adapter
 
 
 @dataclass(frozen=True)
 class Step:
     """One cell and why it runs (None: already done, skipped)."""
 
-    job: Optimization | Evaluation
+    job: Optimization | CalibrationFit | LoraTraining | Evaluation
     reason: str | None
+
+
+def kind_of(job) -> str:
+    """What a job does, as the leaderboard's progress lines say it."""
+    kinds = {Optimization: "optimize", CalibrationFit: "calibrate", LoraTraining: "train lora"}
+    return kinds.get(type(job), "evaluate")
 
 
 @dataclass(frozen=True)
 class ModelPlan:
     spec: ModelSpec
-    optimizations: list[Step]
+    optimizations: list[Step]  # and calibration fits: what evaluations read
     evaluations: list[Step]
 
     @property
@@ -128,7 +171,10 @@ def optimization_reason(job: Optimization) -> str | None:
     except json.JSONDecodeError as error:
         raise PlanError(f"{directory / RUN_CONFIG_NAME}: not JSON ({error}); the run record is damaged") from None
     wanted = json.loads(json.dumps(job.settings.record_config()))
-    differences = [f"{key}: {recorded.get(key)!r} there, {value!r} now" for key, value in wanted.items() if recorded.get(key) != value]
+    # a setting added since that run was recorded counts as its default there
+    defaults = json.loads(json.dumps(Settings(task=job.settings.task).record_config()))
+    differences = [f"{key}: {recorded.get(key, defaults.get(key))!r} there, {value!r} now" for key, value in wanted.items()
+                   if recorded.get(key, defaults.get(key)) != value]
     if differences:
         raise PlanError(
             f"{job.cell}: {directory} was optimized with other settings ({'; '.join(differences)}); "
@@ -151,11 +197,45 @@ def refuse_cut_back(job: Optimization) -> None:
         )
 
 
+def lora_reason(job: LoraTraining) -> str | None:
+    """Why the adapter must be trained; None when it is there from these settings."""
+    try:
+        return None if lora_done(job.directory, job.options) else "no adapter yet"
+    except LoraError as error:
+        raise PlanError(f"{job.cell}: {error}") from None
+
+
+def lora_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed: int | None) -> LoraSettings:
+    """The lora cell's settings: the documents (n_train, n_val, seed), objective and select_k shared with the
+    edits; its own rank, alpha, lr and budget (an edit's budget counts other steps)."""
+    shared = {**config.optimizer, **({} if seed is None else {"seed": seed})}
+    documents = {key: shared[key] for key in ("n_train", "n_val", "seed", "objective", "select_k") if key in shared}
+    return LoraSettings(task=task, batch_size=config.eval.batch_size, apply_chat_template=config.eval.apply_chat_template,
+                        fewshot_as_multiturn=config.eval.fewshot_as_multiturn,
+                        system_instruction=config.eval.system_instruction, **{**documents, **method.settings})
+
+
+def calibration_reason(job: CalibrationFit) -> str | None:
+    """Why the calibration must be fitted; None when its file is there from these settings."""
+    path = calibrations.path_of(job.directory)
+    if not path.is_file():
+        return "no calibration yet"
+    try:
+        found = calibrations.load(job.directory)
+    except calibrations.CalibrationError as error:
+        raise PlanError(f"{job.cell}: {error}") from None
+    wanted = json.loads(json.dumps(job.options.record()))
+    if {key: found.provenance.get(key) for key in wanted} != wanted:
+        raise PlanError(f"{job.cell}: {path} was fitted with other settings; delete it to fit again, or write to another --out")
+    return None
+
+
 def eval_record(results: dict) -> dict:
     """What an lm-eval results file says about how it was run, in the terms of `wanted_record`."""
     config = results.get("config", {})
     return {
         "checkpoint": config.get("tarot_checkpoint_hash"),
+        "calibration": config.get("tarot_calibration_hash"),
         "limit": config.get("limit"),
         "apply_chat_template": results.get("chat_template") is not None,
         "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
@@ -163,9 +243,10 @@ def eval_record(results: dict) -> dict:
     }
 
 
-def wanted_record(spec: EvalSpec, checkpoint_hash: str | None) -> dict:
+def wanted_record(spec: EvalSpec, checkpoint_hash: str | None, calibration_hash: str | None = None) -> dict:
     return {
         "checkpoint": checkpoint_hash,
+        "calibration": calibration_hash,
         "limit": spec.limit,
         "apply_chat_template": spec.apply_chat_template,
         "fewshot_as_multiturn": spec.fewshot_as_multiturn,
@@ -188,9 +269,26 @@ def evaluation_reason(job: Evaluation, spec: EvalSpec) -> str | None:
         results = json.loads(found[0].read_text(encoding="utf-8"))
     except json.JSONDecodeError:
         return "unreadable results file"
-    expected = wanted_record(spec, checkpoint.checkpoint_hash(job.checkpoint) if job.checkpoint else None)
+    expected = wanted_record(spec, checkpoint.checkpoint_hash(job.checkpoint) if job.checkpoint else None,
+                             calibrations.calibration_hash(job.calibration) if job.calibration else None)
     stale = [key for key, value in expected.items() if eval_record(results).get(key) != value]
+    if job.demonstrations is not None and demonstrations_record(job.folder) != demonstrations_settings(job.demonstrations):
+        stale.append("demonstrations")
     return f"made with another {', '.join(stale)}" if stale else incomplete_samples(found[0], results, job.task)
+
+
+def demonstrations_settings(demonstrations: Demonstrations) -> dict:
+    return {"shots": demonstrations.shots, "n_train": demonstrations.n_train, "n_val": demonstrations.n_val,
+            "seed": demonstrations.seed}
+
+
+def demonstrations_record(folder: Path) -> dict | None:
+    """The settings of the demonstrations an icl evaluation used (its DEMONSTRATIONS_NAME file), None if absent."""
+    try:
+        recorded = json.loads((folder / DEMONSTRATIONS_NAME).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return {key: recorded.get(key) for key in ("shots", "n_train", "n_val", "seed")}
 
 
 def incomplete_samples(source: Path, results: dict, task: str) -> str | None:
@@ -208,29 +306,95 @@ def incomplete_samples(source: Path, results: dict, task: str) -> str | None:
     return None if len(found) == expected else f"samples of {len(found)} of the {expected} documents"
 
 
+def seeds_of(config: LeaderboardConfig, method: MethodSpec) -> list[int | None]:
+    """The seeds a method runs under: each listed seed where it reads them, else one seed-free cell."""
+    return list(config.seeds) if config.seeds is not None and method.seeded else [None]
+
+
+def calibrate_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed: int | None) -> CalibrateSettings:
+    shared = config.method_settings(method, seed)
+    keys = ("n_train", "n_val", "seed")
+    return CalibrateSettings(
+        task=task, variant=method.settings["variant"], batch_size=config.eval.batch_size,
+        apply_chat_template=config.eval.apply_chat_template, fewshot_as_multiturn=config.eval.fewshot_as_multiturn,
+        system_instruction=config.eval.system_instruction,
+        **{key: shared[key] for key in keys if key in shared},
+    )
+
+
+def calibration_folder(config: LeaderboardConfig, out: Path, model: ModelSpec, name: str, task: str, seed: int | None) -> Path:
+    """The folder of calibrate method `name`'s file for `task` under `seed` (or its seed-free one)."""
+    method = config.method(name)
+    cell = Cell(model.name, name, task, seed if method.seeded else None)
+    return out.joinpath(CHECKPOINTS, *cell.parts)
+
+
+def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Path, layers: int) -> list[Step]:
+    steps = []
+    for method in config.methods:
+        for seed in seeds_of(config, method):
+            if method.kind == CALIBRATE:
+                for task in config.tasks:
+                    cell = Cell(model.name, method.name, task, seed)
+                    job = CalibrationFit(*vars(cell).values(), calibrate_options(config, method, task, seed),
+                                         out.joinpath(CHECKPOINTS, *cell.parts))
+                    steps.append(Step(job, calibration_reason(job)))
+            if method.kind == LORA:
+                for task in config.zero_shot:
+                    cell = Cell(model.name, method.name, task, seed)
+                    job = LoraTraining(*vars(cell).values(), lora_options(config, method, task, seed),
+                                       out.joinpath(CHECKPOINTS, *cell.parts))
+                    steps.append(Step(job, lora_reason(job)))
+            if method.kind != EDIT:
+                continue
+            values = config.method_settings(method, seed)
+            for task in config.zero_shot:
+                if method.calibrate:
+                    values = {**values, "calibration": str(calibration_folder(config, out, model, method.calibrate, task, seed))}
+                try:
+                    settings, budget, select_k = optimizer_settings(values, model, task, layers, config.eval)
+                except ValueError as error:
+                    raise PlanError(f"models.{model.name} with methods.{method.name}: {error}") from None
+                cell = Cell(model.name, method.name, task, seed)
+                job = Optimization(*vars(cell).values(), settings, budget, select_k, out.joinpath(CHECKPOINTS, *cell.parts))
+                steps.append(Step(job, optimization_reason(job)))
+    return steps
+
+
+def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, task: str, seed: int | None):
+    cell = Cell(model.name, method.name, task, seed)
+    source = config.few_shot.get(task, task)
+    checkpoint_dir = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts) if method.kind == EDIT else None
+    calibration = None
+    if method.kind == CALIBRATE:
+        calibration = out.joinpath(CHECKPOINTS, *cell.parts)
+    elif method.calibrate:
+        calibration = calibration_folder(config, out, model, method.calibrate, task, seed)
+    demonstrations = None
+    if method.kind == ICL:
+        shared = config.method_settings(method, seed)
+        demonstrations = Demonstrations(method.settings["shots"], shared.get("n_train", OptimizeSettings.n_train),
+                                        shared.get("n_val", OptimizeSettings.n_val), shared.get("seed", OptimizeSettings.seed))
+    adapter = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts) if method.kind == LORA else None
+    return Evaluation(*vars(cell).values(), checkpoint_dir, out.joinpath(RUNS, *cell.parts), calibration, demonstrations, adapter)
+
+
 def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelPlan:
     """Every cell of `model`, each with why it runs or None; refuses settings the optimizer would refuse."""
-    layers = num_layers(model)
-    optimizations = []
-    for method in config.methods:
-        if method.is_base:
-            continue
-        values = config.method_settings(method)
-        for task in config.zero_shot:
-            try:
-                settings, budget, select_k = optimizer_settings(values, model, task, layers, config.eval)
-            except ValueError as error:
-                raise PlanError(f"models.{model.name} with methods.{method.name}: {error}") from None
-            job = Optimization(model.name, method.name, task, settings, budget, select_k,
-                               out / CHECKPOINTS / model.name / method.name / task)
-            optimizations.append(Step(job, optimization_reason(job)))
-    reoptimized = {(step.job.method, step.job.task) for step in optimizations if step.reason is not None}
+    prepared = _fits_and_optimizations(config, model, out, num_layers(model))
+    redone = {(step.job.method, step.job.task, step.job.seed) for step in prepared if step.reason is not None}
     evaluations = []
     for method in config.methods:
-        for task in config.tasks:
-            source = config.few_shot.get(task, task)
-            directory = None if method.is_base else out / CHECKPOINTS / model.name / method.name / source
-            job = Evaluation(model.name, method.name, task, directory, out / RUNS / model.name / method.name / task)
-            reason = "its checkpoint is optimized in this run" if (method.name, source) in reoptimized else evaluation_reason(job, config.eval)
-            evaluations.append(Step(job, reason))
-    return ModelPlan(model, optimizations, evaluations)
+        for seed in seeds_of(config, method):
+            for task in config.tasks if method.kind != ICL else config.zero_shot:  # a few-shot task already has its shots
+                job = _evaluation(config, model, out, method, task, seed)
+                source = config.few_shot.get(task, task)
+                calibrated_by = method.name if method.kind == CALIBRATE else method.calibrate
+                if (method.name, source, seed) in redone:
+                    reason = "its checkpoint is optimized in this run"
+                elif calibrated_by and (calibrated_by, task, seed if config.method(calibrated_by).seeded else None) in redone:
+                    reason = "its calibration is fitted in this run"
+                else:
+                    reason = evaluation_reason(job, config.eval)
+                evaluations.append(Step(job, reason))
+    return ModelPlan(model, prepared, evaluations)

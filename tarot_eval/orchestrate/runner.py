@@ -9,7 +9,7 @@ from pathlib import Path
 from tarot_eval import run_lock
 from tarot_eval.orchestrate import board, execute
 from tarot_eval.orchestrate.config import LeaderboardConfig
-from tarot_eval.orchestrate.plan import ModelPlan, Optimization, PlanError, plan_model
+from tarot_eval.orchestrate.plan import CalibrationFit, ModelPlan, Optimization, PlanError, kind_of, plan_model
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,14 @@ class Summary:
     optimizations_skipped: int
     evaluations_run: int
     evaluations_skipped: int
+    calibrations_run: int = 0
+    calibrations_skipped: int = 0
 
     def __str__(self) -> str:
+        calibrations = (f"calibrations: {self.calibrations_run} run, {self.calibrations_skipped} skipped; "
+                        if self.calibrations_run + self.calibrations_skipped else "")
         return (
-            f"optimizations: {self.optimizations_run} run, {self.optimizations_skipped} skipped; "
+            f"optimizations: {self.optimizations_run} run, {self.optimizations_skipped} skipped; {calibrations}"
             f"evaluations: {self.evaluations_run} run, {self.evaluations_skipped} skipped"
         )
 
@@ -49,19 +53,23 @@ def check_tasks(config: LeaderboardConfig, manager) -> None:
 def describe(plan: ModelPlan) -> list[str]:
     lines = []
     for step in [*plan.optimizations, *plan.evaluations]:
-        kind = "optimize" if isinstance(step.job, Optimization) else "evaluate"
+        kind = kind_of(step.job)
         lines.append(f"skip {kind} {step.job.cell}" if step.reason is None else f"run  {kind} {step.job.cell}: {step.reason}")
     return lines
 
 
 def summarize(plans: list[ModelPlan]) -> Summary:
-    optimizations = [step for plan in plans for step in plan.optimizations]
+    prepared = [step for plan in plans for step in plan.optimizations]
+    optimizations = [step for step in prepared if isinstance(step.job, Optimization)]
+    calibrations = [step for step in prepared if isinstance(step.job, CalibrationFit)]
     evaluations = [step for plan in plans for step in plan.evaluations]
     return Summary(
         optimizations_run=sum(step.reason is not None for step in optimizations),
         optimizations_skipped=sum(step.reason is None for step in optimizations),
         evaluations_run=sum(step.reason is not None for step in evaluations),
         evaluations_skipped=sum(step.reason is None for step in evaluations),
+        calibrations_run=sum(step.reason is not None for step in calibrations),
+        calibrations_skipped=sum(step.reason is None for step in calibrations),
     )
 
 

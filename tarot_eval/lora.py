@@ -1,0 +1,208 @@
+"""`tarot-eval lora`: the direct fine-tuning baseline, a PEFT LoRA adapter trained on the same documents as an edit.
+
+The same training and validation documents as `tarot-eval optimize --seed` (`choose_docs`), the
+same objective (the mean negative log of the per-document objective term: cross-entropy over
+the choices for `choice-prob`), the same budget accounting and selection as `--optimizer grad`:
+one step = one forward and backward pass over the training documents; `select_k` steps spread
+along the trajectory are compared on validation, the best ships only if it beats the base model
+there (else the untrained adapter, B = 0: the base model's behaviour). The adapter is peft's own
+(`LoraConfig`, `get_peft_model`, `save_pretrained`), so lm-eval scores it with its own model_arg:
+
+    tarot-eval lora --task tarot_agnews --out lora/agnews
+    lm_eval --model hf --model_args pretrained=...,peft=lora/agnews --tasks tarot_agnews
+
+A run is done when `result.json` is there; an interrupted one trains again from step 0 (its
+steps are seconds to minutes; nothing else is in the folder until the adapter is saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from tarot_eval import checkpoint, run_lock, selection, settings as settings_fields
+from tarot_eval import objective as objectives
+from tarot_eval.settings import ModelSettings, setting
+
+RESULT_NAME = "result.json"
+ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes
+
+
+class LoraError(ValueError):
+    """A LoRA run that cannot start (settings, or an output folder holding another run)."""
+
+
+@dataclass(frozen=True)
+class LoraSettings(ModelSettings):
+    """Every setting of `tarot-eval lora`, with its default."""
+
+    task: str | None = setting(None, "an lm-eval multiple_choice task name")
+    include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
+    out: str | None = setting(None, "output folder: the adapter (peft save_pretrained) + result.json")
+    rank: int = setting(8, "LoRA rank r")
+    alpha: float = setting(16.0, "LoRA alpha (scale alpha / r)")
+    target_modules: str | None = setting(None, "comma-separated module names (default: peft's for the model family)")
+    lr: float = setting(0.002, "Adam learning rate of the adapter")
+    budget: int = setting(8, "training steps (each one forward + backward over the training documents, as grad's)")
+    select_k: int = setting(5, "steps spread along the trajectory compared on validation")
+    objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=objectives.OBJECTIVES)
+    n_train: int = setting(20, "training documents")
+    n_val: int = setting(20, "held-out validation documents for selection")
+    seed: int = setting(0, "seed of the documents drawn and of the adapter's initialisation")
+    apply_chat_template: bool = setting(False, "as lm_eval --apply_chat_template")
+    fewshot_as_multiturn: bool = setting(False, "as lm_eval --fewshot_as_multiturn")
+    system_instruction: str | None = setting(None, "as lm_eval --system_instruction")
+    batch_size: int = setting(16, "sequences per forward pass")
+
+    def __post_init__(self):
+        if self.budget < 1 or self.rank < 1 or self.n_val < 1:
+            raise settings_fields.SettingsError(f"--budget, --rank and --n-val must be at least 1, got {self.budget}, "
+                                                f"{self.rank} and {self.n_val}")
+
+    def record(self) -> dict:
+        """What determines the adapter (the model is recorded beside it)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("model", "dtype", "device", "out", "include_path", "batch_size")}
+
+    def prompt(self) -> objectives.PromptOptions:
+        return objectives.PromptOptions(None, self.apply_chat_template, self.fewshot_as_multiturn, self.system_instruction)
+
+
+def lora_config(options: LoraSettings):
+    from peft import LoraConfig
+
+    targets = [name.strip() for name in options.target_modules.split(",")] if options.target_modules else None
+    return LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=0.0, target_modules=targets,
+                      task_type="CAUSAL_LM")
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _load_state(model, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in state:
+                p.copy_(state[name])
+
+
+def _value(scorer, examples, objective: str) -> dict:
+    with torch.no_grad():
+        scores = scorer.score()
+    return {"value": scores.value(examples, objective), "accuracy": scores.accuracy(examples)}
+
+
+def train(model, lm, task, options: LoraSettings, out: str | Path) -> dict:
+    """Train, select and save the adapter of `model` into `out`; returns the result record.
+    `model` is wrapped for the run and unwrapped after (its own weights are never changed)."""
+    from peft import get_peft_model
+
+    docs = objectives.choose_docs(task, options.n_train, options.n_val, options.seed)
+    train_examples = objectives.build_examples(task, lm, docs.train, options.prompt())
+    val_examples = objectives.build_examples(task, lm, docs.validation, options.prompt())
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    torch.manual_seed(options.seed)
+    trainable, was_training = {name: p.requires_grad for name, p in model.named_parameters()}, model.training
+    wrapped = get_peft_model(model, lora_config(options))  # injects the LoRA layers into `model`'s own modules
+    try:
+        train_scorer = objectives.ChoiceScorer(model, train_examples, options.batch_size, pad)
+        val_scorer = objectives.ChoiceScorer(model, val_examples, options.batch_size, pad)
+        initial = _trainable_state(wrapped)  # B = 0: the adapter is the identity
+        base = {"train": _value(train_scorer, train_examples, options.objective),
+                "validation": _value(val_scorer, val_examples, options.objective)}
+        optimizer = torch.optim.Adam([p for p in wrapped.parameters() if p.requires_grad], lr=options.lr)
+        trace, states, started = [], [], time.perf_counter()
+        for _ in range(options.budget):
+            start = time.perf_counter()
+            states.append(_trainable_state(wrapped))  # the point this step evaluates
+            optimizer.zero_grad()
+            scores = train_scorer.score()
+            logterm = scores.per_example_logterm(train_examples, options.objective)
+            loss = -logterm.mean()
+            loss.backward()
+            optimizer.step()
+            trace.append({"phase": "lora", "train": logterm.detach().exp().mean().item(),
+                          "train_acc": scores.accuracy(train_examples), "loss": loss.item(),
+                          "wall_s": round(time.perf_counter() - start, 4)})
+        train_scores = [entry["train"] for entry in trace]
+        pool = selection.candidates(train_scores, options.select_k, along_trajectory=True)
+        val = {}
+        for i in pool:
+            _load_state(wrapped, states[i])
+            val[i] = _value(val_scorer, val_examples, options.objective)
+        chosen = selection.choose(pool, {i: val[i]["value"] for i in pool}, train_scores)
+        improved, shipped = selection.decide(val[chosen]["value"], base["validation"]["value"], False)
+        _load_state(wrapped, states[chosen] if shipped == "chosen" else initial)
+        wrapped.save_pretrained(str(out))
+    finally:
+        wrapped.unload()  # the LoRA layers out again: `model` is the base model as it came
+        for name, p in model.named_parameters():
+            p.requires_grad_(trainable[name])
+        model.train(was_training)
+    result = {"settings": options.record(), "train_docs": [i for i, _ in docs.train],
+              "validation_docs": [i for i, _ in docs.validation], "base_model": checkpoint.model_identity(model),
+              "chosen_step": chosen, "candidates": pool, "improved": improved, "shipped": shipped,
+              "scores": {"base": base, "chosen": {"train": {"value": trace[chosen]["train"], "accuracy": trace[chosen]["train_acc"]},
+                                                  "validation": val[chosen]}},
+              "trace": trace, "train_seconds": round(time.perf_counter() - started, 2)}
+    (Path(out) / RESULT_NAME).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def done(out: str | Path, options: LoraSettings) -> bool:
+    """Whether `out` holds this run's adapter; one from other settings is refused, never overwritten."""
+    path = Path(out) / RESULT_NAME
+    if not path.is_file():
+        return False
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8")).get("settings")
+    except json.JSONDecodeError as error:
+        raise LoraError(f"{path}: corrupt JSON ({error}); move the folder away to train again") from None
+    if recorded != json.loads(json.dumps(options.record())):
+        raise LoraError(f"{path}: trained with other settings; delete that folder to train again, or use another --out")
+    return True
+
+
+def train_once(model, lm, task, options: LoraSettings, out: str | Path) -> dict | None:
+    """`train` unless `out` already holds this run (None then); holds `out`'s lock throughout."""
+    with run_lock.hold(out):
+        return None if done(out, options) else train(model, lm, task, options, out)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    settings_fields.add_arguments(parser, LoraSettings)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lm_eval.models.huggingface import HFLM
+
+    from tarot_eval.cli import UsageError
+    from tarot_eval.default_model import load_model_and_tokenizer
+    from tarot_eval.optimize.command import load_task
+
+    try:
+        options = LoraSettings(**settings_fields.given(args, LoraSettings))
+    except settings_fields.SettingsError as error:
+        raise UsageError(str(error)) from error
+    missing = [flag for flag, value in (("--task", options.task), ("--out", options.out)) if not value]
+    if missing:
+        raise UsageError(f"missing {' and '.join(missing)}")
+    task = load_task(options.task, options.include_path)
+    model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=options.batch_size)
+    result = train_once(model, lm, task, options, options.out)
+    if result is None:
+        print(f"already there: {options.out}")
+        return 0
+    for who in ("base", "chosen"):
+        for split, score in result["scores"][who].items():
+            print(f"  {who:6s} {split:10s} objective {score['value']:.4f}  acc {score['accuracy']:.3f}")
+    if not result["improved"]:
+        print(selection.not_improved_banner("validation documents", result["shipped"]))
+    print(f"adapter: {options.out} (lm_eval --model hf --model_args pretrained=...,peft={options.out})")
+    return 0
