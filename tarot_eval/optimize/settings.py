@@ -141,7 +141,9 @@ class Settings:
             raise ValueError(f"rescale factors live in [0, 1]; bounds {self.bounds} leave it")
 
     def record_config(self) -> dict:
+        """What the run record holds and compares; a calibration by its content hash (added by the run), not its path."""
         config = asdict(self)
+        config.pop("calibration")
         for name in ("bo", "grad"):
             if self.optimizer != name:
                 config.pop(name)

@@ -171,6 +171,8 @@ def optimization_reason(job: Optimization) -> str | None:
     except json.JSONDecodeError as error:
         raise PlanError(f"{directory / RUN_CONFIG_NAME}: not JSON ({error}); the run record is damaged") from None
     wanted = json.loads(json.dumps(job.settings.record_config()))
+    if job.settings.calibration and calibrations.path_of(job.settings.calibration).is_file():
+        wanted["calibration_hash"] = calibrations.calibration_hash(job.settings.calibration)
     # a setting added since that run was recorded counts as its default there
     defaults = json.loads(json.dumps(Settings(task=job.settings.task).record_config()))
     differences = [f"{key}: {recorded.get(key, defaults.get(key))!r} there, {value!r} now" for key, value in wanted.items()

@@ -9,7 +9,7 @@ from pathlib import Path
 from tarot_eval import run_lock
 from tarot_eval.orchestrate import board, execute
 from tarot_eval.orchestrate.config import LeaderboardConfig
-from tarot_eval.orchestrate.plan import CalibrationFit, ModelPlan, Optimization, PlanError, kind_of, plan_model
+from tarot_eval.orchestrate.plan import CalibrationFit, LoraTraining, ModelPlan, Optimization, PlanError, kind_of, plan_model
 
 
 @dataclass(frozen=True)
@@ -20,12 +20,15 @@ class Summary:
     evaluations_skipped: int
     calibrations_run: int = 0
     calibrations_skipped: int = 0
+    lora_run: int = 0
+    lora_skipped: int = 0
 
     def __str__(self) -> str:
-        calibrations = (f"calibrations: {self.calibrations_run} run, {self.calibrations_skipped} skipped; "
-                        if self.calibrations_run + self.calibrations_skipped else "")
+        extra = "".join(f"{name}: {run} run, {skipped} skipped; " for name, run, skipped in (
+            ("calibrations", self.calibrations_run, self.calibrations_skipped),
+            ("lora trainings", self.lora_run, self.lora_skipped)) if run + skipped)
         return (
-            f"optimizations: {self.optimizations_run} run, {self.optimizations_skipped} skipped; {calibrations}"
+            f"optimizations: {self.optimizations_run} run, {self.optimizations_skipped} skipped; {extra}"
             f"evaluations: {self.evaluations_run} run, {self.evaluations_skipped} skipped"
         )
 
@@ -62,6 +65,7 @@ def summarize(plans: list[ModelPlan]) -> Summary:
     prepared = [step for plan in plans for step in plan.optimizations]
     optimizations = [step for step in prepared if isinstance(step.job, Optimization)]
     calibrations = [step for step in prepared if isinstance(step.job, CalibrationFit)]
+    trainings = [step for step in prepared if isinstance(step.job, LoraTraining)]
     evaluations = [step for plan in plans for step in plan.evaluations]
     return Summary(
         optimizations_run=sum(step.reason is not None for step in optimizations),
@@ -70,6 +74,8 @@ def summarize(plans: list[ModelPlan]) -> Summary:
         evaluations_skipped=sum(step.reason is None for step in evaluations),
         calibrations_run=sum(step.reason is not None for step in calibrations),
         calibrations_skipped=sum(step.reason is None for step in calibrations),
+        lora_run=sum(step.reason is not None for step in trainings),
+        lora_skipped=sum(step.reason is None for step in trainings),
     )
 
 

@@ -1,0 +1,130 @@
+"""The leaderboard's baselines and seeds on a tiny Llama: calibrate, icl, lora, rotation on calibrated scores."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_objective import tiny_model, tiny_tokenizer, write_task
+from test_orchestrate import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, write_config
+
+from tarot_eval import calibration as calibrations, checkpoint, objective
+from tarot_eval.orchestrate.config import ConfigError, load
+from tarot_eval.orchestrate.runner import task_manager
+
+SEEDS = [0, 1]
+
+
+def grid_config(model_dir, tasks_dir) -> dict:
+    return {
+        "include_path": str(tasks_dir),
+        "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1"}},
+        "tasks": {"zero_shot": [TASK], "few_shot": [FEWSHOT]},
+        "seeds": SEEDS,
+        "optimizer": {"n_train": 4, "n_val": 4, "budget": 2, "ship_unimproved": True},
+        "methods": {
+            "base": None,
+            "cal-cf": {"method": "calibrate", "variant": "contextual"},
+            "cal-batch": {"method": "calibrate", "variant": "batch"},
+            "icl-2": {"method": "icl", "shots": 2},
+            "lora": {"method": "lora", "budget": 2, "lr": 0.05, "rank": 2},
+            "rotation+cal": {"method": "rotation", "optimizer": "random", "calibrate": "cal-batch"},
+        },
+        "eval": {"batch_size": 8, "limit": 6},
+    }
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("baselines")
+    tokenizer = tiny_tokenizer()
+    model_dir = root / "tiny-llama"
+    tiny_model(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tasks_dir = root / "tasks"
+    tasks_dir.mkdir()
+    write_task(tasks_dir, TASK, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    (tasks_dir / f"{FEWSHOT}.yaml").write_text(f"include: {TASK}.yaml\ntask: {FEWSHOT}\nnum_fewshot: 2\nfewshot_split: train\n")
+    config_path = write_config(root / "leaderboard.yaml", grid_config(model_dir, tasks_dir))
+    out = root / "out"
+    return {"root": root, "config_path": config_path, "out": out, "printed": leaderboard(config_path, out)}
+
+
+def test_each_method_runs_per_seed_where_it_reads_the_seeds_documents(grid):
+    runs = grid["out"] / "runs" / "tiny"
+    assert sorted(p.name for p in (runs / "base").iterdir()) == [TASK, FEWSHOT]  # base and contextual: no seed
+    assert sorted(p.name for p in (runs / "cal-cf").iterdir()) == [TASK, FEWSHOT]
+    for method in ("cal-batch", "lora", "rotation+cal"):
+        assert sorted(p.name for p in (runs / method).iterdir()) == ["seed-0", "seed-1"]
+        assert sorted(p.name for p in (runs / method / "seed-0").iterdir()) == [TASK, FEWSHOT]
+    assert sorted(p.name for p in (runs / "icl-2" / "seed-1").iterdir()) == [TASK]  # a few-shot task has its shots
+    assert "calibrations: 6 run, 0 skipped; lora trainings: 2 run, 0 skipped" in grid["printed"]
+
+
+def test_calibrated_cells_apply_their_seeds_file_and_the_search_reads_it(grid):
+    out = grid["out"]
+    for seed in SEEDS:
+        cal_dir = out / "checkpoints" / "tiny" / "cal-batch" / f"seed-{seed}" / TASK
+        fitted = calibrations.load(cal_dir)
+        assert fitted.provenance["seed"] == seed
+        run = results(out / "runs" / "tiny" / "cal-batch" / f"seed-{seed}" / TASK)["config"]
+        assert run["tarot_calibration_hash"] == calibrations.calibration_hash(cal_dir)
+        assert run["model_args"]["calibration"] == str(cal_dir)
+        rotated = out / "checkpoints" / "tiny" / "rotation+cal" / f"seed-{seed}" / TASK
+        record = json.loads((rotated / "run.json").read_text())  # by content: the out folder may move
+        assert record["calibration_hash"] == calibrations.calibration_hash(cal_dir) and record["seed"] == seed
+        assert checkpoint.read_config(rotated)["provenance"]["calibration"] == str(cal_dir)
+        evaluated = results(out / "runs" / "tiny" / "rotation+cal" / f"seed-{seed}" / TASK)["config"]
+        assert evaluated["tarot_calibration_hash"] == calibrations.calibration_hash(cal_dir)
+        assert evaluated["tarot_rotations"] == str(rotated)
+    # the few-shot task gets its own calibration (its prompt has the demonstrations)
+    assert calibrations.load(out / "checkpoints" / "tiny" / "cal-cf" / FEWSHOT).task == FEWSHOT
+
+
+def test_icl_shows_each_document_the_first_training_documents_of_its_seed(grid):
+    manager = task_manager(load(grid["config_path"]))
+    task = manager.load(TASK)["tasks"][TASK]
+    for seed in SEEDS:
+        folder = grid["out"] / "runs" / "tiny" / "icl-2" / f"seed-{seed}" / TASK
+        chosen = objective.choose_docs(task, 4, 4, seed).train[:2]
+        assert json.loads((folder / "tarot_demonstrations.json").read_text())["train_docs"] == [i for i, _ in chosen]
+        (samples,) = folder.rglob(f"samples_{TASK}_*.jsonl")
+        for line in samples.read_text().splitlines():
+            context = json.loads(line)["arguments"]["gen_args_0"]["arg_0"]
+            assert all(f"Question: {doc['question']}" in context for _, doc in chosen)
+        assert results(folder)["n-shot"][TASK] == 2
+
+
+def test_lora_cells_are_scored_through_peft(grid):
+    for seed in SEEDS:
+        adapter = grid["out"] / "checkpoints" / "tiny" / "lora" / f"seed-{seed}" / TASK
+        assert (adapter / "adapter_config.json").is_file()
+        assert json.loads((adapter / "result.json").read_text())["settings"]["seed"] == seed
+        config = results(grid["out"] / "runs" / "tiny" / "lora" / f"seed-{seed}" / TASK)["config"]
+        assert config["model_args"]["peft"] == str(adapter)
+
+
+def test_a_second_run_of_the_grid_does_no_work(grid, tmp_path):
+    out = copy_of(grid, tmp_path)
+    before = mtimes(out)
+    printed = leaderboard(grid["config_path"], out)
+    assert ("optimizations: 0 run, 2 skipped; calibrations: 0 run, 6 skipped; lora trainings: 0 run, 2 skipped; "
+            "evaluations: 0 run, 18 skipped") in printed
+    assert not [line for line in printed.splitlines() if line.startswith("run ")]
+    assert mtimes(out) == before
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seeds": [0, 0]}, "seeds: a seed is listed twice"),
+    ({"seeds": "0-2"}, "seeds: expected a non-empty list"),
+    ({"optimizer": {"seed": 3}}, "optimizer.seed: set by seeds:"),
+    ({"methods": {"rotation+cal": {"method": "rotation", "calibrate": "cal-x"}}}, "is not a calibrate method listed before it"),
+    ({"methods": {"cal": {"method": "calibrate", "variant": "platt"}}}, "methods.cal.variant: 'platt' is not one of"),
+    ({"methods": {"icl": {"method": "icl", "shots": 0}}}, "methods.icl.shots: expected a number of demonstrations"),
+    ({"methods": {"lora": {"method": "lora", "rank": "8"}}}, "methods.lora.rank: expected int"),
+])
+def test_bad_baseline_settings_are_named(grid, tmp_path, change, message):
+    raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")
+    raw.update(change)
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
+        load(write_config(tmp_path / "bad.yaml", raw))
