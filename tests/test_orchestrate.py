@@ -285,14 +285,17 @@ def test_shipped_configs_give_the_papers_settings(name):
     config = load(Path(__file__).resolve().parents[1] / "configs" / name)
     assert config.zero_shot == ["tarot_agnews", "tarot_navigate", "tarot_color", "tarot_winowhy", "tarot_entailed_polarity"]
     check_tasks(config, task_manager(config))
-    if name == "leaderboard_smollm2.yaml":  # CPU: zero-shot, and every optimizer of the optimizer issue
-        assert config.few_shot == {}
-        assert [method.name for method in config.methods] == ["base", "rotation", "rescale", "rotation-random"]
+    if name == "leaderboard_smollm2.yaml":  # CPU: zero-shot, seeds, the baselines that explain a gain, every optimizer
+        assert config.few_shot == {} and config.seeds == [0, 1, 2]
+        assert [method.name for method in config.methods] == [
+            "base", "calibrate-cf", "calibrate-batch", "icl-6", "rotation", "rotation+calibrate", "lora", "rescale",
+            "rotation-random", "rotation-grad"]
+        assert config.method("rotation+calibrate").calibrate == "calibrate-batch"
     else:
         assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
         assert [method.name for method in config.methods] == ["base", "rotation", "rescale"]
     (model,) = config.models
-    for method in config.methods[1:]:
+    for method in [method for method in config.methods if method.kind == "edit"]:
         settings, budget, _ = optimizer_settings(config.method_settings(method), model, "tarot_navigate", num_layers, config.eval)
         assert method.name.startswith(settings.method) and settings.layers == layers and settings.n_train == n_train
         assert settings.bounds == (pytest.approx((-limit, limit)) if settings.method == "rotation" else (0.0, 1.0))

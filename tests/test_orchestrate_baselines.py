@@ -104,6 +104,14 @@ def test_lora_cells_are_scored_through_peft(grid):
         assert config["model_args"]["peft"] == str(adapter)
 
 
+def test_the_board_compares_every_baseline_with_base_on_the_same_task(grid):
+    rows = {line.split("|")[2].strip(): line for line in (grid["out"] / "leaderboard.md").read_text().splitlines()
+            if line.startswith("| tiny ")}
+    assert rows["icl-2"].split("|")[3].strip() == "2-shot"  # its own shots, compared with the 0-shot base of its task
+    for method in ("cal-cf", "cal-batch", "icl-2", "lora", "rotation+cal"):
+        assert "Δ" in rows[method] and "sig +" in rows[method], method
+
+
 def test_a_second_run_of_the_grid_does_no_work(grid, tmp_path):
     out = copy_of(grid, tmp_path)
     before = mtimes(out)

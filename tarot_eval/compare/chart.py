@@ -1,4 +1,9 @@
-"""Grouped bar chart of a leaderboard (matplotlib's Agg canvas, no pyplot state): PNG bytes."""
+"""Grouped bar chart of a leaderboard (matplotlib's Agg canvas, no pyplot state): PNG bytes.
+
+One group per task plus the average; per model x method x shots a bar at the mean over seeds, a
+point per seed, error bars of the sd over seeds (lm-eval's stderr for a single seed); per task a
+dashed line at chance and a dotted one at the majority-class rate.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,11 @@ import math
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tarot_eval.compare.leaderboard import Leaderboard, Row
+from tarot_eval.compare.leaderboard import Leaderboard
+from tarot_eval.compare.seeds import SeedCell, SeedRow, Spread, summarize
 
 
-def series_label(row: Row, board: Leaderboard) -> str:
+def series_label(row: SeedRow, board: Leaderboard) -> str:
     """Row name for the legend, leaving out what every row shares."""
     parts = [row.model] if len({r.model for r in board.rows}) > 1 else []
     parts.append(row.method)
@@ -20,29 +26,73 @@ def series_label(row: Row, board: Leaderboard) -> str:
     return " · ".join(parts)
 
 
-def bar_chart(board: Leaderboard) -> bytes:
-    """Grouped bars (one group per task, plus the average), stderr error bars, * on significant cells."""
+def error_of(spread: Spread | None, cell: SeedCell | None) -> float:
+    """The sd over seeds, else the single run's stderr, else nothing (nan)."""
+    if spread is None:
+        return math.nan
+    if spread.sd is not None:
+        return spread.sd
+    stderr = cell.cells[0].stderr if cell is not None else None
+    return math.nan if stderr is None else stderr
+
+
+def mark_of(cell: SeedCell | None) -> str:
+    """`*` for one significant seed, `k/n` for k of n seeds significant (either direction)."""
+    if cell is None or not (significant := cell.better + cell.worse):
+        return ""
+    return "*" if len(cell.p_values) == 1 else f"{significant}/{len(cell.p_values)}"
+
+
+def draw_levels(axes, board: Leaderboard, scale: float) -> None:
+    """Chance and majority-class rate of each task, across its group of bars."""
+    labelled = set()
+    for group, task in enumerate(board.tasks):
+        answers = board.task_answers(task)
+        if answers is None:
+            continue
+        for name, level, style in (("chance", answers.chance, "--"), ("majority class", answers.majority_rate, ":")):
+            if level is not None:
+                axes.hlines(level * scale, group - 0.45, group + 0.45, colors="dimgray", linestyles=style,
+                            label=None if name in labelled else name)
+                labelled.add(name)
+
+
+def draw(axes, board: Leaderboard) -> None:
+    """Bars at the mean over seeds, a point per seed, error bars, significance marks, chance and majority lines."""
     scale = board.scale
+    rows = summarize(board)
     groups = [*board.tasks, "average"]
-    width = 0.8 / len(board.rows)
-    figure = Figure(figsize=(max(6.0, 1.5 + len(groups) * (0.6 + 0.35 * len(board.rows))), 4.5))
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    for index, row in enumerate(board.rows):
+    width = 0.8 / len(rows)
+    for index, row in enumerate(rows):
         cells = [row.cells.get(task) for task in board.tasks]
-        heights = [math.nan if c is None else c.value * scale for c in cells] + [row.average * scale]
-        errors = [math.nan if c is None or c.stderr is None else c.stderr * scale for c in cells] + [math.nan]
-        positions = [group + (index - (len(board.rows) - 1) / 2) * width for group in range(len(groups))]
-        bars = axes.bar(positions, heights, width, yerr=errors, capsize=2, label=series_label(row, board))
+        spreads = [None if cell is None else cell.value for cell in cells] + [row.average]
+        heights = [math.nan if spread is None else spread.mean * scale for spread in spreads]
+        errors = [error_of(spread, cell) * scale for spread, cell in zip(spreads, [*cells, None])]
+        positions = [group + (index - (len(rows) - 1) / 2) * width for group in range(len(groups))]
+        bars = axes.bar(positions, heights, width, yerr=errors, capsize=2, alpha=0.8, label=series_label(row, board))
+        for position, spread in zip(positions, spreads):
+            if spread is not None and len(spread.values) > 1:
+                axes.plot([position] * len(spread.values), [value * scale for value in spread.values],
+                          "o", color="black", markersize=3, zorder=3)
         for bar, cell, error in zip(bars, cells, errors):
-            if cell is not None and cell.test is not None and cell.test.p_value < board.alpha:
+            if mark := mark_of(cell):
                 top = bar.get_height() + (0.0 if math.isnan(error) else error)
-                axes.annotate("*", (bar.get_x() + bar.get_width() / 2, top), ha="center", va="bottom")
+                axes.annotate(mark, (bar.get_x() + bar.get_width() / 2, top), ha="center", va="bottom", fontsize="small")
+    draw_levels(axes, board, scale)
     crowded = len(groups) > 4
     axes.set_xticks(range(len(groups)), groups, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     axes.set_ylabel(f"{board.metric} (%)" if board.in_percent else board.metric)
-    axes.set_title(f"{board.metric} by task (* p < {board.alpha:g} vs {board.base_method}, paired test)")
+    spread = "mean over seeds (points), error bars sd; k/n: seeds with" if board.seeded else "*"
+    axes.set_title(f"{board.metric} by task ({spread} p < {board.alpha:g} vs {board.base_method}, paired test)")
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def bar_chart(board: Leaderboard) -> bytes:
+    """The chart of `draw` as PNG bytes, as wide as its groups of bars need."""
+    bars = (len(board.tasks) + 1) * len({(row.model, row.method, row.shots) for row in board.rows})
+    figure = Figure(figsize=(max(6.0, 1.5 + 0.6 * (len(board.tasks) + 1) + 0.35 * bars), 4.5))
+    FigureCanvasAgg(figure)
+    draw(figure.add_subplot(), board)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)

@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="model name for the run(s) at or under PATH; repeatable")
     add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
     add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
+    add("--reference", default=None, metavar="METHOD",
+        help=f"method tested, seed by seed, against every other method (default: {leaderboard.DEFAULT_REFERENCE}, when a run has it)")
+    add("--by-seed", action="store_true", help="one row per seed instead of mean ± sd over the seeds (seed-<k> folders)")
     add("--no-significance", action="store_true", help="skip the paired significance test (no samples files needed; the runs must still cover the same documents)")
 
 
@@ -35,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
         method_labels=labels.parse_labels(args.label, root, "--label"),
         model_labels=labels.parse_labels(args.model_label, root, "--model-label"),
     )
-    board = leaderboard.build(found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha)
-    paths = render.write_all(board, args.out or root / "leaderboard")
-    print(render.markdown(board))
+    board = leaderboard.build(
+        found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha, reference=args.reference
+    )
+    paths = render.write_all(board, args.out or root / "leaderboard", by_seed=args.by_seed)
+    print(render.markdown(board, by_seed=args.by_seed))
     print("wrote " + ", ".join(str(path) for path in paths.values()), file=sys.stderr)
     return 0

@@ -1,4 +1,4 @@
-"""Which model and which method a run is: user labels first, then lm-eval's record, then the folder.
+"""Which model, method and seed a run is: user labels first, then lm-eval's record, then the folder.
 
 lm-eval records `config.model` ("hf", "tarot-hf"), `config.model_args`, and merges the
 model's `get_model_info()` into `config`; for `tarot-hf` that adds `tarot_rotations`,
@@ -7,6 +7,7 @@ model's `get_model_info()` into `config`; for `tarot-hf` that adds `tarot_rotati
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from lm_eval.utils import simple_parse_args_string
@@ -15,6 +16,7 @@ from tarot_eval.compare.errors import CompareError
 
 # model_args keys naming the weights, most specific first (an adapter is its own model)
 MODEL_ARG_KEYS = ("gguf_file", "peft", "delta", "pretrained")
+SEED_FOLDER = re.compile(r"seed-(\d+)")  # `tarot-eval leaderboard` writes runs/<model>/<method>/seed-<k>/<task>/...
 
 
 def parse_labels(items: list[str] | None, root: Path, option: str) -> dict[Path, str]:
@@ -83,10 +85,19 @@ def method_from_config(config: dict) -> str | None:
     return None
 
 
+def seed_from_path(source: Path, root: Path) -> int | None:
+    """The k of the first `seed-<k>` folder between `root` and the results file `source`; None without one."""
+    for part in source.relative_to(root).parts[:-1]:
+        if match := SEED_FOLDER.fullmatch(part):
+            return int(match.group(1))
+    return None
+
+
 def run_folder_label(source: Path, root: Path, results: dict) -> str:
-    """The --output_path folder of a run, relative to `root` (lm-eval adds a model folder below it)."""
+    """The --output_path folder of a run, relative to `root` (lm-eval adds a model folder below it),
+    without its `seed-<k>` folders: the seeds of a method are one method."""
     folder = source.parent
     if folder.name == results.get("model_name_sanitized") and folder != root:
         folder = folder.parent
-    relative = folder.relative_to(root).as_posix()
-    return folder.name if relative == "." else relative
+    parts = [part for part in folder.relative_to(root).parts if not SEED_FOLDER.fullmatch(part)]
+    return "/".join(parts) or folder.name

@@ -1,4 +1,4 @@
-"""Leaderboard -> Markdown table, long-format CSV, and a self-contained HTML page with the chart."""
+"""Leaderboard -> Markdown tables, long-format CSVs (per run; over seeds), and a self-contained HTML page with the chart."""
 
 from __future__ import annotations
 
@@ -11,85 +11,33 @@ from pytablewriter import MarkdownTableWriter
 from typepy import String
 
 from tarot_eval.compare.chart import bar_chart
+from tarot_eval.compare.diagnostics import Answers
 from tarot_eval.compare.leaderboard import Cell, Leaderboard
+from tarot_eval.compare.seeds import SeedCell, summarize, versus_reference
+from tarot_eval.compare.tables import Table, scores_table, versus_table
 
 CSV_COLUMNS = (
-    "model", "method", "shots", "task", "metric", "value", "stderr", "delta", "relative_pct",
-    "n_docs", "test", "base_better", "other_better", "p_value", "significant", "results_file",
+    "model", "method", "shots", "seed", "task", "metric", "value", "stderr", "delta", "relative_pct",
+    "n_docs", "test", "base_better", "other_better", "p_value", "significant",
+    "top_answer", "top_share", "entropy_bits", "collapsed", "chance", "majority_answer", "majority_rate", "results_file",
+)
+SEED_CSV_COLUMNS = (
+    "model", "method", "versus", "shots", "task", "metric", "n_seeds", "seeds", "mean", "sd", "delta_mean", "delta_sd",
+    "better", "worse", "p_values", "top_share_mean", "collapsed_seeds",
 )
 
 
-TEST_NAMES = {"mcnemar": "exact McNemar test (right/wrong per document)",
-              "paired-t": "paired t-test on per-document values"}
-
-
-def format_p(p_value: float) -> str:
-    return "p<0.001" if p_value < 0.001 else f"p={p_value:.3f}"
-
-
-def digits(scale: float) -> int:
-    """Decimals shown: one for percentages, three for raw values (a reward, a probability)."""
-    return 1 if scale == 100.0 else 3
-
-
-def format_cell(cell: Cell | None, scale: float, alpha: float) -> str:
-    if cell is None:
-        return "—"
-    places = digits(scale)
-    text = f"{cell.value * scale:.{places}f}"
-    if cell.stderr is not None:
-        text += f" ± {cell.stderr * scale:.{places}f}"
-    if cell.test is not None:
-        text += f" ({format_p(cell.test.p_value)}{'*' if cell.test.p_value < alpha else ''})"
-    return text
-
-
-def format_signed(value: float | None, suffix: str = "", places: int = 1) -> str:
-    return "" if value is None else f"{value:+.{places}f}{suffix}"
-
-
-def headers(board: Leaderboard) -> list[str]:
-    unit = " (%)" if board.in_percent else ""
-    delta_unit = "pts" if board.in_percent else "abs"
-    return ["Model", "Method", "Shots", *board.tasks, f"Average{unit}", f"Δ vs base ({delta_unit})", "Δ vs base (rel %)"]
-
-
-def display_rows(board: Leaderboard) -> list[list[str]]:
-    """The table as text, one list per row, in `headers` order."""
-    scale = board.scale
-    table = []
-    for row in board.rows:
-        cells = [format_cell(row.cells.get(task), scale, board.alpha) for task in board.tasks]
-        mean_delta = None if row.mean_delta is None else row.mean_delta * scale
-        places = digits(scale)
-        summary = [f"{row.average * scale:.{places}f}", format_signed(mean_delta, places=places),
-                   format_signed(row.mean_relative, "%")]
-        table.append([row.model, row.method, row.shots, *cells, *summary])
-    return table
-
-
-def legend(board: Leaderboard) -> str:
-    cells = [cell for row in board.rows for cell in row.cells.values()]
-    text = f"{board.metric} in %" if board.in_percent else board.metric
-    text += ", ± lm-eval's standard error."
-    tests = sorted({cell.test.name for cell in cells if cell.test is not None})
-    if tests:
-        how = " or ".join(TEST_NAMES[name] for name in tests)
-        text += (
-            f" p: {how} against the {board.base_method!r} run of the same model and shots on the "
-            f"same documents (two-sided; * p < {board.alpha:g}; no correction for multiple comparisons)."
-        )
-    if any(cell.delta is not None for cell in cells):
-        text += " Δ: mean over tasks of (score − base), and of (score − base) / base × 100."
-    return text
-
-
-def markdown(board: Leaderboard) -> str:
-    columns = headers(board)
+def markdown_table(table: Table) -> str:
     writer = MarkdownTableWriter(
-        headers=columns, value_matrix=display_rows(board), type_hints=[String] * len(columns), margin=1
+        headers=table.headers, value_matrix=table.rows, type_hints=[String] * len(table.headers), margin=1
     )
-    return f"{writer.dumps().rstrip()}\n\n{legend(board)}\n"
+    return f"{writer.dumps().rstrip()}\n\n{table.legend}\n"
+
+
+def markdown(board: Leaderboard, by_seed: bool = False) -> str:
+    """The scores table (mean ± sd over seeds, or one row per seed with `by_seed`), then the reference's."""
+    versus = versus_table(board)
+    return markdown_table(scores_table(board, by_seed)) + ("" if versus is None else "\n" + markdown_table(versus))
 
 
 def _test_fields(cell: Cell, alpha: float) -> dict:
@@ -106,26 +54,71 @@ def _test_fields(cell: Cell, alpha: float) -> dict:
     }
 
 
+def _answer_fields(answers: Answers | None) -> dict:
+    if answers is None:
+        return {}
+    return {
+        "top_answer": answers.top_answer, "top_share": answers.top_share, "entropy_bits": answers.entropy_bits,
+        "collapsed": answers.collapsed, "chance": answers.chance,
+        "majority_answer": answers.majority_answer, "majority_rate": answers.majority_rate,
+    }
+
+
 def csv_records(board: Leaderboard):
-    """One record per (row, task) plus one `average` record per row; raw metric values, not %."""
+    """One record per (run, task) plus one `average` record per run; raw metric values, not %."""
     for row in board.rows:
         shared = {
-            "model": row.model, "method": row.method, "shots": row.shots,
+            "model": row.model, "method": row.method, "shots": row.shots, "seed": row.seed,
             "metric": board.metric, "results_file": str(row.run.source),
         }
         for task, cell in row.cells.items():
             yield {
                 **shared, "task": task, "value": cell.value, "stderr": cell.stderr,
                 "delta": cell.delta, "relative_pct": cell.relative, **_test_fields(cell, board.alpha),
+                **_answer_fields(cell.answers),
             }
         yield {**shared, "task": "average", "value": row.average, "delta": row.mean_delta, "relative_pct": row.mean_relative}
 
 
-def write_csv(board: Leaderboard, path: Path) -> None:
+def _seed_fields(cell: SeedCell) -> dict:
+    answers = cell.answers
+    return {
+        "n_seeds": len(cell.cells), "mean": cell.value.mean, "sd": cell.value.sd,
+        "delta_mean": None if cell.delta is None else cell.delta.mean, "delta_sd": None if cell.delta is None else cell.delta.sd,
+        "better": cell.better if cell.p_values else None, "worse": cell.worse if cell.p_values else None,
+        "p_values": ";".join(f"{p:.6g}" for p in cell.p_values),
+        "top_share_mean": sum(one.top_share for one in answers) / len(answers) if answers else None,
+        "collapsed_seeds": sum(one.collapsed for one in answers) if answers else None,
+    }
+
+
+def seed_list(seeds) -> str:
+    return ";".join("" if seed is None else str(seed) for seed in seeds)
+
+
+def seed_csv_records(board: Leaderboard):
+    """Per (model, method, shots, task) over seeds against base, an `average` record per row, and the
+    reference against each other method (method = the reference, versus = the other)."""
+    for row in summarize(board):
+        shared = {"model": row.model, "method": row.method, "versus": "" if row.is_base else board.base_method,
+                  "shots": row.shots, "metric": board.metric, "seeds": seed_list(row.seeds)}
+        for task, cell in row.cells.items():
+            yield {**shared, "task": task, **_seed_fields(cell)}
+        delta = row.mean_delta
+        yield {**shared, "task": "average", "n_seeds": len(row.rows), "mean": row.average.mean, "sd": row.average.sd,
+               "delta_mean": None if delta is None else delta.mean, "delta_sd": None if delta is None else delta.sd}
+    for one in versus_reference(board):
+        shared = {"model": one.model, "method": board.reference, "versus": one.method, "shots": one.shots,
+                  "metric": board.metric, "seeds": seed_list(one.seeds)}
+        for task, cell in one.cells.items():
+            yield {**shared, "task": task, **_seed_fields(cell)}
+
+
+def write_csv(path: Path, columns: tuple[str, ...], records) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        writer.writerows(csv_records(board))
+        writer.writerows(records)
 
 
 HTML_TEMPLATE = """<!DOCTYPE html>
@@ -145,43 +138,45 @@ img { max-width: 100%; }
 </head>
 <body>
 <h1>{{ title }}</h1>
-<table>
-<thead><tr>{% for header in headers %}<th>{{ header }}</th>{% endfor %}</tr></thead>
+{% for table in tables %}<table>
+<thead><tr>{% for header in table.headers %}<th>{{ header }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for row, cells in rows %}<tr{% if row.is_base %} class="base"{% endif %}>{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% for cells, base in zip(table.rows, table.base) %}<tr{% if base %} class="base"{% endif %}>{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table>
-<p>{{ legend }}</p>
-<img alt="{{ title }} bar chart" src="data:image/png;base64,{{ png_base64 }}">
+<p>{{ table.legend }}</p>
+{% endfor %}<img alt="{{ title }} bar chart" src="data:image/png;base64,{{ png_base64 }}">
 <h2>Runs</h2>
 <ul>
-{% for row in board.rows %}<li>{{ row.model }} · {{ row.method }} · {{ row.shots }}: <code>{{ row.run.source }}</code></li>
+{% for row in board.rows %}<li>{{ row.model }} · {{ row.method }} · {{ row.shots }}{% if row.seed is not none %} · seed {{ row.seed }}{% endif %}: <code>{{ row.run.source }}</code></li>
 {% endfor %}</ul>
 </body>
 </html>
 """
 
 
-def html(board: Leaderboard, png: bytes) -> str:
-    """A single page: the table, the legend, the chart embedded as base64, and the source files."""
+def html(board: Leaderboard, png: bytes, by_seed: bool = False) -> str:
+    """A single page: the tables and their legends, the chart embedded as base64, and the source files."""
     template = jinja2.Environment(autoescape=True).from_string(HTML_TEMPLATE)
     return template.render(
         title=f"tarot-eval leaderboard: {board.metric}",
-        headers=headers(board),
-        rows=list(zip(board.rows, display_rows(board))),
-        legend=legend(board),
+        tables=[table for table in (scores_table(board, by_seed), versus_table(board)) if table is not None],
+        zip=zip,
         png_base64=base64.b64encode(png).decode("ascii"),
         board=board,
     )
 
 
-def write_all(board: Leaderboard, out: Path) -> dict[str, Path]:
-    """Write leaderboard.{md,csv,png,html} into `out`; returns them by kind."""
+def write_all(board: Leaderboard, out: Path, by_seed: bool = False) -> dict[str, Path]:
+    """Write leaderboard.{md,csv,png,html} and leaderboard_seeds.csv (the rows over seeds) into `out`;
+    returns them by kind."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {kind: out / f"leaderboard.{kind}" for kind in ("md", "csv", "png", "html")}
-    paths["md"].write_text(markdown(board), encoding="utf-8")
-    write_csv(board, paths["csv"])
+    paths["seeds_csv"] = out / "leaderboard_seeds.csv"
+    paths["md"].write_text(markdown(board, by_seed), encoding="utf-8")
+    write_csv(paths["csv"], CSV_COLUMNS, csv_records(board))
+    write_csv(paths["seeds_csv"], SEED_CSV_COLUMNS, seed_csv_records(board))
     png = bar_chart(board)
     paths["png"].write_bytes(png)
-    paths["html"].write_text(html(board, png), encoding="utf-8")
+    paths["html"].write_text(html(board, png, by_seed), encoding="utf-8")
     return paths

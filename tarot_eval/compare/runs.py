@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.compare.labels import check_labels_used, label_for, method_from_config, model_from_results, run_folder_label
+from tarot_eval.compare.labels import (
+    check_labels_used, label_for, method_from_config, model_from_results, run_folder_label, seed_from_path,
+)
 
 RESULTS_PREFIX = "results_"
 MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.orchestrate.execute`
@@ -42,12 +44,13 @@ class Score:
 
 @dataclass(frozen=True)
 class Run:
-    """One lm-eval run: which model, which method (label), and its scores by task."""
+    """One lm-eval run: which model, which method (label), which seed (None: no seed folder), and its scores by task."""
 
     source: Path
     model: str
     method: str
     scores: dict[str, Score]
+    seed: int | None = None
 
     @property
     def shots(self) -> str:
@@ -199,7 +202,7 @@ def read_runs(
             or run_folder_label(source, root, results)
         )
         model = label_for(source, model_labels) or model_from_results(results, source)
-        runs.append(Run(source=source, model=model, method=method, scores=scores))
+        runs.append(Run(source=source, model=model, method=method, scores=scores, seed=seed_from_path(source, root)))
     if not runs:
         names = sorted({key.partition(",")[0] for key in metrics_seen})
         raise CompareError(
@@ -212,15 +215,15 @@ def read_runs(
 
 
 def merge_runs(found: list[Run]) -> list[Run]:
-    """One run per (model, method, shots): single-task runs of the same row are joined.
+    """One run per (model, method, shots, seed): single-task runs of the same row are joined.
 
     The same task scored twice in one row is refused (tell the runs apart with --label).
     """
-    groups: dict[tuple[str, str, str], list[Run]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, int | None], list[Run]] = defaultdict(list)
     for run in found:
-        groups[(run.model, run.method, run.shots)].append(run)
+        groups[(run.model, run.method, run.shots, run.seed)].append(run)
     merged = []
-    for (model, method, shots), members in groups.items():
+    for (model, method, shots, seed), members in groups.items():
         if len(members) == 1:
             merged.append(members[0])
             continue
@@ -230,10 +233,11 @@ def merge_runs(found: list[Run]) -> list[Run]:
             for task, score in run.scores.items():
                 if task in scores:
                     raise CompareError(
-                        f"two runs are both {model} / {method} / {shots} and both score {task}: {sources[task]} and "
+                        f"two runs are both {model} / {method} / {shots}{'' if seed is None else f' / seed-{seed}'} "
+                        f"and both score {task}: {sources[task]} and "
                         f"{run.source}; tell them apart with --label PATH=NAME"
                     )
                 scores[task], sources[task] = score, run.source
         source = Path(os.path.commonpath([run.source for run in members]))
-        merged.append(Run(source=source, model=model, method=method, scores=scores))
+        merged.append(Run(source=source, model=model, method=method, scores=scores, seed=seed))
     return merged

@@ -11,19 +11,22 @@ from pathlib import Path
 
 from tarot_eval.compare import leaderboard, render, runs
 from tarot_eval.orchestrate.config import BASE_METHOD, LeaderboardConfig
-from tarot_eval.orchestrate.plan import RUNS
+from tarot_eval.orchestrate.plan import RUNS, Cell, seeds_of
 
 METRIC = "acc"
 
 
 def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
-    """The run of every model x method x task of the config, labelled with the config's names."""
+    """The run of every model x method x seed x task of the config, labelled with the config's names."""
     found = []
     for model in config.models:
         for method in config.methods:
-            for task in config.tasks:
-                for run in runs.read_runs(runs_root / model.name / method.name / task, METRIC):
-                    found.append(dataclasses.replace(run, model=model.name, method=method.name))
+            for seed in seeds_of(config, method):
+                for task in config.tasks:
+                    folder = runs_root.joinpath(*Cell(model.name, method.name, task, seed).parts)
+                    if folder.is_dir():  # icl has no few-shot cells
+                        for run in runs.read_runs(folder, METRIC):
+                            found.append(dataclasses.replace(run, model=model.name, method=method.name, seed=seed))
     return found
 
 

@@ -35,6 +35,8 @@ from tarot_eval.orchestrate.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
 DEMONSTRATIONS_NAME = "tarot_demonstrations.json"
+REDONE = {EDIT: "its checkpoint is optimized in this run", CALIBRATE: "its calibration is fitted in this run",
+          LORA: "its adapter is trained in this run"}
 
 
 class PlanError(ValueError):
@@ -393,7 +395,7 @@ def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelP
                 source = config.few_shot.get(task, task)
                 calibrated_by = method.name if method.kind == CALIBRATE else method.calibrate
                 if (method.name, source, seed) in redone:
-                    reason = "its checkpoint is optimized in this run"
+                    reason = REDONE[method.kind]
                 elif calibrated_by and (calibrated_by, task, seed if config.method(calibrated_by).seeded else None) in redone:
                     reason = "its calibration is fitted in this run"
                 else:
