@@ -148,3 +148,31 @@ def test_the_objective_scores_calibrated_choices(setup):
         assert torch.allclose(shifted, loglik - offset)
     assert calibrated.correct(examples) == [int((ll - o).argmax()) == e.gold
                                             for ll, o, e in zip(raw.choice_loglik, offsets, examples)]
+
+
+def test_the_calibrate_command_then_stock_lm_eval_with_calibration(setup, tmp_path, capsys):
+    from conftest import run_console
+
+    from tarot_eval import cli
+
+    out = tmp_path / "cal"
+    argv = ["calibrate", "--model", str(setup["model_dir"]), "--task", "tiny_mc", "--include-path", setup["include"],
+            "--out", str(out), "--variant", "batch", "--n-train", "6", "--n-val", "4"]
+    assert cli.main(argv) == 0
+    assert "fitted:" in capsys.readouterr().out
+    assert cli.main(argv) == 0 and "already there" in capsys.readouterr().out
+    assert cli.main([*argv[:-6], "--variant", "batch", "--n-train", "7", "--n-val", "4"]) == 2
+    assert "fitted with other settings" in capsys.readouterr().err
+    _, results = run_console(["lm_eval", "--model", "tarot-hf", "--model_args",
+                              f"pretrained={setup['model_dir']},calibration={out}", "--tasks", "tiny_mc",
+                              "--include_path", setup["include"], "--device", "cpu", "--log_samples"], tmp_path / "eval")
+    assert results["config"]["tarot_calibration_hash"] == calibrations.calibration_hash(out)
+    (samples,) = (tmp_path / "eval").rglob("samples_tiny_mc_*.jsonl")
+    prior = calibrations.load(out).log_prior
+    plain = TarotHFLM(pretrained=str(setup["model_dir"]), device="cpu", batch_size=8)
+    for line in samples.read_text().splitlines()[:4]:  # lm-eval's stored scores are the calibrated ones
+        sample = json.loads(line)
+        pairs = [(arg["arg_0"], arg["arg_1"]) for arg in sample["arguments"].values()]
+        raw = [ll for ll, _ in plain.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)])]
+        stored = [float(resp[0]) for resp in sample["filtered_resps"]]
+        assert stored == pytest.approx([r - prior[cont] for r, (_, cont) in zip(raw, pairs)], abs=1e-4)

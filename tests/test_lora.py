@@ -82,3 +82,16 @@ def test_a_finished_run_is_kept_and_other_settings_are_refused(setup):
     other = LoraSettings(**{**json.loads(json.dumps(setup["options"].record())), "lr": 0.5})
     with pytest.raises(LoraError, match="trained with other settings"):
         done(adapter, other)
+
+
+def test_the_lora_command_trains_once_and_names_bad_settings(setup, tmp_path, capsys):
+    from tarot_eval import cli
+
+    argv = ["lora", "--model", str(setup["model_dir"]), "--task", "tiny_mc", "--include-path", setup["include"],
+            "--out", str(tmp_path / "a"), "--n-train", "6", "--n-val", "4", "--budget", "2", "--rank", "2"]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "chosen" in printed and f"peft={tmp_path / 'a'}" in printed
+    assert cli.main(argv) == 0 and "already there" in capsys.readouterr().out
+    assert cli.main([*argv, "--budget", "0"]) == 2
+    assert "--budget, --rank and --n-val must be at least 1" in capsys.readouterr().err
