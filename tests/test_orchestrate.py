@@ -288,7 +288,7 @@ def test_shipped_configs_give_the_papers_settings(name):
     if name == "leaderboard_smollm2.yaml":  # CPU: zero-shot, seeds, the baselines that explain a gain, every optimizer
         assert config.few_shot == {} and config.seeds == [0, 1, 2]
         assert [method.name for method in config.methods] == [
-            "base", "calibrate-cf", "calibrate-batch", "icl-6", "rotation", "rotation+calibrate", "lora", "rescale",
+            "base", "calibrate-cf", "calibrate-batch", "rotation", "rotation+calibrate", "icl-6", "lora", "rescale",
             "rotation-random", "rotation-grad"]
         assert config.method("rotation+calibrate").calibrate == "calibrate-batch"
     else:
