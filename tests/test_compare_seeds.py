@@ -200,3 +200,14 @@ def test_chart_draws_a_point_per_seed(seeded_root):
     for drawn, values in zip(points, expected):
         assert drawn == pytest.approx(values)
     assert chart.bar_chart(board)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_baseline_runs_are_labelled_by_what_their_results_say():
+    from tarot_eval.compare.labels import method_from_config
+
+    calibrated = {"tarot_rotations": None, "tarot_calibration": "c/calibration.json", "tarot_calibration_variant": "batch"}
+    assert method_from_config(calibrated) == "calibrate (batch)"
+    edited = {**calibrated, "tarot_rotations": "r", "tarot_method": "rotation", "tarot_provenance": {"optimizer": "bo"}}
+    assert method_from_config(edited) == "rotation (bo) + calibrate (batch)"
+    assert method_from_config({"model": "hf", "model_args": "pretrained=m,peft=adapters/a"}) == "lora"
+    assert method_from_config({"tarot_rotations": None}) == "base"

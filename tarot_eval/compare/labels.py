@@ -73,13 +73,18 @@ def model_from_results(results: dict, source: Path) -> str:
 
 
 def method_from_config(config: dict) -> str | None:
-    """'base' for a plain `hf` run or `tarot-hf` without rotations; the edit method otherwise."""
+    """'base' for a plain `hf` run or `tarot-hf` without rotations; the edit method otherwise (with
+    ' + calibrate (<variant>)' for a calibrated run, 'calibrate (<variant>)' alone, 'lora' for a peft adapter)."""
+    calibrated = f"calibrate ({config.get('tarot_calibration_variant')})" if config.get("tarot_calibration") else None
+    if model_args(config).get("peft"):
+        return "lora"
     if "tarot_rotations" in config or "tarot_method" in config:
         if not config.get("tarot_rotations"):
-            return "base"
+            return calibrated or "base"
         method = config.get("tarot_method") or "tarot"
         optimizer = (config.get("tarot_provenance") or {}).get("optimizer")
-        return f"{method} ({optimizer})" if optimizer else method
+        edit = f"{method} ({optimizer})" if optimizer else method
+        return f"{edit} + {calibrated}" if calibrated else edit
     if config.get("model") == "hf":
         return "base"
     return None
