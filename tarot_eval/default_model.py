@@ -82,7 +82,7 @@ def resolve(pretrained: str | None) -> tuple[str, str | None]:
     if pretrained is None or pretrained == "":
         return str(converted_dir()), None
     if str(pretrained).endswith(".gguf"):
-        path = Path(pretrained)
+        path = Path(pretrained).expanduser()  # configs name cached files as ~/.cache/...
         if not path.is_file():
             raise FileNotFoundError(f"GGUF file not found: {pretrained}")
         return str(path.parent), path.name
