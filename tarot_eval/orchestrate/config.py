@@ -12,8 +12,9 @@
 
 "optimize settings" are the flags of `tarot-eval optimize` (underscores for dashes) that do not
 belong to a model, a task or the evaluation: method, optimizer, space, objective, n_train, n_val,
-budget, seed, balance, ship_unimproved, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr.
-A method's own settings win over the shared ones. An edit method may add `calibrate: NAME` (a
+budget, seed, balance, ship_unimproved, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr,
+and `layers` (overrides the model's: a layer-ablation axis), `num_fewshot` and `demonstrations`
+(an edit searched on prompts with demonstrations). A method's own settings win over the shared ones. An edit method may add `calibrate: NAME` (a
 calibrate method listed before it): its search runs on choice scores calibrated by that method's
 file for the same task and seed, and its evaluation applies the same calibration.
 
@@ -45,9 +46,10 @@ BASELINE_KEYS = {CALIBRATE: ("method", "variant"), ICL: ("method", "shots"), LOR
 MODEL_KEYS = ("pretrained", "layers", "angle_limit", "dtype", "device")
 TASK_KEYS = ("zero_shot", "few_shot")
 # optimize settings set elsewhere in the config (model section, task lists, eval section) or not at all
+# (`layers` and `num_fewshot` may be set per method: a layer-ablation axis, an edit searched with demonstrations)
 NOT_OPTIMIZER_KEYS = frozenset(
-    {"model", "dtype", "device", "task", "include_path", "out", "layers", "angle_limit",
-     "num_fewshot", "apply_chat_template", "fewshot_as_multiturn", "system_instruction", "batch_size"}
+    {"model", "dtype", "device", "task", "include_path", "out", "angle_limit",
+     "apply_chat_template", "fewshot_as_multiturn", "system_instruction", "batch_size"}
 )
 OPTIMIZER_KEYS = tuple(name for name in settings_fields.fields(OptimizeSettings) if name not in NOT_OPTIMIZER_KEYS)
 

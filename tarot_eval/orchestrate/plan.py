@@ -135,9 +135,8 @@ def optimizer_settings(values: dict, model: ModelSpec, task: str, num_layers: in
     """(Settings, budget, select_k) of one cell: the method's optimize settings with the model's, task's and
     evaluation's."""
     options = OptimizeSettings(
-        **values,
+        **{"layers": model.layers, **values},  # a method's layers win over the model's
         task=task,
-        layers=model.layers,
         angle_limit=model.angle_limit,
         apply_chat_template=evaluation.apply_chat_template,
         fewshot_as_multiturn=evaluation.fewshot_as_multiturn,
