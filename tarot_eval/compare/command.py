@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tarot_eval.compare import labels, leaderboard, render, runs
+from tarot_eval.compare import interference, labels, leaderboard, render, runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--reference", default=None, metavar="METHOD",
         help=f"method tested, seed by seed, against every other method (default: {leaderboard.DEFAULT_REFERENCE}, when a run has it)")
     add("--by-seed", action="store_true", help="one row per seed instead of mean ± sd over the seeds (seed-<k> folders)")
+    add("--interference", action="store_true",
+        help="the task x task matrix of each edit's Δ vs base (edited on x evaluated on), with interference/ runs; "
+             "writes interference.{md,png}")
     add("--no-significance", action="store_true", help="skip the paired significance test (no samples files needed; the runs must still cover the same documents)")
 
 
@@ -37,7 +40,14 @@ def run(args: argparse.Namespace) -> int:
         args.metric,
         method_labels=labels.parse_labels(args.label, root, "--label"),
         model_labels=labels.parse_labels(args.model_label, root, "--model-label"),
+        interference=args.interference,
     )
+    if args.interference:
+        matrices = interference.build(found, base_method=args.base, alpha=args.alpha)
+        paths = interference.write(matrices, args.out or root / "leaderboard")
+        print(interference.markdown(matrices))
+        print("wrote " + ", ".join(str(path) for path in paths.values()), file=sys.stderr)
+        return 0
     board = leaderboard.build(
         found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha, reference=args.reference
     )

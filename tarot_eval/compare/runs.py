@@ -24,6 +24,7 @@ from tarot_eval.compare.labels import (
 
 RESULTS_PREFIX = "results_"
 MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.orchestrate.execute`
+INTERFERENCE = "interference"  # folder of an edit's runs on tasks it was not optimized on (`compare --interference`)
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class Run:
     method: str
     scores: dict[str, Score]
     seed: int | None = None
+    edited_on: str | None = None  # the task its edit was optimized on (tarot-hf's provenance); None: no edit
 
     @property
     def shots(self) -> str:
@@ -58,8 +60,9 @@ class Run:
         return "/".join(str(count) for count in counts) + "-shot"
 
 
-def find_results(root: Path) -> list[Path]:
-    """All lm-eval aggregated results files below `root`, sorted."""
+def find_results(root: Path, interference: bool = False) -> list[Path]:
+    """All lm-eval aggregated results files below `root`, sorted; those under `interference/` folders
+    (an edit scored on other tasks) only when `interference`."""
     if not root.exists():
         raise CompareError(f"results folder {root} does not exist")
     if not root.is_dir():
@@ -71,6 +74,11 @@ def find_results(root: Path) -> list[Path]:
     if moved:
         log.warning("left out %d results file(s) in folders moved aside (%s*)", len(moved), MOVED_ASIDE)
         found = [path for path in found if path not in moved]
+    if not interference:
+        crossed = [path for path in found if INTERFERENCE in path.relative_to(root).parts[:-1]]
+        if crossed:
+            log.warning("left out %d results file(s) under %s/ (see --interference)", len(crossed), INTERFERENCE)
+            found = [path for path in found if path not in crossed]
     if not found:
         raise CompareError(
             f"no lm-eval results ({RESULTS_PREFIX}*.json) under {root}; "
@@ -182,10 +190,11 @@ def read_runs(
     metric: str,
     method_labels: dict[Path, str] | None = None,
     model_labels: dict[Path, str] | None = None,
+    interference: bool = False,
 ) -> list[Run]:
     """Every run under `root` with its `metric` scores; labels override what the JSON says."""
     method_labels, model_labels = method_labels or {}, model_labels or {}
-    sources = find_results(root)
+    sources = find_results(root, interference)
     check_labels_used(method_labels, sources, "--label")
     check_labels_used(model_labels, sources, "--model-label")
     runs, metrics_seen, left_out = [], set(), []
@@ -202,7 +211,10 @@ def read_runs(
             or run_folder_label(source, root, results)
         )
         model = label_for(source, model_labels) or model_from_results(results, source)
-        runs.append(Run(source=source, model=model, method=method, scores=scores, seed=seed_from_path(source, root)))
+        config = results.get("config", {})
+        edited_on = (config.get("tarot_provenance") or {}).get("task") if config.get("tarot_rotations") else None
+        runs.append(Run(source=source, model=model, method=method, scores=scores, seed=seed_from_path(source, root),
+                        edited_on=edited_on))
     if not runs:
         names = sorted({key.partition(",")[0] for key in metrics_seen})
         raise CompareError(

@@ -5,6 +5,7 @@
     methods:     {base: null, NAME: {optimize settings}, NAME: {method: calibrate|icl, ...}, ...}
                  base = the unedited model; see "methods" below
     seeds:       [0, 1, 2]: per seed another draw of training + validation documents (and search seed)
+    interference: true: every edit also evaluated on the other zero-shot tasks (`compare --interference`)
     optimizer:   {optimize settings shared by every method}
     eval:        {batch_size, limit, apply_chat_template, fewshot_as_multiturn, system_instruction}
     include_path: folder(s) of extra task YAMLs (relative to the config file)
@@ -39,7 +40,7 @@ from tarot_eval.optimize.settings import OptimizeSettings
 BASE_METHOD = "base"
 FEWSHOT_SUFFIX = "_fewshot"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names become folder names
-TOP_KEYS = ("models", "tasks", "methods", "seeds", "optimizer", "eval", "include_path", "include_defaults")
+TOP_KEYS = ("models", "tasks", "methods", "seeds", "interference", "optimizer", "eval", "include_path", "include_defaults")
 BASE, EDIT, CALIBRATE, ICL, LORA = "base", "edit", "calibrate", "icl", "lora"  # the unedited model, an edit, baselines
 LORA_KEYS = ("rank", "alpha", "target_modules", "lr", "budget", "select_k")
 BASELINE_KEYS = {CALIBRATE: ("method", "variant"), ICL: ("method", "shots"), LORA: ("method", *LORA_KEYS)}
@@ -102,6 +103,7 @@ class LeaderboardConfig:
     few_shot: dict[str, str]  # few-shot task -> the zero-shot task whose checkpoint it is evaluated with
     methods: list[MethodSpec]
     seeds: list[int] | None = None  # None: one draw, the optimizer's seed, no seed-<k> folders
+    interference: bool = False  # every edit also evaluated on the other zero-shot tasks
     optimizer: dict = field(default_factory=dict)
     eval: EvalSpec = field(default_factory=EvalSpec)
     include_path: list[str] = field(default_factory=list)
@@ -330,6 +332,7 @@ def parse(raw, source: Path) -> LeaderboardConfig:
         few_shot=few_shot,
         methods=methods,
         seeds=_seeds(raw.get("seeds"), optimizer, methods),
+        interference=_typed(raw.get("interference", False), (bool,), "interference"),
         optimizer=optimizer,
         eval=_eval(raw.get("eval")),
         include_path=_include_paths(raw.get("include_path"), source.parent),

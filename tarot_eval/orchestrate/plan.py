@@ -6,6 +6,8 @@ methods that read the seed's training documents):
                                                       or `tarot-eval calibrate` output (calibration.json)
     runs/<model>/<method>/[seed-<k>/]<task>/          lm-eval `--output_path`: results_*.json + samples_*.jsonl
                                                       (icl: + the demonstrations used, DEMONSTRATIONS_NAME)
+    interference/<model>/<method>/[seed-<k>/]<edited task>/<task>/   (`interference: true`) the edit of
+                                                      <edited task> scored on another zero-shot task
 
 An optimization is done when its checkpoint was made with the same settings and budget (other
 settings, or a record of more evaluations than the budget, are refused, never overwritten). An
@@ -34,6 +36,7 @@ from tarot_eval.orchestrate.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, 
 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
+INTERFERENCE = "interference"  # compare.runs.INTERFERENCE: an edit's runs on the tasks it was not optimized on
 DEMONSTRATIONS_NAME = "tarot_demonstrations.json"
 REDONE = {EDIT: "its checkpoint is optimized in this run", CALIBRATE: "its calibration is fitted in this run",
           LORA: "its adapter is trained in this run"}
@@ -99,6 +102,11 @@ class Evaluation(Cell):
     calibration: Path | None = None
     demonstrations: Demonstrations | None = None
     adapter: Path | None = None  # a lora method's peft adapter
+    edited_on: str | None = None  # interference: the task the checkpoint was optimized on (not `task`)
+
+    @property
+    def cell(self) -> str:
+        return "/".join(self.parts) + (f" (edit of {self.edited_on})" if self.edited_on else "")
 
 
 @dataclass(frozen=True)
@@ -382,6 +390,16 @@ def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: 
     return Evaluation(*vars(cell).values(), checkpoint_dir, out.joinpath(RUNS, *cell.parts), calibration, demonstrations, adapter)
 
 
+def _interference(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, seed: int | None):
+    """The edit of each zero-shot task scored on every other zero-shot task."""
+    for source in config.zero_shot:
+        checkpoint_dir = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts)
+        for task in config.zero_shot:
+            if task != source:
+                folder = out.joinpath(INTERFERENCE, *Cell(model.name, method.name, source, seed).parts, task)
+                yield Evaluation(model.name, method.name, task, seed, checkpoint_dir, folder, edited_on=source)
+
+
 def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelPlan:
     """Every cell of `model`, each with why it runs or None; refuses settings the optimizer would refuse."""
     prepared = _fits_and_optimizations(config, model, out, num_layers(model))
@@ -400,4 +418,8 @@ def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelP
                 else:
                     reason = evaluation_reason(job, config.eval)
                 evaluations.append(Step(job, reason))
+            if config.interference and method.kind == EDIT:
+                for job in _interference(config, model, out, method, seed):
+                    redo = (method.name, job.edited_on, seed) in redone
+                    evaluations.append(Step(job, REDONE[EDIT] if redo else evaluation_reason(job, config.eval)))
     return ModelPlan(model, prepared, evaluations)

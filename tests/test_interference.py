@@ -1,0 +1,73 @@
+"""Interference: every edit scored on the other tasks, as a task x task matrix of Δ vs base (tiny Llama)."""
+
+from __future__ import annotations
+
+import pytest
+from test_objective import tiny_model, tiny_tokenizer, write_task
+from test_orchestrate import leaderboard, results, write_config
+
+from tarot_eval import checkpoint, cli
+from tarot_eval.compare import interference, runs
+
+TASKS = ["lb_a", "lb_b"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    root = tmp_path_factory.mktemp("interference")
+    tokenizer = tiny_tokenizer()
+    model_dir = root / "tiny-llama"
+    tiny_model(len(tokenizer)).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    tasks_dir = root / "tasks"
+    tasks_dir.mkdir()
+    for task in TASKS:
+        write_task(tasks_dir, task, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    config = {
+        "include_path": str(tasks_dir), "interference": True, "seeds": [0, 1],
+        "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1"}},
+        "tasks": {"zero_shot": TASKS},
+        "optimizer": {"n_train": 4, "n_val": 4, "budget": 3, "ship_unimproved": True},
+        "methods": {"base": None, "rotation": {"method": "rotation", "optimizer": "random"}},
+        "eval": {"batch_size": 8},
+    }
+    out = root / "out"
+    printed = leaderboard(write_config(root / "lb.yaml", config), out)
+    return {"root": root, "out": out, "printed": printed}
+
+
+def test_each_edit_is_scored_on_the_other_tasks_with_its_own_checkpoint(grid):
+    out = grid["out"]
+    for seed in (0, 1):
+        for source, target in (("lb_a", "lb_b"), ("lb_b", "lb_a")):
+            folder = out / "interference" / "tiny" / "rotation" / f"seed-{seed}" / source / target
+            config = results(folder)["config"]
+            ckpt = out / "checkpoints" / "tiny" / "rotation" / f"seed-{seed}" / source
+            assert config["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(ckpt)
+            assert config["tarot_provenance"]["task"] == source
+    assert "evaluations: 10 run, 0 skipped" in grid["printed"]  # base 2 + own 2x2 + crossed 2x2
+    assert "(edit of lb_a)" in grid["printed"]
+
+
+def test_the_matrix_pairs_every_cell_with_base_on_its_column_task(grid, capsys):
+    found = runs.read_runs(grid["out"], "acc", interference=True)
+    (matrix,) = interference.build(found)
+    assert matrix.method == "rotation (random)" and matrix.tasks == TASKS
+    assert set(matrix.entries) == {(s, t) for s in TASKS for t in TASKS}
+    base = {task: results(grid["out"] / "runs" / "tiny" / "base" / task)["results"][task]["acc,none"] for task in TASKS}
+    for (source, target), entry in matrix.entries.items():
+        scored = [results(grid["out"] / ("runs" if source == target else f"interference/tiny/rotation/seed-{seed}/{source}")
+                          / ("tiny/rotation/seed-%d/%s" % (seed, target) if source == target else target))
+                  ["results"][target]["acc,none"] for seed in (0, 1)]
+        assert entry.deltas == pytest.approx([value - base[target] for value in scored])
+        assert 0 <= entry.better + entry.worse <= 2
+    assert cli.main(["compare", str(grid["out"]), "--interference", "--out", str(grid["root"] / "board")]) == 0
+    printed = capsys.readouterr().out
+    assert "edited on ↓ / evaluated on →" in printed and "of 2)" in printed
+    assert (grid["root"] / "board" / "interference.png").stat().st_size > 0
+
+
+def test_the_ordinary_table_leaves_the_crossed_runs_out(grid, capsys):
+    assert cli.main(["compare", str(grid["out"]), "--out", str(grid["root"] / "plain")]) == 0
+    assert "left out" not in capsys.readouterr().out
+    assert all("interference" not in run.source.relative_to(grid["out"]).parts for run in runs.read_runs(grid["out"], "acc"))
