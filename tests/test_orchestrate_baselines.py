@@ -149,3 +149,16 @@ def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):
     made = {m.name: optimizer_settings(config.method_settings(m, 0), model, TASK, 2, config.eval)[0] for m in config.methods[1:]}
     assert made["rot-L1"].layers == (1,) and made["rot"].layers == (0, 1)  # the model's 0-1 unless a method says
     assert (made["rot-mix"].prompt.demonstrations, made["rot-mix"].prompt.num_fewshot) == ("fixed", 2)
+
+
+def test_the_beyond_zero_shot_config_adds_shots_interference_and_depth():
+    from pathlib import Path
+
+    from tarot_eval.orchestrate.runner import check_tasks
+
+    config = load(Path(__file__).resolve().parents[1] / "configs" / "leaderboard_smollm2_beyond.yaml")
+    check_tasks(config, task_manager(config))
+    assert config.interference and config.seeds == [0, 1, 2]
+    assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
+    assert config.method("rotation-mix").settings["demonstrations"] == "mix"
+    assert [config.method(name).settings["layers"] for name in ("rotation-L12-16", "rotation-L25-29")] == ["12-16", "25-29"]
