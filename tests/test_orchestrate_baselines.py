@@ -61,6 +61,13 @@ def test_each_method_runs_per_seed_where_it_reads_the_seeds_documents(grid):
     assert "calibrations: 6 run, 0 skipped; lora trainings: 2 run, 0 skipped" in grid["printed"]
 
 
+def test_a_method_runs_a_seed_at_a_time(grid):
+    ran = [line.removeprefix("running ").split(" (")[0] for line in grid["printed"].splitlines() if line.startswith("running ")]
+    assert [line for line in ran if "/lora/" in line] == [
+        "train lora tiny/lora/seed-0/lb_toy", "evaluate tiny/lora/seed-0/lb_toy", "evaluate tiny/lora/seed-0/lb_toy_fewshot",
+        "train lora tiny/lora/seed-1/lb_toy", "evaluate tiny/lora/seed-1/lb_toy", "evaluate tiny/lora/seed-1/lb_toy_fewshot"]
+
+
 def test_calibrated_cells_apply_their_seeds_file_and_the_search_reads_it(grid):
     out = grid["out"]
     for seed in SEEDS:

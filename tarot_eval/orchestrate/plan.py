@@ -131,11 +131,17 @@ class ModelPlan:
 
     @property
     def todo(self) -> list[Step]:
-        """The cells to run, a method at a time in config order (its optimizations, then its
-        evaluations), so an interrupted leaderboard already holds whole methods."""
+        """The cells to run, a method at a time in config order and within it a seed at a time (its
+        optimizations, then its evaluations), so an interrupted leaderboard already holds whole
+        methods and, of the method it was in, whole seeds."""
         methods = list(dict.fromkeys(step.job.method for step in self.evaluations))
         steps = [*self.optimizations, *self.evaluations]
-        ordered = sorted(steps, key=lambda step: (methods.index(step.job.method), isinstance(step.job, Evaluation)))
+
+        def order(step: Step):
+            seed = step.job.seed
+            return methods.index(step.job.method), seed is not None, seed or 0, isinstance(step.job, Evaluation)
+
+        ordered = sorted(steps, key=order)
         return [step for step in ordered if step.reason is not None]
 
 
