@@ -75,9 +75,13 @@ def _append_line(path: Path, entry: dict) -> None:
         os.fsync(handle.fileno())
 
 
+UNSET = (None, "")  # a key recorded (or wanted) with one of these and absent on the other side is the same setting
+
+
 def _config_differences(stored: dict, wanted: dict) -> list[str]:
     keys = sorted(set(stored) | set(wanted))
-    return [f"{k}: recorded {stored.get(k)!r}, now {wanted.get(k)!r}" for k in keys if stored.get(k) != wanted.get(k)]
+    return [f"{k}: recorded {stored.get(k)!r}, now {wanted.get(k)!r}" for k in keys
+            if stored.get(k) != wanted.get(k) and not (stored.get(k) in UNSET and wanted.get(k) in UNSET)]
 
 
 class RunRecord:
