@@ -123,19 +123,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lm_eval.models.huggingface import HFLM
-
     from tarot_eval.cli import UsageError
-    from tarot_eval.default_model import load_model_and_tokenizer
-    from tarot_eval.optimize.command import load_task
+    from tarot_eval.optimize.command import task_model_and_lm
 
     options = CalibrateSettings(**settings_fields.given(args, CalibrateSettings))
     missing = [flag for flag, value in (("--task", options.task), ("--out", options.out)) if not value]
     if missing:
         raise UsageError(f"missing {' and '.join(missing)}")
-    task = load_task(options.task, options.include_path)
-    model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=options.batch_size)
+    task, model, lm = task_model_and_lm(options)
     calibration, fitted = fit_once(model, lm, task, options, options.out)
     print(f"{'fitted' if fitted else 'already there'}: {calibration.source} ({calibration.variant})")
     for answer, p in calibration.provenance["choice_probabilities"].items():

@@ -17,19 +17,23 @@ from tarot_eval.calibration import Calibration, CalibrationError
 from tarot_eval.lm import TarotHFLM
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def saved_task_and_model(root, seed: int) -> dict:
+    """A tiny task folder and a tiny Llama saved under `root`, the model loaded back and wrapped in HFLM."""
     import transformers
 
-    root = tmp_path_factory.mktemp("calibration")
     include = write_task(root)
     tokenizer = tiny_tokenizer()
     model_dir = root / "model"
-    tiny_model(len(tokenizer), seed=3).save_pretrained(model_dir)
+    tiny_model(len(tokenizer), seed=seed).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
     return {"root": root, "include": include, "task": load_task(include), "model": model, "lm": lm, "model_dir": model_dir}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return saved_task_and_model(tmp_path_factory.mktemp("calibration"), seed=3)
 
 
 def _softmax_of_requests(lm, task, docs) -> torch.Tensor:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_objective import tiny_model, tiny_tokenizer, write_task
-from test_orchestrate import leaderboard, results, write_config
+from test_orchestrate import leaderboard, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import checkpoint, cli
 from tarot_eval.compare import interference, runs
@@ -15,14 +14,7 @@ TASKS = ["lb_a", "lb_b"]
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("interference")
-    tokenizer = tiny_tokenizer()
-    model_dir = root / "tiny-llama"
-    tiny_model(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    tasks_dir = root / "tasks"
-    tasks_dir.mkdir()
-    for task in TASKS:
-        write_task(tasks_dir, task, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    model_dir, tasks_dir = tiny_leaderboard_files(root, TASKS)
     config = {
         "include_path": str(tasks_dir), "interference": True, "seeds": [0, 1],
         "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1"}},

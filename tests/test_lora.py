@@ -8,7 +8,8 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
-from test_objective import load_task, tiny_model, tiny_tokenizer, write_task
+from test_calibration import saved_task_and_model
+from test_objective import load_task
 
 from tarot_eval import objective
 from tarot_eval.lora import LoraError, LoraSettings, done, train, train_once
@@ -18,16 +19,8 @@ REQUESTS = [("Question: red sky\nAnswer:", " yes"), ("Question: left step\nAnswe
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    import transformers
-
-    root = tmp_path_factory.mktemp("lora")
-    include = write_task(root)
-    tokenizer = tiny_tokenizer()
-    model_dir = root / "model"
-    tiny_model(len(tokenizer), seed=2).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
+    made = saved_task_and_model(tmp_path_factory.mktemp("lora"), seed=2)
+    root, include, model, lm, model_dir = (made[key] for key in ("root", "include", "model", "lm", "model_dir"))
     options = LoraSettings(task="tiny_mc", n_train=8, n_val=6, budget=6, lr=0.05, select_k=3, rank=4, seed=0)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     result = train(model, lm, load_task(include), options, root / "adapter")

@@ -75,16 +75,23 @@ def loglikelihoods(folder: Path, task: str) -> list:
     return [json.loads(line)["filtered_resps"] for line in found.read_text().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("leaderboard")
+def tiny_leaderboard_files(root: Path, tasks: list[str]) -> tuple[Path, Path]:
+    """A saved tiny Llama and a folder of tiny train/test tasks under `root`: (model dir, tasks dir)."""
     tokenizer = tiny_tokenizer()
     model_dir = root / "tiny-llama"
     tiny_model(len(tokenizer)).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     tasks_dir = root / "tasks"
     tasks_dir.mkdir()
-    write_task(tasks_dir, TASK, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    for task in tasks:
+        write_task(tasks_dir, task, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    return model_dir, tasks_dir
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("leaderboard")
+    model_dir, tasks_dir = tiny_leaderboard_files(root, [TASK])
     (tasks_dir / f"{FEWSHOT}.yaml").write_text(f"include: {TASK}.yaml\ntask: {FEWSHOT}\nnum_fewshot: 2\nfewshot_split: train\n")
     config = tiny_config(model_dir, tasks_dir)
     config_path = write_config(root / "leaderboard.yaml", config)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_objective import tiny_model, tiny_tokenizer, write_task
-from test_orchestrate import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, write_config
+from test_orchestrate import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import calibration as calibrations, checkpoint, objective
 from tarot_eval.orchestrate.config import ConfigError, load
@@ -37,13 +36,7 @@ def grid_config(model_dir, tasks_dir) -> dict:
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
     root = tmp_path_factory.mktemp("baselines")
-    tokenizer = tiny_tokenizer()
-    model_dir = root / "tiny-llama"
-    tiny_model(len(tokenizer)).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    tasks_dir = root / "tasks"
-    tasks_dir.mkdir()
-    write_task(tasks_dir, TASK, splits=("train", "test"), sizes={"train": 24, "test": 10})
+    model_dir, tasks_dir = tiny_leaderboard_files(root, [TASK])
     (tasks_dir / f"{FEWSHOT}.yaml").write_text(f"include: {TASK}.yaml\ntask: {FEWSHOT}\nnum_fewshot: 2\nfewshot_split: train\n")
     config_path = write_config(root / "leaderboard.yaml", grid_config(model_dir, tasks_dir))
     out = root / "out"

@@ -83,6 +83,18 @@ def load_task(name: str, include_path: str | None):
     return next(iter(loaded.values()))
 
 
+def task_model_and_lm(options):
+    """What a command that reads one task's documents with a model needs: the task (first: a wrong name fails
+    in seconds), the model and tokenizer of `options` (ModelSettings), and lm-eval's HFLM around them."""
+    from lm_eval.models.huggingface import HFLM
+
+    from tarot_eval.default_model import load_model_and_tokenizer
+
+    task = load_task(options.task, options.include_path)
+    model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
+    return task, model, HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=options.batch_size)
+
+
 def run(args: argparse.Namespace) -> int:
     options = resolve(args)
     if args.compare:
@@ -93,20 +105,15 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"missing {' and '.join(missing)}")
 
-    from lm_eval.models.huggingface import HFLM
-
     from tarot_eval import architectures
-    from tarot_eval.default_model import load_model_and_tokenizer
     from tarot_eval.optimize.run import optimize
 
-    task = load_task(options.task, options.include_path)  # before the model: a wrong name fails in seconds
-    model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
+    task, model, lm = task_model_and_lm(options)
     geo = architectures.geometry(model)
     try:
         settings = options.run_settings(geo.num_layers)
     except settings_fields.SettingsError as error:
         raise UsageError(str(error)) from error
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=options.batch_size)
     print(
         f"optimizing {settings.method} of layers {list(settings.layers)} of {geo.num_layers} on {settings.task} "
         f"({settings.optimizer}, space {settings.space}, objective {settings.objective}, budget {options.budget})",
