@@ -1,7 +1,7 @@
 """`tarot-eval rl`: train rotation angles for a generation reward (positive sentiment, low toxicity).
 
-    tarot-eval rl --reward sentiment --prompts imdb --out ckpt/imdb              # BO, embedded model
-    tarot-eval rl --reward toxicity --prompts rtp --out ckpt/detox --trainer grpo
+    tarot-eval rl --reward sentiment --prompts imdb --out ckpt/imdb              # DPO, embedded model
+    tarot-eval rl --reward toxicity --prompts rtp --layers auto --out ckpt/detox
     lm_eval --model tarot-hf --model_args rotations=ckpt/imdb --tasks tarot_imdb
 
 Trains on the training prompts and chooses the result on validation prompts from the same pool;
@@ -12,18 +12,22 @@ set aside before either is drawn.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from tarot_eval import settings as shared
 from tarot_eval.optimize.settings import SearchSettings
 from tarot_eval.cli import UsageError
+from tarot_eval.rl.layer_choice import AUTO
+from tarot_eval.tasks.prompts import TEST_PROMPTS
 from tarot_eval.selection import not_improved_banner
 
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
 DEFAULT_N_TRAIN = 32  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
 DEFAULT_N_VAL = 100  # 24 let chance pick edits that were worse on test; ~25 s per candidate (docs/rl.md)
-DEFAULT_BUDGET = {"bo": 60, "grpo": 20}
+DEFAULT_BUDGET = {"bo": 60, "grpo": 20, "dpo": 6}
+TRAINERS = ("dpo", "grpo", "bo")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sentiment: make continuations positive; toxicity: make them non-toxic")
     parser.add_argument("--prompts", choices=PROMPT_SETS, help="prompt set (default: imdb for sentiment, rtp for toxicity)")
     parser.add_argument("--out", required=True, help="output directory: checkpoint, result.json (and BO's run record)")
-    parser.add_argument("--trainer", choices=("bo", "grpo"), default="bo",
-                        help="bo: the paper's black-box search (default); grpo: TRL's GRPOTrainer on the angles")
+    parser.add_argument("--trainer", choices=TRAINERS, default="dpo",
+                        help="dpo: rounds of reward-ranked pairs and TRL's DPOTrainer on the angles (default); "
+                             "grpo: TRL's GRPOTrainer on the angles; bo: the paper's black-box search")
     parser.add_argument("--sentiment-scorer", help="vader (default) or a HF sequence-classification model id/dir")
     parser.add_argument("--toxicity-scorer", help="profanity-check (default), detoxify, or a HF model id/dir")
     parser.add_argument("--toxicity-checkpoint", help="local Detoxify .ckpt (implies --toxicity-scorer detoxify)")
@@ -47,16 +52,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "0: choose on the training prompts, as the paper)")
     parser.add_argument("--ship-unimproved", action="store_true",
                         help="save the chosen edit even when it does not beat the base model (default: the identity)")
-    parser.add_argument("--n-test", type=int, default=100, help="test prompts set aside (default 100 = the lm-eval tasks' set)")
+    parser.add_argument("--n-test", type=int,
+                        help="test prompts set aside (default: the lm-eval tasks' set, imdb "
+                             f"{TEST_PROMPTS['imdb']}, rtp {TEST_PROMPTS['rtp']})")
     parser.add_argument("--prompt-seed", type=int, default=0, help="prompt split seed (the lm-eval tasks use 0)")
     parser.add_argument("--data-dir", help="folder with imdb/ and real_toxicity_prompts/ (default $TAROT_DATA_DIR, else the hub)")
     parser.add_argument("--max-new-tokens", type=int, default=24, help="generated tokens per prompt (default 24)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per greedy generation batch")
-    parser.add_argument("--budget", type=int, help="bo: reward evaluations (default 60); grpo: optimizer steps (default 20)")
-    parser.add_argument("--lr", type=float, default=0.05, help="grpo: Adam learning rate on the angles (radians)")
+    parser.add_argument("--budget", type=int,
+                        help="dpo: rounds (default 6); grpo: optimizer steps (default 20); bo: reward evaluations (default 60)")
+    parser.add_argument("--lr", type=float, help="dpo, grpo: Adam learning rate on the angles in radians (dpo 0.02, grpo 0.05)")
     parser.add_argument("--num-generations", type=int, default=8, help="grpo: sampled completions per prompt")
     parser.add_argument("--prompts-per-step", type=int, default=8, help="grpo: prompts per optimizer step")
-    parser.add_argument("--temperature", type=float, default=0.7, help="grpo: sampling temperature of the rollouts")
+    parser.add_argument("--temperature", type=float, help="dpo, grpo: sampling temperature (dpo 1.0, grpo 0.7)")
+    parser.add_argument("--samples-per-prompt", type=int, default=8, help="dpo: sampled continuations per prompt and round")
+    parser.add_argument("--pairs-per-prompt", type=int, default=2, help="dpo: preference pairs per prompt and round")
+    parser.add_argument("--beta", type=float, default=0.1, help="dpo: strength of the pull towards the unedited model")
+    parser.add_argument("--epochs", type=int, default=2, help="dpo: passes over a round's pairs")
     parser.add_argument("--select-every", type=int, default=4,
                         help="grpo: steps between candidates measured on validation (early stopping)")
     for group in (shared.ModelSettings, shared.EditSettings, SearchSettings):  # the same flags as `optimize`
@@ -91,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from tarot_eval.default_model import load_model_and_tokenizer
     from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
     from tarot_eval.tasks import prompts as prompt_sets
-    from tarot_eval.rl import train_bo, train_grpo
+    from tarot_eval.rl import layer_choice
     from tarot_eval.rl.rewards import get_scorer
     from tarot_eval.rl.training import RewardSetting
 
@@ -106,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
     scorer = get_scorer(args.reward, name, **options)
     load_split = prompt_sets.imdb_prompts if prompt_set == "imdb" else prompt_sets.toxicity_prompts
     try:
-        split = load_split(n_train=n_train + n_val, n_test=args.n_test, seed=args.prompt_seed, data_dir=args.data_dir)
+        n_test = args.n_test if args.n_test is not None else prompt_sets.TEST_PROMPTS[prompt_set]
+        split = load_split(n_train=n_train + n_val, n_test=n_test, seed=args.prompt_seed, data_dir=args.data_dir)
     except ValueError as error:  # more prompts asked for than the set holds
         raise UsageError(str(error)) from error
     train, validation = split.train[:n_train], split.train[n_train:]
@@ -115,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
         train_prompts=tuple(p.text for p in train),
         validation_prompts=tuple(p.text for p in validation),
         prompts={"set": prompt_set, "source": split.source, "seed": args.prompt_seed,
-                 "n_test_excluded": args.n_test, "ids": [p.id for p in train],
+                 "n_test_excluded": n_test, "ids": [p.id for p in train],
                  "validation_ids": [p.id for p in validation]},
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
@@ -124,28 +137,49 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(loading.model, dtype=loading.dtype, device=loading.device)
     geo = architectures.geometry(model)
     try:
-        layers = edit.layer_indices(geo.num_layers)
+        auto = edit.layers == AUTO
+        blocks = layer_choice.candidate_blocks(geo.num_layers) if auto else [edit.layer_indices(geo.num_layers)]
         bounds = parse_bounds(edit.angle_limit, "rotation")
         SearchSpace.parse(search.space, "rotation", (1,), bounds)  # only checks the spec
     except ValueError as error:
         raise UsageError(str(error)) from error
-    print(f"training rotations of layers {list(layers)} of {geo.num_layers} (±{bounds[1]:.4g} rad) with {args.trainer} "
+    where = " or ".join(layer_choice.block_name(block) for block in blocks)
+    print(f"training rotations of layers {where} of {geo.num_layers} (±{bounds[1]:.4g} rad) with {args.trainer} "
           f"for reward {args.reward} (scorer {scorer.name}) on {n_train} {prompt_set} prompts "
           f"(choosing on {n_val or 'the training'} {'validation ' if n_val else ''}prompts), budget {budget}",
           file=sys.stderr)
+
+    def train(layers, out):
+        return trainer_run(args, search, layers, bounds, budget)(model, tokenizer, setting, out=out)
+
+    if auto:
+        result = layer_choice.train_blocks(train, blocks, args.out)
+    else:
+        result = train(blocks[0], args.out)
+    print_summary(result, args.reward, loading.model)
+    return 0
+
+
+def trainer_run(args: argparse.Namespace, search: SearchSettings, layers, bounds, budget: int):
+    """`train(model, tokenizer, setting, out)` of the chosen trainer, its settings taken from the flags."""
+    from tarot_eval.rl import train_bo, train_dpo, train_grpo
+
     if args.trainer == "bo":
         settings = train_bo.BOTrainSettings(
             layers=layers, bounds=bounds, space=search.space, budget=budget, seed=search.seed, select_k=search.select_k,
             bo=search.bo_settings())
-        result = train_bo.train(model, tokenizer, setting, settings, args.out)
-    else:
+        return functools.partial(train_bo.train, settings=settings)
+    given = {key: value for key, value in (("learning_rate", args.lr), ("temperature", args.temperature))
+             if value is not None}
+    if args.trainer == "grpo":
         settings = train_grpo.GRPOSettings(
-            layers=layers, bounds=bounds, steps=budget, learning_rate=args.lr, num_generations=args.num_generations,
-            prompts_per_step=args.prompts_per_step, temperature=args.temperature, select_every=args.select_every,
-            seed=search.seed)
-        result = train_grpo.train(model, tokenizer, setting, settings, args.out)
-    print_summary(result, args.reward, loading.model)
-    return 0
+            layers=layers, bounds=bounds, steps=budget, num_generations=args.num_generations,
+            prompts_per_step=args.prompts_per_step, select_every=args.select_every, seed=search.seed, **given)
+        return functools.partial(train_grpo.train, settings=settings)
+    settings = train_dpo.DPOSettings(
+        layers=layers, bounds=bounds, rounds=budget, samples_per_prompt=args.samples_per_prompt,
+        pairs_per_prompt=args.pairs_per_prompt, beta=args.beta, epochs=args.epochs, seed=search.seed, **given)
+    return functools.partial(train_dpo.train, settings=settings)
 
 
 def print_summary(result, reward: str, model: str | None) -> None:

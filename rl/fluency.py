@@ -69,3 +69,48 @@ def continuation_perplexity(model, tokenizer, prompts: Sequence[str], continuati
         total_tokens += count
     corpus = math.exp(total_nll / total_tokens) if total_tokens else math.nan
     return Perplexity(per_text=per_text, corpus=corpus)
+
+
+@dataclass(frozen=True)
+class Fluency:
+    """The guards shown beside a reward for one set of continuations."""
+
+    perplexity: float  # token-weighted, under the unedited model; nan when every continuation is empty
+    distinct_2: float
+    repetition: float  # mean over continuations
+    words: float  # mean continuation length
+
+    def as_dict(self) -> dict:
+        return {"perplexity": self.perplexity, "distinct_2": self.distinct_2, "repetition": self.repetition,
+                "words": self.words}
+
+
+def measure_fluency(base_model, tokenizer, prompts: Sequence[str], continuations: Sequence[str]) -> Fluency:
+    """Perplexity of the continuations under `base_model` (the unedited model), distinct-2, repetition, length."""
+    if not continuations:
+        raise ValueError("no continuations to measure")
+    perplexity = continuation_perplexity(base_model, tokenizer, prompts, continuations).corpus
+    return Fluency(
+        perplexity=perplexity,
+        distinct_2=distinct_n(continuations, 2),
+        repetition=sum(repetition_rate(text) for text in continuations) / len(continuations),
+        words=sum(len(text.split()) for text in continuations) / len(continuations),
+    )
+
+
+@dataclass(frozen=True)
+class FluencyGuard:
+    """Selection refuses a candidate whose validation text is much less fluent than the base model's."""
+
+    max_perplexity_ratio: float = 1.5  # perplexity under the unedited model, candidate / base
+    max_distinct_2_drop: float = 0.05  # distinct-2 below base by more than this
+
+    def rejects(self, candidate: Fluency, base: Fluency) -> str | None:
+        """Why `candidate` is refused against `base`, or None when it passes."""
+        if math.isnan(candidate.perplexity):
+            return "every continuation is empty"
+        if candidate.perplexity > self.max_perplexity_ratio * base.perplexity:
+            return f"perplexity {candidate.perplexity:.3g} > {self.max_perplexity_ratio} x base {base.perplexity:.3g}"
+        if candidate.distinct_2 < base.distinct_2 - self.max_distinct_2_drop:
+            return f"distinct-2 {candidate.distinct_2:.3f} < base {base.distinct_2:.3f} - {self.max_distinct_2_drop}"
+        return None

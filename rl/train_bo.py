@@ -3,8 +3,9 @@
 Reuses the optimizer's BoTorch loop, search spaces, run record and candidate pool unchanged, so a
 run killed part-way resumes from its `--out` directory (same config, validation scores included)
 and a different config there is refused. The `select_k` points with the best train reward are
-compared on the validation prompts and the best there is the candidate (without validation
-prompts: the best train reward; ties: the earliest); no test prompt is ever generated for.
+compared on the validation prompts and the best there that the fluency guard passes is the
+candidate (without validation prompts: the best train reward; ties: the earliest); no test
+prompt is ever generated for.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from torch import nn
 
 from tarot_eval import checkpoint, selection
 from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.rl.fluency import Fluency
 from tarot_eval.objective import Evaluation
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize.record import RunRecord
 from tarot_eval.optimize.search_space import SearchSpace
 from tarot_eval.rl.generate import GreedyScore
-from tarot_eval.rl.training import RewardSetting, Selection, TrainResult, save_result
+from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,12 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
     record = RunRecord(out, config)
     started = time.perf_counter()
     with attached(model, edit) as handle:
-        def measure(params, split: str = "train") -> GreedyScore:
+        def measure(params, split: str = "train", fluency: bool = False) -> GreedyScore:
             handle.params = params
-            return setting.measure(model, tokenizer, split)
+            return setting.measure(model, tokenizer, split, handle, fluency)
 
         identity = edit.params.clone()
-        base = record.score("base:train", lambda: _timed_entry(lambda: measure(identity)))
+        base = record.score("base:train", lambda: timed_entry(lambda: measure(identity)))
 
         def evaluate(x) -> Evaluation:
             score = measure(space.to_params(x).float())
@@ -62,16 +64,18 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
         pool = selection.candidates(train_scores, settings.select_k)
         params = {i: space.to_params(record.point(i)).float().clone() for i in pool}
         if setting.validation_prompts:
-            def validation_reward(key: str, params_) -> float:
-                return record.score(key, lambda: _timed_entry(lambda: measure(params_, "validation")))["reward"]
+            def validation(key: str, params_) -> dict:
+                return record.score(key, lambda: timed_entry(lambda: measure(params_, "validation", fluency=True)))
 
-            base_reward = validation_reward("base:validation", identity)
-            rewards = {i: validation_reward(f"validation:{i}", params[i]) for i in pool}
-        else:
-            base_reward, rewards = base["reward"], {i: train_scores[i] for i in pool}
-    best = selection.choose(pool, rewards, train_scores)
-    chosen = Selection(HeadEdit("rotation", settings.layers, params[best]), base_reward, rewards[best],
-                          {"chosen_evaluation": best, "candidates": {str(i): rewards[i] for i in pool}})
+            base_entry = validation("base:validation", identity)
+            entries = {i: validation(f"validation:{i}", params[i]) for i in pool}
+            base_reward, rewards = base_entry["reward"], {i: entries[i]["reward"] for i in pool}
+            fluency = {i: Fluency(**entries[i]["fluency"]) for i in pool if "fluency" in entries[i]}
+            base_fluency = Fluency(**base_entry["fluency"]) if "fluency" in base_entry else None
+        else:  # chosen on the training reward alone, as the paper (no fluency guard)
+            base_reward, rewards, fluency, base_fluency = base["reward"], {i: train_scores[i] for i in pool}, {}, None
+    chosen = guarded_selection(setting, settings.layers, params, rewards, fluency, base_reward, base_fluency,
+                               "chosen_evaluation", train_scores)
     before = GreedyScore(base["reward"], base["flagged_rate"], base["continuations"])
     details = {
         "search_space": space.spec,
@@ -89,9 +93,3 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
     seconds = sum(entry.get("wall_s", 0.0) for entry in [*record.scores.values(), *record.trace])
     return save_result(model, tokenizer, chosen, settings.bounds, out, "bo", setting, before, seconds, details)
 
-
-def _timed_entry(measure) -> dict:
-    start = time.perf_counter()
-    score = measure()
-    return {"reward": score.reward, "flagged_rate": score.flagged_rate, "continuations": score.continuations,
-            "wall_s": round(time.perf_counter() - start, 4)}

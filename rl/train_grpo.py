@@ -7,8 +7,9 @@ edited model and gradients reach only the angles. A callback clamps them to the 
 every optimizer step. `beta=0`: no reference model (TRL would reload one from the model's
 id, impossible for a GGUF or in-memory model); the angle bound is the regularizer.
 Every `select_every` steps (and after the last) the current angles are measured greedily on
-the selection prompts (validation, else training) and kept as a candidate; the best candidate,
-compared with the base model, is the result: early stopping on validation.
+the selection prompts (validation, else training), fluency guards included, and kept as a
+candidate; the best candidate the guard passes, compared with the base model, is the result:
+early stopping on validation.
 After training the Parameter and hooks are removed, so the model is exactly the base model
 again, and the chosen angles are saved as an ordinary tarot checkpoint.
 """
@@ -20,18 +21,14 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 
-import torch
 from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
-from tarot_eval import selection
-from tarot_eval.edit import HeadEdit, attach
+from tarot_eval.rl.angles import ClampAngles, angles_on_model
 from tarot_eval.rl.generate import STOP, texts_to_score
 from tarot_eval.rl.rewards import Scorer
-from tarot_eval.rl.training import RewardSetting, Selection, TrainResult, save_result
-
-ANGLES = "tarot_angles"
+from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result
 
 
 @dataclass(frozen=True)
@@ -48,27 +45,16 @@ class GRPOSettings:
     seed: int = 0
 
 
-class ClampAngles(TrainerCallback):
-    """Projects the angles back into [low, high] after each optimizer step."""
-
-    def __init__(self, angles: nn.Parameter, bounds: tuple[float, float]):
-        self.angles, self.bounds = angles, bounds
-
-    def on_step_end(self, args, state, control, **kwargs):
-        with torch.no_grad():
-            self.angles.clamp_(*self.bounds)
-
-
 class MeasureCandidates(TrainerCallback):
     """Every `every` steps and after the last, the angles' greedy reward on the selection prompts."""
 
     def __init__(self, angles: nn.Parameter, every: int, measure):
         self.angles, self.every, self.measure = angles, every, measure
-        self.candidates: list[dict] = []  # {"step", "reward", "angles"}
+        self.candidates: list[dict] = []  # {"step", "score" (GreedyScore with fluency), "angles"}
 
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.every == 0 or state.global_step >= state.max_steps:
-            self.candidates.append({"step": state.global_step, "reward": self.measure(),
+            self.candidates.append({"step": state.global_step, "score": self.measure(),
                                     "angles": self.angles.detach().clone()})
 
 
@@ -119,30 +105,20 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
         raise ValueError(f"num_generations must be >= 2 (GRPO compares completions of one prompt), got {settings.num_generations}")
     if settings.select_every < 1:
         raise ValueError(f"select_every must be >= 1 step, got {settings.select_every}")
-    if hasattr(model, ANGLES):
-        raise ValueError(f"the model already carries a {ANGLES!r} parameter (a GRPO run in progress?)")
     started = time.perf_counter()
-    before = setting.measure(model, tokenizer)
-    base_reward = before.reward if setting.selected_on == "train" else setting.measure(model, tokenizer, "validation").reward
-    edit = HeadEdit.identity(model, "rotation", settings.layers)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for parameter in trainable:
-        parameter.requires_grad_(False)
-    angles = nn.Parameter(edit.params.clone())
-    model.register_parameter(ANGLES, angles)
-    handle = attach(model, HeadEdit("rotation", settings.layers, angles))
-    was_training = model.training
+    on = setting.selected_on
+    base = setting.measure(model, tokenizer, on, fluency=True)
+    before = base if on == "train" else setting.measure(model, tokenizer)
+    with angles_on_model(model, settings.layers) as (angles, handle):
+        def measure():
+            training = model.training
+            model.eval()
+            try:
+                return setting.measure(model, tokenizer, on, handle, fluency=True)
+            finally:
+                model.train(training)
 
-    def measure() -> float:
-        training = model.training
-        model.eval()
-        try:
-            return setting.measure(model, tokenizer, setting.selected_on).reward
-        finally:
-            model.train(training)
-
-    candidates = MeasureCandidates(angles, settings.select_every, measure)
-    try:
+        candidates = MeasureCandidates(angles, settings.select_every, measure)
         with tempfile.TemporaryDirectory(prefix="tarot-grpo-") as scratch:
             trainer = GRPOTrainer(
                 model=model,
@@ -154,18 +130,11 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
             )
             trainer.train()
             history = [_step_log(entry) for entry in trainer.state.log_history if "reward" in entry]
-    finally:
-        handle.remove()
-        del model._parameters[ANGLES]
-        for parameter in trainable:
-            parameter.requires_grad_(True)
-        model.train(was_training)
-    measured = candidates.candidates  # in step order: ties go to the earliest step
-    rewards = [c["reward"] for c in measured]
-    best = measured[selection.choose(range(len(measured)), dict(enumerate(rewards)))]
-    chosen = Selection(HeadEdit("rotation", settings.layers, best["angles"]), base_reward, best["reward"],
-                          {"chosen_step": best["step"],
-                           "candidates": {str(c["step"]): c["reward"] for c in candidates.candidates}})
+    measured = {c["step"]: c for c in candidates.candidates}  # in step order: ties go to the earliest step
+    chosen = guarded_selection(setting, settings.layers, {step: c["angles"] for step, c in measured.items()},
+                               {step: c["score"].reward for step, c in measured.items()},
+                               {step: c["score"].fluency for step, c in measured.items()},
+                               base.reward, base.fluency, "chosen_step")
     details = {**{k: v for k, v in asdict(settings).items() if k not in ("layers", "bounds")},
                "layers": list(settings.layers), "bounds": list(settings.bounds), "grpo_log": history}
     return save_result(model, tokenizer, chosen, settings.bounds, out, "grpo", setting, before,

@@ -12,13 +12,18 @@ start through its run record), so two runs never interleave their checkpoint and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from tarot_eval import checkpoint, run_lock, selection
-from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.edit import AttachedEdit, HeadEdit, attached
+from tarot_eval.rl.fluency import Fluency, FluencyGuard, measure_fluency
 from tarot_eval.rl.generate import MAX_NEW_TOKENS, GreedyScore, greedy_score
 from tarot_eval.rl.rewards import Scorer
 
@@ -37,6 +42,7 @@ class RewardSetting:
     batch_size: int = 16
     validation_prompts: tuple[str, ...] = ()  # from the training pool; empty: choose on the training prompts
     ship_unimproved: bool = False
+    guard: FluencyGuard = field(default_factory=FluencyGuard)
 
     def __post_init__(self):
         if not self.train_prompts:
@@ -49,10 +55,16 @@ class RewardSetting:
     def selected_on(self) -> str:
         return "validation" if self.validation_prompts else "train"
 
-    def measure(self, model: nn.Module, tokenizer, split: str = "train") -> GreedyScore:
-        """Greedy reward of `model` as it is now (with whatever edit is attached) on the `split` prompts."""
+    def measure(self, model: nn.Module, tokenizer, split: str = "train", edit: AttachedEdit | None = None,
+                fluency: bool = False) -> GreedyScore:
+        """Greedy reward of `model` as it is now (with whatever edit is attached) on the `split` prompts;
+        with `fluency`, also the guards, perplexity rated by the model with `edit` suspended (the unedited one)."""
         prompts = {"train": self.train_prompts, "validation": self.validation_prompts}[split]
-        return greedy_score(model, tokenizer, self.scorer, prompts, self.max_new_tokens, self.batch_size)
+        score = greedy_score(model, tokenizer, self.scorer, prompts, self.max_new_tokens, self.batch_size)
+        if not fluency:
+            return score
+        with edit.suspended() if edit is not None else nullcontext():
+            return replace(score, fluency=measure_fluency(model, tokenizer, prompts, score.continuations))
 
     def describe(self) -> dict:
         return {
@@ -64,7 +76,16 @@ class RewardSetting:
             "selected_on": self.selected_on,
             "ship_unimproved": self.ship_unimproved,
             "max_new_tokens": self.max_new_tokens,
+            "guard": {"max_perplexity_ratio": self.guard.max_perplexity_ratio,
+                      "max_distinct_2_drop": self.guard.max_distinct_2_drop},
         }
+
+    def choose(self, pool: Sequence[int], rewards: Mapping[int, float], fluency: Mapping[int, Fluency],
+               base: Fluency, train_scores: Sequence[float] | None = None) -> tuple[int | None, dict[int, str]]:
+        """The best-rewarded candidate the fluency guard lets through (None if it refuses all), and why it refused the others."""
+        rejected = {i: why for i in pool if i in fluency and (why := self.guard.rejects(fluency[i], base))}
+        passing = [i for i in pool if i not in rejected]
+        return (selection.choose(passing, rewards, train_scores) if passing else None), rejected
 
 
 @dataclass(frozen=True)
@@ -75,6 +96,34 @@ class Selection:
     base_reward: float
     chosen_reward: float
     details: dict = field(default_factory=dict)  # e.g. the other candidates' rewards
+
+
+def timed_entry(measure) -> dict:
+    """`measure()`'s GreedyScore as a run-record entry (JSON values), with the seconds it took."""
+    start = time.perf_counter()
+    score = measure()
+    fluency = {"fluency": score.fluency.as_dict()} if score.fluency else {}
+    return {"reward": score.reward, "flagged_rate": score.flagged_rate, "continuations": score.continuations,
+            **fluency, "wall_s": round(time.perf_counter() - start, 4)}
+
+
+def guarded_selection(setting: RewardSetting, layers: Sequence[int], params: Mapping[int, torch.Tensor],
+                      rewards: Mapping[int, float], fluency: Mapping[int, Fluency], base_reward: float,
+                      base_fluency: Fluency | None, label: str,
+                      train_scores: Sequence[float] | None = None) -> Selection:
+    """The candidate (`params` by key) to ship: the best reward among those the fluency guard passes;
+    the identity when it passes none. `label` names the key in the details (e.g. "chosen_round")."""
+    if base_fluency is None:  # a record from before the guard: nothing to compare with
+        fluency = {}
+    best, rejected = setting.choose(list(params), rewards, fluency, base_fluency, train_scores)
+    details = {label: best, "candidates": {str(i): rewards[i] for i in params},
+               "fluency": {"base": base_fluency.as_dict() if base_fluency else None,
+                           **{str(i): f.as_dict() for i, f in fluency.items()}},
+               "rejected": {str(i): why for i, why in rejected.items()}}
+    if best is None:
+        identity = next(iter(params.values())).new_zeros(next(iter(params.values())).shape)
+        return Selection(HeadEdit("rotation", tuple(layers), identity), base_reward, base_reward, details)
+    return Selection(HeadEdit("rotation", tuple(layers), params[best]), base_reward, rewards[best], details)
 
 
 @dataclass

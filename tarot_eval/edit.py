@@ -62,10 +62,14 @@ class AttachedEdit:
     def __init__(self, model: nn.Module, edit: HeadEdit):
         edit.check_fits(model)
         self.edit = edit
+        self.model = model
         self.geometry = architectures.geometry(model)
-        self._handles = [
+        self._handles = self._register()
+
+    def _register(self) -> list:
+        return [
             site.out_proj.register_forward_pre_hook(self._hook(i, site))
-            for i, site in enumerate(architectures.attention_sites(model, edit.layers))
+            for i, site in enumerate(architectures.attention_sites(self.model, self.edit.layers))
         ]
 
     @property
@@ -98,6 +102,17 @@ class AttachedEdit:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    @contextmanager
+    def suspended(self):
+        """The unedited model inside the block (e.g. to rate text under the base model); the edit is back after."""
+        if not self._handles:
+            raise ValueError("the edit is not attached")
+        self.remove()
+        try:
+            yield
+        finally:
+            self._handles = self._register()
 
 
 def attach(model: nn.Module, edit: HeadEdit) -> AttachedEdit:

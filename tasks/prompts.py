@@ -56,7 +56,13 @@ def clean_review(text: str) -> str:
     return " ".join(_LINE_BREAK.sub(" ", text).split())
 
 
-def imdb_prompts(n_train: int = 12, n_test: int = 100, seed: int = 0,
+# Held-out prompts the lm-eval tasks generate for: every held-out IMDB review (200 reviews give
+# 197 distinct openings: three repeat another's), and a third of the 1,196 challenging
+# RealToxicityPrompts (the rest is the training pool)
+TEST_PROMPTS = {"imdb": 197, "rtp": 400}
+
+
+def imdb_prompts(n_train: int = 12, n_test: int = TEST_PROMPTS["imdb"], seed: int = 0,
                  data_dir: str | Path | None = None) -> PromptSplit:
     """Review openings: test from held-out reviews, train from training reviews."""
     pools, source = _imdb_reviews(data_dir)
@@ -66,7 +72,7 @@ def imdb_prompts(n_train: int = 12, n_test: int = 100, seed: int = 0,
     return PromptSplit(train=train, test=test, source=source)
 
 
-def toxicity_prompts(n_train: int = 10, n_test: int = 100, seed: int = 0,
+def toxicity_prompts(n_train: int = 10, n_test: int = TEST_PROMPTS["rtp"], seed: int = 0,
                      data_dir: str | Path | None = None) -> PromptSplit:
     """Challenging RealToxicityPrompts: one seeded shuffle, test first, then train."""
     prompts, source = _rtp_challenging(data_dir)

@@ -51,7 +51,7 @@ def test_both_tasks_generate_and_score_end_to_end(tiny_tokenizer):
     # every per-document number is the named scorer's score of what the model generated
     vader, profanity = get_scorer("sentiment", "vader"), get_scorer("toxicity", "profanity-check")
     samples = out["samples"]["tarot_imdb"]
-    expected_prompts = imdb_prompts(n_train=0, n_test=100).test[:3]
+    expected_prompts = imdb_prompts(n_train=0).test[:3]  # the task draws the default test set
     assert [s["doc"]["prompt"] for s in samples] == [p.text for p in expected_prompts]
     for sample in samples:
         continuation = sample["filtered_resps"][0]

@@ -15,16 +15,19 @@ import pytest
 from tarot_eval.cli import UsageError
 import torch
 from conftest import tiny_model
+from transformers import AutoModelForCausalLM
 from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
 from tarot_eval.edit import HeadEdit, attached
 from tarot_eval.optimize.bo import BOSettings
 from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
-from tarot_eval.rl import command, generate, train_bo, train_grpo
+from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
+from tarot_eval.rl.angles import ANGLES
+from tarot_eval.rl.fluency import Fluency, FluencyGuard
 from tarot_eval.rl.rewards import Score, Scorer
 from tarot_eval.rl.generate import GreedyScore
-from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, save_result
+from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, guarded_selection, save_result
 from tarot_eval.run_lock import RunLockedError
 
 PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
@@ -57,9 +60,12 @@ class ConstantScorer(VowelScorer):
         return [Score(self.name, 0.5, False, 0.5) for _ in texts]
 
 
-def setting(scorer=None, max_new_tokens=8, validation=(), ship_unimproved=False) -> RewardSetting:
+NO_GUARD = FluencyGuard(max_perplexity_ratio=math.inf, max_distinct_2_drop=math.inf)  # a random model's text is not fluent
+
+
+def setting(scorer=None, max_new_tokens=8, validation=(), ship_unimproved=False, guard=NO_GUARD) -> RewardSetting:
     return RewardSetting(scorer or VowelScorer(), PROMPTS, {"set": "toy"}, max_new_tokens=max_new_tokens, batch_size=3,
-                         validation_prompts=validation, ship_unimproved=ship_unimproved)
+                         validation_prompts=validation, ship_unimproved=ship_unimproved, guard=guard)
 
 
 def test_reward_setting_refuses_validation_prompts_that_are_training_prompts():
@@ -101,7 +107,7 @@ def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
     result = train_grpo.train(model, tiny_tokenizer, setting(validation=VALIDATION, ship_unimproved=True), settings,
                               tmp_path / "grpo")
 
-    assert not hasattr(model, train_grpo.ANGLES)
+    assert not hasattr(model, ANGLES)
     assert dict(model.named_parameters()).keys() == base_weights.keys()
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, base_weights[name]), name
@@ -202,6 +208,7 @@ def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir,
     command.add_arguments(parser)
     out = tmp_path / "imdb"
     args = parser.parse_args(["--reward", "sentiment", "--prompts", "imdb", "--model", str(saved_tiny_llama),
+                              "--trainer", "bo",
                               "--out", str(out), "--n-train", "3", "--n-val", "2", "--budget", "5", "--max-new-tokens", "6",
                               "--layers", "0", "--bo-restarts", "2", "--bo-raw-samples", "64"])
     assert command.run(args) == 0
@@ -211,9 +218,38 @@ def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir,
     assert config["layers"] == [0]
     assert config["provenance"]["scorer"] == "vader" and config["provenance"]["prompts"]["set"] == "imdb"
     prompts = config["provenance"]["prompts"]
-    assert prompts["n_test_excluded"] == 100 and len(prompts["ids"]) == 3 and len(prompts["validation_ids"]) == 2
+    assert prompts["n_test_excluded"] == 197 and len(prompts["ids"]) == 3 and len(prompts["validation_ids"]) == 2
     assert not set(prompts["ids"]) & set(prompts["validation_ids"])
     assert config["provenance"]["selection"]["on"] == "validation"
+
+
+def test_cli_layers_auto_trains_each_block_and_ships_the_best_on_validation(tmp_path, saved_tiny_llama, data_dir,
+                                                                          capsys):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    out = tmp_path / "detox"
+    args = parser.parse_args(["--reward", "toxicity", "--model", str(saved_tiny_llama), "--out", str(out),
+                              "--n-train", "3", "--n-val", "2", "--budget", "1", "--max-new-tokens", "6",
+                              "--samples-per-prompt", "3", "--layers", "auto", "--ship-unimproved"])
+    assert command.run(args) == 0  # the default trainer: dpo
+    config = checkpoint.read_config(out)
+    choice = config["provenance"]["layer_choice"]
+    num_layers = config["base_model"]["num_layers"]
+    blocks = layer_choice.candidate_blocks(num_layers)
+    assert list(choice["candidates"]) == [layer_choice.block_name(b) for b in blocks] and len(blocks) > 1
+    assert choice["candidates"][choice["chosen"]] == max(choice["candidates"].values())
+    winner = checkpoint.read_config(out / f"layers-{choice['chosen']}")
+    assert config["layers"] == winner["layers"] and config["provenance"]["trainer"] == "dpo"
+    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
+    assert torch.equal(checkpoint.load(out, model).params, checkpoint.load(out / f"layers-{choice['chosen']}", model).params)
+    assert config["provenance"]["prompts"]["n_test_excluded"] == 400  # every RTP test prompt of tarot_detox set aside
+    assert json.loads((out / RESULT_NAME).read_text())["layer_choice"] == choice
+    assert "rotations=" in capsys.readouterr().out
+
+
+def test_layer_blocks_spread_over_the_depth():
+    assert layer_choice.candidate_blocks(30) == [tuple(range(0, 5)), tuple(range(12, 17)), tuple(range(20, 25))]
+    assert layer_choice.candidate_blocks(2) == [(0,), (1,)]
 
 
 def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
@@ -222,3 +258,67 @@ def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
     with pytest.raises(UsageError, match="--toxicity-checkpoint"):
         command.run(parser.parse_args(["--reward", "sentiment", "--prompts", "imdb", "--out", "x",
                                        "--toxicity-checkpoint", "a.ckpt"]))
+
+
+def test_dpo_trains_only_the_angles_and_resumes_round_by_round(tmp_path, tiny_tokenizer):
+    model = tiny_model("llama")
+    base_weights = {name: p.detach().clone() for name, p in model.named_parameters()}
+    bounds = (-0.3, 0.3)
+    settings = train_dpo.DPOSettings(layers=(0, 1), bounds=bounds, rounds=2, samples_per_prompt=4, learning_rate=0.05,
+                                     epochs=2, pairs_per_step=4)
+    toy = setting(validation=VALIDATION, ship_unimproved=True)
+    result = train_dpo.train(model, tiny_tokenizer, toy, settings, tmp_path / "dpo")
+
+    assert not hasattr(model, ANGLES) and "forward" not in vars(model)  # TRL's patched forward is undone
+    for name, parameter in model.named_parameters():
+        assert torch.equal(parameter, base_weights[name]), name
+        assert parameter.requires_grad
+    trace = [json.loads(line) for line in (tmp_path / "dpo" / TRACE_NAME).read_text().splitlines()]
+    assert [e["index"] for e in trace] == [0, 1]
+    for entry in trace:
+        assert entry["pairs"] > 0 and entry["dpo_log"] and set(entry["fluency"]) == {"perplexity", "distinct_2",
+                                                                                      "repetition", "words"}
+    edit = checkpoint.load(tmp_path / "dpo", model)
+    assert 0 < edit.params.abs().max() <= bounds[1] + 1e-7
+    provenance = checkpoint.read_config(tmp_path / "dpo")["provenance"]
+    chosen = provenance["selection"]
+    assert provenance["trainer"] == "dpo" and chosen["on"] == "validation"
+    assert chosen["candidates"] == {str(e["index"]): e["selection"] for e in trace}
+    assert chosen["chosen"] == max(chosen["candidates"].values())
+    with attached(model, edit):  # the shipped round's validation reward is reproduced by a fresh measurement
+        assert toy.measure(model, tiny_tokenizer, "validation").reward == pytest.approx(chosen["chosen"])
+    assert result.trainer == "dpo"
+
+    longer = train_dpo.DPOSettings(**{**settings.__dict__, "rounds": 3})
+    train_dpo.train(model, tiny_tokenizer, toy, longer, tmp_path / "dpo")
+    resumed = [json.loads(line) for line in (tmp_path / "dpo" / TRACE_NAME).read_text().splitlines()]
+    assert len(resumed) == 3 and resumed[:2] == trace
+    with pytest.raises(RunConfigError, match="different config"):
+        train_dpo.train(model, tiny_tokenizer, toy, train_dpo.DPOSettings(**{**settings.__dict__, "beta": 0.5}),
+                        tmp_path / "dpo")
+
+
+def test_dpo_pairs_rank_each_prompts_samples_and_skip_ties():
+    pairs = train_dpo.preference_pairs(["p", "q"], [["a", "b", "c", "d"], ["x", "y"]],
+                                       [[0.1, 0.9, 0.5, 0.3], [0.2, 0.2]], pairs_per_prompt=2, min_gap=1e-6)
+    assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("p", "b", "a"), ("p", "c", "d")]
+    assert pairs[0]["gap"] == pytest.approx(0.8)
+
+
+def test_the_fluency_guard_refuses_disfluent_or_empty_candidates_and_may_ship_the_identity():
+    base = Fluency(perplexity=4.0, distinct_2=0.7, repetition=0.1, words=12.0)
+    guard = FluencyGuard()
+    assert guard.rejects(Fluency(5.9, 0.7, 0.1, 12.0), base) is None
+    assert "perplexity" in guard.rejects(Fluency(6.1, 0.7, 0.1, 12.0), base)
+    assert "distinct-2" in guard.rejects(Fluency(4.0, 0.64, 0.1, 12.0), base)
+    assert "empty" in guard.rejects(Fluency(math.nan, 0.0, 0.0, 0.0), base)
+    guarded = setting(guard=guard)
+    params = {0: torch.full((2, 4, 4), 0.1), 1: torch.full((2, 4, 4), 0.2)}
+    chosen = guarded_selection(guarded, (0, 1), params, {0: 0.6, 1: 0.9}, {0: base, 1: Fluency(9.0, 0.7, 0.1, 12.0)},
+                               0.5, base, "chosen_round")
+    assert chosen.chosen_reward == 0.6 and torch.equal(chosen.candidate.params, params[0])
+    assert set(chosen.details["rejected"]) == {"1"} and chosen.details["chosen_round"] == 0
+    refused = guarded_selection(guarded, (0, 1), {1: params[1]}, {1: 0.9}, {1: Fluency(9.0, 0.7, 0.1, 12.0)},
+                                0.5, base, "chosen_round")
+    assert refused.details["chosen_round"] is None and refused.candidate.params.abs().max() == 0
+    assert refused.chosen_reward == refused.base_reward  # so `decide` ships the identity

@@ -14,11 +14,10 @@ import datasets
 from lm_eval.api.task import ConfigurableTask
 
 from tarot_eval.rl.fluency import distinct_n
-from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
+from tarot_eval.tasks.prompts import TEST_PROMPTS, imdb_prompts, toxicity_prompts
 from tarot_eval.tasks.generation.metrics import ScorerChoice, document_metrics, shared_scorer
 
 DEFAULT_PROMPT_SEED = 0
-DEFAULT_NUM_PROMPTS = 100
 
 
 class _ScoredGenerationTask(ConfigurableTask):
@@ -54,10 +53,10 @@ def _test_docs(split) -> datasets.DatasetDict:
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(docs)})
 
 
-def _split_options(metadata: dict) -> dict:
+def _split_options(metadata: dict, prompt_set: str) -> dict:
     return {
         "n_train": 0,
-        "n_test": int(metadata.get("num_prompts", DEFAULT_NUM_PROMPTS)),
+        "n_test": int(metadata.get("num_prompts", TEST_PROMPTS[prompt_set])),
         "seed": int(metadata.get("prompt_seed", DEFAULT_PROMPT_SEED)),
         "data_dir": metadata.get("data_dir"),
     }
@@ -65,12 +64,12 @@ def _split_options(metadata: dict) -> dict:
 
 def imdb_test_docs(**metadata) -> datasets.DatasetDict:
     """The IMDB test prompts (metadata `num_prompts`, `prompt_seed`, `data_dir` change the set)."""
-    return _test_docs(imdb_prompts(**_split_options(metadata)))
+    return _test_docs(imdb_prompts(**_split_options(metadata, "imdb")))
 
 
 def detox_test_docs(**metadata) -> datasets.DatasetDict:
     """The RealToxicityPrompts test prompts (same metadata as `imdb_test_docs`)."""
-    return _test_docs(toxicity_prompts(**_split_options(metadata)))
+    return _test_docs(toxicity_prompts(**_split_options(metadata, "rtp")))
 
 
 def distinct_1(continuations: list[str]) -> float:
