@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import find_results, load_results, read_scores
+from tarot_eval.rl import candidates_plot
 
 SCALAR = (int, float)
 
@@ -34,6 +35,7 @@ class RunSamples:
     metrics: dict[str, float]  # aggregate metric -> value, from the results JSON
     prompts: dict[int, str]
     continuations: dict[int, str]
+    per_document: dict[str, dict[int, float]]  # metric -> doc_id -> value, for the metrics lm-eval logs per document
 
 
 def parse_run(item: str) -> tuple[str, Path]:
@@ -53,12 +55,15 @@ def read_run(name: str, root: Path, task: str) -> RunSamples:
         samples = next(iter(read_scores(results, source, next(iter(metrics))).values())).samples
         if not samples.is_file():
             raise CompareError(f"{samples} is missing: run lm_eval with --log_samples")
-        prompts, continuations = {}, {}
+        prompts, continuations, per_document = {}, {}, {}
         for line in samples.read_text(encoding="utf-8").splitlines():
             sample = json.loads(line)
             prompts[sample["doc_id"]] = sample["doc"]["prompt"]
             continuations[sample["doc_id"]] = sample["filtered_resps"][0]
-        return RunSamples(name, metrics, prompts, continuations)
+            for metric in metrics:
+                if isinstance(sample.get(metric), SCALAR):
+                    per_document.setdefault(metric, {})[sample["doc_id"]] = float(sample[metric])
+        return RunSamples(name, metrics, prompts, continuations, per_document)
     raise CompareError(f"no lm-eval run under {root} scored {task}")
 
 
@@ -74,16 +79,27 @@ def fluency(model, tokenizer, run: RunSamples) -> dict[str, float]:
             "empty": len(ids) - len(finite)}
 
 
+def paired_p(reference: RunSamples, run: RunSamples, metric: str) -> float:
+    """Paired test of `metric` per prompt, `run` against `reference` (t-test; McNemar for 0/1 values)."""
+    from tarot_eval.compare.significance import paired_test
+
+    base, other = reference.per_document[metric], run.per_document[metric]
+    return paired_test([(base[i], other[i]) for i in sorted(base)]).p_value
+
+
 def markdown(task: str, runs: list[RunSamples], fluencies: list[dict], examples: int) -> str:
     metrics = [name for name in runs[0].metrics if all(name in run.metrics for run in runs)]
-    columns = ["run", *metrics, *fluencies[0]]
+    tested = [name for name in metrics if all(name in run.per_document for run in runs)]
+    columns = ["run", *metrics, *fluencies[0], *(f"p {name}" for name in tested)]
     lines = [f"## {task}: {len(runs[0].prompts)} prompts", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for run, extra in zip(runs, fluencies):
         values = [run.metrics[name] for name in metrics] + list(extra.values())
-        lines.append("| " + " | ".join([run.name, *(f"{value:.4g}" for value in values)]) + " |")
+        tests = [f"{paired_p(runs[0], run, name):.3g}" if run is not runs[0] else "" for name in tested]
+        lines.append("| " + " | ".join([run.name, *(f"{value:.4g}" for value in values), *tests]) + " |")
     lines += ["", "ppl_base: perplexity of the continuations given their prompts under the unedited model "
                   "(token-weighted over all continuations; median per continuation). Empty continuations are left out.",
+              f"p METRIC: paired test per prompt against {runs[0].name} (t-test; exact McNemar for 0/1 metrics).",
               "", f"### First {examples} prompts (greedy)", ""]
     for doc_id in sorted(runs[0].prompts)[:examples]:
         lines.append(f"- `{runs[0].prompts[doc_id]!r}`")
@@ -97,13 +113,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the unedited model for perplexity: HF id, local dir or .gguf (default: the embedded SmolLM2)")
     parser.add_argument("--examples", type=int, default=3, help="prompts shown with every run's continuation (default 3)")
     parser.add_argument("--out", type=Path, help="also write the report to this Markdown file")
+    parser.add_argument("--checkpoints", nargs="+", metavar="CKPT", default=[],
+                        help="NAME=FOLDER of `tarot-eval rl` checkpoints: their candidates go into --plot")
+    parser.add_argument("--plot", type=Path, help="PNG of every checkpoint's candidates: selection reward vs perplexity")
 
 
 def run(args: argparse.Namespace) -> int:
+    if bool(args.checkpoints) != bool(args.plot):
+        print("tarot-eval rl-report: error: --checkpoints and --plot go together", file=sys.stderr)
+        return 2
     try:
         runs = [read_run(name, root, args.task) for name, root in map(parse_run, args.runs)]
+        candidates = [entry for name, folder in map(parse_run, args.checkpoints)
+                      for entry in candidates_plot.read_candidates(name, folder)]
     except CompareError as error:
         print(f"tarot-eval rl-report: error: {error}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, KeyError) as error:
+        print(f"tarot-eval rl-report: error: a --checkpoints folder has no readable result.json ({error})", file=sys.stderr)
         return 2
     reference = runs[0]
     for other in runs[1:]:
@@ -118,4 +145,7 @@ def run(args: argparse.Namespace) -> int:
     print(report)
     if args.out:
         args.out.write_text(report, encoding="utf-8")
+    if args.plot:
+        args.plot.write_bytes(candidates_plot.png(candidates, f"{args.task}: trained candidates"))
+        print(f"wrote {args.plot}")
     return 0

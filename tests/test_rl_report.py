@@ -14,7 +14,9 @@ from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tarot_eval.edit import HeadEdit, attached
-from tarot_eval.rl import report
+from tarot_eval.compare.significance import paired_test
+from tarot_eval.rl import candidates_plot, report, train_dpo
+from tarot_eval.rl.training import RewardSetting
 from tarot_eval.rl.fluency import continuation_perplexity
 
 GENERATION_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "generation"
@@ -64,6 +66,8 @@ def test_report_pairs_runs_and_rates_them_under_the_base_model(tmp_path, saved_t
         reward = json.loads(results_file.read_text())["results"]["tarot_imdb"]["reward,none"]
         assert float(rows[name]["reward"]) == float(f"{reward:.4g}")
     base_samples, edited_samples = samples_of(base_file, "tarot_imdb"), samples_of(edited_file, "tarot_imdb")
+    expected_p = paired_test([(b["reward"], e["reward"]) for b, e in zip(base_samples, edited_samples)]).p_value
+    assert rows["rot"]["p reward"] == f"{expected_p:.3g}" and rows["base"]["p reward"] == ""
     changed = [(b, e) for b, e in zip(base_samples, edited_samples) if b["filtered_resps"] != e["filtered_resps"]]
     assert changed, "the edit changed no continuation: the report would compare identical runs"
     for sample in base_samples[:2]:
@@ -76,3 +80,32 @@ def test_report_pairs_runs_and_rates_them_under_the_base_model(tmp_path, saved_t
     assert "same prompts" in capsys.readouterr().err
     assert run_report(["--task", "tarot_detox", str(tmp_path / "base"), "--model", str(saved_tiny_llama)]) == 2
     assert "scored tarot_detox" in capsys.readouterr().err
+
+
+def test_report_plots_every_trained_candidate_against_its_perplexity(tmp_path, saved_tiny_llama, data_dir, monkeypatch,
+                                                                     capsys):
+    from test_rl_trainers import NO_GUARD, PROMPTS, VALIDATION, VowelScorer
+
+    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama).eval()
+    tokenizer = AutoTokenizer.from_pretrained(saved_tiny_llama)
+    setting = RewardSetting(VowelScorer(), PROMPTS, validation_prompts=VALIDATION, max_new_tokens=6, guard=NO_GUARD,
+                            ship_unimproved=True)
+    train_dpo.train(model, tokenizer, setting, train_dpo.DPOSettings(layers=(0, 1), bounds=(-0.3, 0.3), rounds=2,
+                                                                   samples_per_prompt=3), tmp_path / "dpo")
+    result = json.loads((tmp_path / "dpo" / "result.json").read_text())
+    [run] = candidates_plot.read_candidates("dpo", tmp_path / "dpo")
+    fluency = result["selection"]["fluency"]
+    assert [(key, reward) for key, _, reward, _ in run.points] == list(result["selection"]["candidates"].items())
+    assert run.points[0][1] == fluency["0"]["perplexity"] / fluency["base"]["perplexity"]
+    assert run.shipped == next((x, y) for key, x, y, _ in run.points if key == str(result["selection"]["chosen_round"]))
+
+    monkeypatch.setenv("TAROT_DATA_DIR", str(data_dir))
+    manager = TaskManager(include_defaults=False, include_path=str(GENERATION_TASKS))
+    evaluate_into(tmp_path / "base", HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4), ["tarot_imdb"], manager,
+                  limit=2)
+    plot = tmp_path / "candidates.png"
+    assert run_report(["--task", "tarot_imdb", str(tmp_path / "base"), "--model", str(saved_tiny_llama),
+                       "--checkpoints", f"dpo={tmp_path / 'dpo'}", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert run_report(["--task", "tarot_imdb", str(tmp_path / "base"), "--plot", str(plot)]) == 2
+    assert "go together" in capsys.readouterr().err
