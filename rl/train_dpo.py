@@ -30,6 +30,7 @@ import torch
 from datasets import Dataset
 from torch import nn
 from tqdm.auto import trange
+from transformers import PrinterCallback
 
 from tarot_eval import checkpoint
 from tarot_eval.optimize.record import RunRecord
@@ -110,6 +111,7 @@ def _dpo_round(model: nn.Module, tokenizer, angles: nn.Parameter, pairs: list[di
         finally:
             with torch.no_grad():
                 angles.copy_(current)
+        trainer.remove_callback(PrinterCallback)  # it prints every step's log dict; the rounds' tqdm bar is enough
         try:
             trainer.train()
         finally:
