@@ -7,6 +7,8 @@ from test_orchestrate import leaderboard, results, tiny_leaderboard_files, write
 
 from tarot_eval import checkpoint, cli
 from tarot_eval.compare import interference, runs
+from tarot_eval.orchestrate.config import ConfigError, load
+from tarot_eval.orchestrate.plan import plan_model
 
 TASKS = ["lb_a", "lb_b"]
 
@@ -63,3 +65,39 @@ def test_the_ordinary_table_leaves_the_crossed_runs_out(grid, capsys):
     assert cli.main(["compare", str(grid["out"]), "--out", str(grid["root"] / "plain")]) == 0
     assert "left out" not in capsys.readouterr().out
     assert all("interference" not in run.source.relative_to(grid["out"]).parts for run in runs.read_runs(grid["out"], "acc"))
+
+
+
+def test_a_method_may_run_on_some_tasks_and_choose_its_own_interference(tmp_path):
+    model_dir, tasks_dir = tiny_leaderboard_files(tmp_path, [*TASKS, "lb_c"])
+    config = {
+        "include_path": str(tasks_dir), "interference": True,
+        "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1"}},
+        "tasks": {"zero_shot": [*TASKS, "lb_c"], "few_shot": {"lb_a_shots": "lb_a", "lb_b_shots": "lb_b"}},
+        "optimizer": {"n_train": 4, "n_val": 4, "budget": 3},
+        "methods": {"base": None,
+                    "rotation": {"method": "rotation", "optimizer": "random", "interference": False},
+                    "ablation": {"method": "rotation", "optimizer": "random", "layers": "1", "tasks": ["lb_a"]},
+                    "cf": {"method": "calibrate", "variant": "contextual", "tasks": ["lb_b"]}},
+    }
+    lb = load(write_config(tmp_path / "lb.yaml", config))
+    planned = plan_model(lb, lb.models[0], tmp_path / "out")
+
+    def cells(method, steps):
+        return [step.job.cell for step in steps if step.job.method == method]
+
+    assert cells("ablation", planned.optimizations) == ["tiny/ablation/lb_a"]
+    assert cells("ablation", planned.evaluations) == [
+        "tiny/ablation/lb_a", "tiny/ablation/lb_a_shots", "tiny/ablation/lb_b (edit of lb_a)",
+        "tiny/ablation/lb_c (edit of lb_a)"]
+    assert len(cells("rotation", planned.optimizations)) == 3 and not any(
+        "edit of" in cell for cell in cells("rotation", planned.evaluations))  # its own interference: false
+    assert cells("cf", planned.optimizations) == ["tiny/cf/lb_b", "tiny/cf/lb_b_shots"]
+    assert cells("cf", planned.evaluations) == ["tiny/cf/lb_b", "tiny/cf/lb_b_shots"]
+    assert len(cells("base", planned.evaluations)) == 5
+
+    for key, value, message in (("tasks", ["lb_z"], "methods.cf.tasks: lb_z not in tasks.zero_shot"),
+                                ("interference", True, "methods.cf.interference: only an edit")):
+        bad = {**config, "methods": {**config["methods"], "cf": {**config["methods"]["cf"], key: value}}}
+        with pytest.raises(ConfigError, match=message):
+            load(write_config(tmp_path / "bad.yaml", bad))

@@ -22,7 +22,7 @@ def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
     for model in config.models:
         for method in config.methods:
             for seed in seeds_of(config, method):
-                for task in config.tasks:
+                for task in config.tasks_of(method):
                     folder = runs_root.joinpath(*Cell(model.name, method.name, task, seed).parts)
                     if folder.is_dir():  # icl has no few-shot cells
                         for run in runs.read_runs(folder, METRIC):

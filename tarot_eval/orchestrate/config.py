@@ -18,6 +18,9 @@ and `layers` (overrides the model's: a layer-ablation axis), `num_fewshot` and `
 (an edit searched on prompts with demonstrations). A method's own settings win over the shared ones. An edit method may add `calibrate: NAME` (a
 calibrate method listed before it): its search runs on choice scores calibrated by that method's
 file for the same task and seed, and its evaluation applies the same calibration.
+Any method but base may add `tasks: [TASK, ...]` (a subset of tasks.zero_shot, with their few-shot
+tasks: e.g. a layer ablation on two tasks), and an edit method `interference: true|false` (wins
+over the top-level key).
 
 Baselines (no edit): `{method: calibrate, variant: contextual|batch}` (`tarot-eval calibrate`:
 the answer prior removed inside lm-eval's loglikelihood) and `{method: icl, shots: K}` (the
@@ -27,6 +30,8 @@ same documents, evaluated through peft).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import re
 from dataclasses import dataclass, field
@@ -75,6 +80,8 @@ class MethodSpec:
     settings: dict | None  # edit: optimize settings; calibrate / icl: their keys; None for the unedited base model
     kind: str = EDIT
     calibrate: str | None = None  # edit methods: the calibrate method whose file the search and evaluation apply
+    tasks: tuple[str, ...] | None = None  # `tasks:` of the method: the zero-shot tasks it runs on (None: all)
+    interference: bool | None = None  # `interference:` of the method (None: the config's)
 
     @property
     def is_base(self) -> bool:
@@ -112,6 +119,19 @@ class LeaderboardConfig:
     @property
     def tasks(self) -> list[str]:
         return [*self.zero_shot, *self.few_shot]
+
+    def zero_shot_of(self, method: MethodSpec) -> list[str]:
+        """The zero-shot tasks `method` runs on: its own `tasks:` or all of them."""
+        return [task for task in self.zero_shot if method.tasks is None or task in method.tasks]
+
+    def tasks_of(self, method: MethodSpec) -> list[str]:
+        """Its zero-shot tasks and the few-shot tasks evaluated with their checkpoints."""
+        own = self.zero_shot_of(method)
+        return [*own, *(task for task, source in self.few_shot.items() if source in own)]
+
+    def interferes(self, method: MethodSpec) -> bool:
+        """Whether `method`'s edits are also scored on the other zero-shot tasks."""
+        return method.kind == EDIT and (self.interference if method.interference is None else method.interference)
 
     def method_settings(self, method: MethodSpec, seed: int | None = None) -> dict:
         """Shared optimizer settings overridden by the method's own, and by `seed` when given."""
@@ -242,7 +262,7 @@ def _baseline(name: str, kind: str, entry: dict, where: str) -> MethodSpec:
     return MethodSpec(name, {"shots": shots}, ICL)
 
 
-def _methods(raw) -> list[MethodSpec]:
+def _methods(raw, zero_shot: list[str]) -> list[MethodSpec]:
     methods: list[MethodSpec] = []
     for name, entry in _mapping(raw, "methods").items():
         where = f"methods.{name}"
@@ -253,18 +273,35 @@ def _methods(raw) -> list[MethodSpec]:
             methods.append(MethodSpec(name, None, BASE))
             continue
         entry = dict(_mapping(entry, where, required=False))
+        scope = _scope(entry, zero_shot, where)
         if entry.get("method") in BASELINE_KEYS:
-            methods.append(_baseline(name, entry["method"], entry, where))
+            methods.append(dataclasses.replace(_baseline(name, entry["method"], entry, where), **scope))
             continue
         calibrate = entry.pop("calibrate", None)
         earlier = [method.name for method in methods if method.kind == CALIBRATE]
         if calibrate is not None and calibrate not in earlier:
             raise ConfigError(f"{where}.calibrate: {calibrate!r} is not a calibrate method listed before it "
                               f"(listed: {', '.join(earlier) or 'none'})")
-        methods.append(MethodSpec(name, _optimizer_settings(entry, where), EDIT, calibrate))
+        methods.append(MethodSpec(name, _optimizer_settings(entry, where), EDIT, calibrate, **scope))
     if not methods:
         raise ConfigError("methods: name at least one method (base = the unedited model)")
     return methods
+
+
+def _scope(entry: dict, zero_shot: list[str], where: str) -> dict:
+    """The method's `tasks:` (a subset of tasks.zero_shot) and `interference:` (edits only), taken out of `entry`."""
+    scope = {}
+    if "tasks" in entry:
+        tasks = _task_list(entry.pop("tasks"), f"{where}.tasks")
+        unknown = [task for task in tasks if task not in zero_shot]
+        if unknown:
+            raise ConfigError(f"{where}.tasks: {', '.join(unknown)} not in tasks.zero_shot")
+        scope["tasks"] = tuple(tasks)
+    if "interference" in entry:
+        if entry.get("method") in BASELINE_KEYS:
+            raise ConfigError(f"{where}.interference: only an edit is scored on the tasks it was not made for")
+        scope["interference"] = _typed(entry.pop("interference"), (bool,), f"{where}.interference")
+    return scope
 
 
 def _seeds(raw, optimizer: dict, methods: list[MethodSpec]) -> list[int] | None:
@@ -323,7 +360,7 @@ def parse(raw, source: Path) -> LeaderboardConfig:
         if key not in raw:
             raise ConfigError(f"{key}: missing (a config names models, tasks and methods)")
     zero_shot, few_shot = _tasks(raw["tasks"])
-    methods = _methods(raw["methods"])
+    methods = _methods(raw["methods"], zero_shot)
     optimizer = _optimizer_settings(raw.get("optimizer"), "optimizer")
     return LeaderboardConfig(
         source=source,

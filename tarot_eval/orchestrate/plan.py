@@ -351,21 +351,21 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
     for method in config.methods:
         for seed in seeds_of(config, method):
             if method.kind == CALIBRATE:
-                for task in config.tasks:
+                for task in config.tasks_of(method):
                     cell = Cell(model.name, method.name, task, seed)
-                    job = CalibrationFit(*vars(cell).values(), calibrate_options(config, method, task, seed),
-                                         out.joinpath(CHECKPOINTS, *cell.parts))
+                    job = CalibrationFit(**vars(cell), options=calibrate_options(config, method, task, seed),
+                                         directory=out.joinpath(CHECKPOINTS, *cell.parts))
                     steps.append(Step(job, calibration_reason(job)))
             if method.kind == LORA:
-                for task in config.zero_shot:
+                for task in config.zero_shot_of(method):
                     cell = Cell(model.name, method.name, task, seed)
-                    job = LoraTraining(*vars(cell).values(), lora_options(config, method, task, seed),
-                                       out.joinpath(CHECKPOINTS, *cell.parts))
+                    job = LoraTraining(**vars(cell), options=lora_options(config, method, task, seed),
+                                       directory=out.joinpath(CHECKPOINTS, *cell.parts))
                     steps.append(Step(job, lora_reason(job)))
             if method.kind != EDIT:
                 continue
             values = config.method_settings(method, seed)
-            for task in config.zero_shot:
+            for task in config.zero_shot_of(method):
                 if method.calibrate:
                     values = {**values, "calibration": str(calibration_folder(config, out, model, method.calibrate, task, seed))}
                 try:
@@ -373,7 +373,8 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
                 except ValueError as error:
                     raise PlanError(f"models.{model.name} with methods.{method.name}: {error}") from None
                 cell = Cell(model.name, method.name, task, seed)
-                job = Optimization(*vars(cell).values(), settings, budget, select_k, out.joinpath(CHECKPOINTS, *cell.parts))
+                job = Optimization(**vars(cell), settings=settings, budget=budget, select_k=select_k,
+                                   directory=out.joinpath(CHECKPOINTS, *cell.parts))
                 steps.append(Step(job, optimization_reason(job)))
     return steps
 
@@ -393,12 +394,13 @@ def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: 
         demonstrations = Demonstrations(method.settings["shots"], shared.get("n_train", OptimizeSettings.n_train),
                                         shared.get("n_val", OptimizeSettings.n_val), shared.get("seed", OptimizeSettings.seed))
     adapter = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts) if method.kind == LORA else None
-    return Evaluation(*vars(cell).values(), checkpoint_dir, out.joinpath(RUNS, *cell.parts), calibration, demonstrations, adapter)
+    return Evaluation(**vars(cell), checkpoint=checkpoint_dir, folder=out.joinpath(RUNS, *cell.parts),
+                      calibration=calibration, demonstrations=demonstrations, adapter=adapter)
 
 
 def _interference(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, seed: int | None):
-    """The edit of each zero-shot task scored on every other zero-shot task."""
-    for source in config.zero_shot:
+    """The edit of each of the method's zero-shot tasks scored on every other zero-shot task."""
+    for source in config.zero_shot_of(method):
         checkpoint_dir = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts)
         for task in config.zero_shot:
             if task != source:
@@ -413,7 +415,8 @@ def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelP
     evaluations = []
     for method in config.methods:
         for seed in seeds_of(config, method):
-            for task in config.tasks if method.kind != ICL else config.zero_shot:  # a few-shot task already has its shots
+            # a few-shot task already has its shots, so icl runs on the zero-shot tasks only
+            for task in config.tasks_of(method) if method.kind != ICL else config.zero_shot_of(method):
                 job = _evaluation(config, model, out, method, task, seed)
                 source = config.few_shot.get(task, task)
                 calibrated_by = method.name if method.kind == CALIBRATE else method.calibrate
@@ -424,7 +427,7 @@ def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelP
                 else:
                     reason = evaluation_reason(job, config.eval)
                 evaluations.append(Step(job, reason))
-            if config.interference and method.kind == EDIT:
+            if config.interferes(method):
                 for job in _interference(config, model, out, method, seed):
                     redo = (method.name, job.edited_on, seed) in redone
                     evaluations.append(Step(job, REDONE[EDIT] if redo else evaluation_reason(job, config.eval)))
