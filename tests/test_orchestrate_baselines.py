@@ -8,6 +8,7 @@ import pytest
 from test_orchestrate import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import calibration as calibrations, checkpoint, objective
+from tarot_eval.compare import runs
 from tarot_eval.orchestrate.config import ConfigError, load
 from tarot_eval.orchestrate.runner import task_manager
 
@@ -112,6 +113,12 @@ def test_the_board_compares_every_baseline_with_base_on_the_same_task(grid):
         assert "Δ" in rows[method] and "sig +" in rows[method], method
 
 
+def test_compare_of_the_runs_folder_names_icl_runs_icl_not_base(grid):
+    found = runs.read_runs(grid["out"] / "runs", "acc")
+    methods = {run.source.relative_to(grid["out"] / "runs").parts[1]: run.method for run in found}
+    assert methods["icl-2"] == "icl" and methods["base"] == "base"
+
+
 def test_a_second_run_of_the_grid_does_no_work(grid, tmp_path):
     out = copy_of(grid, tmp_path)
     before = mtimes(out)
@@ -158,7 +165,10 @@ def test_the_beyond_zero_shot_config_adds_shots_interference_and_depth():
 
     config = load(Path(__file__).resolve().parents[1] / "configs" / "leaderboard_smollm2_beyond.yaml")
     check_tasks(config, task_manager(config))
-    assert config.interference and config.seeds == [0, 1, 2]
+    assert config.seeds == [0, 1, 2]
+    assert [m.name for m in config.methods if config.interferes(m)] == ["rotation"]  # interference: the zero-shot edit
+    for name in ("rotation-L12-16", "rotation-L25-29"):  # the layer ablation on AG News and Entailed Polarity
+        assert config.zero_shot_of(config.method(name)) == ["tarot_agnews", "tarot_entailed_polarity"]
     assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
     assert config.method("rotation-mix").settings["demonstrations"] == "mix"
     assert [config.method(name).settings["layers"] for name in ("rotation-L12-16", "rotation-L25-29")] == ["12-16", "25-29"]

@@ -25,6 +25,7 @@ from tarot_eval.compare.labels import (
 RESULTS_PREFIX = "results_"
 MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.orchestrate.execute`
 INTERFERENCE = "interference"  # folder of an edit's runs on tasks it was not optimized on (`compare --interference`)
+DEMONSTRATIONS_NAME = "tarot_demonstrations.json"  # beside an icl run (the leaderboard's): the training documents shown
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,15 @@ def load_results(source: Path) -> dict:
     return results
 
 
+def _icl(source: Path, root: Path, method: str | None) -> str | None:
+    """'icl' for an unedited run shown the training documents the leaderboard's icl method records
+    beside it (lm-eval's own config cannot tell it from base with demonstrations); else `method`."""
+    folders = [folder for folder in source.parents if folder == root or root in folder.parents]
+    if method == "base" and any((folder / DEMONSTRATIONS_NAME).is_file() for folder in folders[:2]):
+        return "icl"
+    return method
+
+
 def read_runs(
     root: Path,
     metric: str,
@@ -207,7 +217,7 @@ def read_runs(
             continue
         method = (
             label_for(source, method_labels)
-            or method_from_config(results.get("config", {}))
+            or _icl(source, root, method_from_config(results.get("config", {})))
             or run_folder_label(source, root, results)
         )
         model = label_for(source, model_labels) or model_from_results(results, source)

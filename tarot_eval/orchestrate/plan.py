@@ -36,8 +36,8 @@ from tarot_eval.orchestrate.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, 
 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
-INTERFERENCE = "interference"  # compare.runs.INTERFERENCE: an edit's runs on the tasks it was not optimized on
-DEMONSTRATIONS_NAME = "tarot_demonstrations.json"
+INTERFERENCE = runs.INTERFERENCE  # an edit's runs on the tasks it was not optimized on
+DEMONSTRATIONS_NAME = runs.DEMONSTRATIONS_NAME  # beside an icl run: the demonstrations it was shown
 REDONE = {EDIT: "its checkpoint is optimized in this run", CALIBRATE: "its calibration is fitted in this run",
           LORA: "its adapter is trained in this run"}
 
