@@ -298,10 +298,13 @@ def test_imdb_openings_are_clean_seeded_and_disjoint(tmp_path):
 
 
 def test_real_imdb_and_toxicity_prompt_sets(data_dir):
-    imdb = prompts.imdb_prompts(data_dir=data_dir)
-    assert len(imdb.test) == 100 and len(imdb.train) == 12
+    imdb = prompts.imdb_prompts(data_dir=data_dir)  # by default every distinct opening of the 200 held-out reviews
+    assert len(imdb.test) == prompts.TEST_PROMPTS["imdb"] == 197 and len(imdb.train) == 12
     assert {p.text for p in imdb.train}.isdisjoint(p.text for p in imdb.test)
-    assert len({p.text for p in imdb.test}) == 100
+    assert len({p.text for p in imdb.test}) == 197
+    with pytest.raises(ValueError, match="only 197 distinct prompts"):
+        prompts.imdb_prompts(n_test=198, data_dir=data_dir)
+    assert len(prompts.toxicity_prompts(n_train=0, data_dir=data_dir).test) == prompts.TEST_PROMPTS["rtp"] == 400
     with (data_dir / "imdb" / "texts.csv").open(newline="") as handle:
         held_out = [prompts.clean_review(r["text"]) for r in csv.DictReader(handle) if r["is_valid"] == "True"]
     assert all(any(review.startswith(p.text) for review in held_out) for p in imdb.test)
