@@ -46,6 +46,17 @@ def angles_on_model(model: nn.Module, layers, initial: torch.Tensor | None = Non
         model.train(was_training)
 
 
+def training_arguments(**own) -> dict:
+    """TRL config arguments every angle trainer shares (CPU, nothing saved or reported, a constant lr), plus `own`."""
+    return {
+        "use_cpu": True, "bf16": False, "report_to": [], "save_strategy": "no", "logging_steps": 1,
+        "lr_scheduler_type": "constant", "weight_decay": 0.0, "dataloader_num_workers": 0,
+        # reentrant checkpointing of frozen blocks would cut the angles' gradient
+        "activation_checkpointing": False,
+        **own,
+    }
+
+
 class ClampAngles(TrainerCallback):
     """Projects the angles back into [low, high] after each optimizer step."""
 

@@ -34,7 +34,7 @@ from transformers import PrinterCallback
 
 from tarot_eval import checkpoint
 from tarot_eval.optimize.record import RunRecord
-from tarot_eval.rl.angles import ClampAngles, angles_on_model
+from tarot_eval.rl.angles import ClampAngles, angles_on_model, training_arguments
 from tarot_eval.rl.fluency import Fluency
 from tarot_eval.rl.generate import GreedyScore, sampled_continuations, texts_to_score
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
@@ -72,25 +72,16 @@ def preference_pairs(prompts, samples, rewards, pairs_per_prompt: int, min_gap: 
 def dpo_config(settings: DPOSettings, round_index: int, n_pairs: int, output_dir: str):
     from trl import DPOConfig
 
-    return DPOConfig(
+    return DPOConfig(**training_arguments(
         output_dir=output_dir,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=min(settings.pairs_per_step, n_pairs),
         learning_rate=settings.learning_rate,
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
         beta=settings.beta,
         precompute_ref_log_probs=True,  # once per round, from the unedited model (see `_dpo_round`)
-        activation_checkpointing=False,  # reentrant checkpointing of frozen blocks would cut the angles' gradient
         seed=settings.seed * 1000 + round_index,
-        dataloader_num_workers=0,
         disable_tqdm=True,
-    )
+    ))
 
 
 def _dpo_round(model: nn.Module, tokenizer, angles: nn.Parameter, pairs: list[dict], settings: DPOSettings,

@@ -25,7 +25,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
-from tarot_eval.rl.angles import ClampAngles, angles_on_model
+from tarot_eval.rl.angles import ClampAngles, angles_on_model, training_arguments
 from tarot_eval.rl.generate import STOP, texts_to_score
 from tarot_eval.rl.rewards import Scorer
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result
@@ -72,27 +72,18 @@ def reward_function(scorer: Scorer):
 def grpo_config(settings: GRPOSettings, max_new_tokens: int, output_dir: str):
     from trl import GRPOConfig
 
-    return GRPOConfig(
+    return GRPOConfig(**training_arguments(
         output_dir=output_dir,
-        use_cpu=True,
-        bf16=False,
-        report_to=[],
-        save_strategy="no",
-        logging_steps=1,
         max_steps=settings.steps,
         learning_rate=settings.learning_rate,
-        lr_scheduler_type="constant",
-        weight_decay=0.0,
         per_device_train_batch_size=settings.num_generations * settings.prompts_per_step,
         num_generations=settings.num_generations,
         max_completion_length=max_new_tokens,
         temperature=settings.temperature,
         beta=0.0,
-        activation_checkpointing=False,  # reentrant checkpointing of frozen blocks would cut the angles' gradient
         use_vllm=False,  # vLLM would not see the hooks
         seed=settings.seed,
-        dataloader_num_workers=0,
-    )
+    ))
 
 
 def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSettings, out) -> TrainResult:
