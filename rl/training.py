@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -76,16 +76,8 @@ class RewardSetting:
             "selected_on": self.selected_on,
             "ship_unimproved": self.ship_unimproved,
             "max_new_tokens": self.max_new_tokens,
-            "guard": {"max_perplexity_ratio": self.guard.max_perplexity_ratio,
-                      "max_distinct_2_drop": self.guard.max_distinct_2_drop},
+            "guard": asdict(self.guard),
         }
-
-    def choose(self, pool: Sequence[int], rewards: Mapping[int, float], fluency: Mapping[int, Fluency],
-               base: Fluency, train_scores: Sequence[float] | None = None) -> tuple[int | None, dict[int, str]]:
-        """The best-rewarded candidate the fluency guard lets through (None if it refuses all), and why it refused the others."""
-        rejected = {i: why for i in pool if i in fluency and (why := self.guard.rejects(fluency[i], base))}
-        passing = [i for i in pool if i not in rejected]
-        return (selection.choose(passing, rewards, train_scores) if passing else None), rejected
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,9 @@ def guarded_selection(setting: RewardSetting, layers: Sequence[int], params: Map
     the identity when it passes none. `label` names the key in the details (e.g. "chosen_round")."""
     if base_fluency is None:  # a record from before the guard: nothing to compare with
         fluency = {}
-    best, rejected = setting.choose(list(params), rewards, fluency, base_fluency, train_scores)
+    rejected = {i: why for i in params if i in fluency and (why := setting.guard.rejects(fluency[i], base_fluency))}
+    passing = [i for i in params if i not in rejected]
+    best = selection.choose(passing, rewards, train_scores) if passing else None
     details = {label: best, "candidates": {str(i): rewards[i] for i in params},
                "fluency": {"base": base_fluency.as_dict() if base_fluency else None,
                            **{str(i): f.as_dict() for i, f in fluency.items()}},
