@@ -28,7 +28,7 @@ from scipy.stats import spearmanr
 
 from tarot_eval import objective
 from tarot_eval.default_model import load_model_and_tokenizer
-from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.edit import HeadEdit
 from tarot_eval.scoring import ChoiceScorer, SequenceScorer, token_floor
 
 TASKS = ("tarot_navigate", "tarot_color", "tarot_agnews", "tarot_agnews_fewshot")
@@ -105,7 +105,7 @@ def main() -> None:
         floor = token_floor(examples)
         reads = sum(len(c) for ex in examples for _, c in ex.pairs)
         result = {}
-        with attached(model, edit) as handle:
+        with edit.attached(model) as handle:
             handle.params = params
             grad_examples = examples[: args.grad_docs]
             for label, cls in (("old", SequenceScorer), ("new", ChoiceScorer)):
@@ -139,7 +139,7 @@ def main() -> None:
         fp32 = ChoiceScorer(model, bf16_example, args.batch_size, pad)
         bf16 = ChoiceScorer(model, bf16_example, args.batch_size, pad, dtype=torch.bfloat16)
         values = {"fp32": [], "bf16": []}
-        with attached(model, edit) as handle, torch.no_grad():
+        with edit.attached(model) as handle, torch.no_grad():
             handle.params = params
             times = {label: best_time(s.score, args.repeats) for label, s in (("fp32", fp32), ("bf16", bf16))}
             for _ in range(args.edits):

@@ -259,7 +259,7 @@ class ModelCheck:
         return f"{seconds:.1f} s", f"{size} params, {self.plan.dtype}, layers edited 0..{self.layers[-1]}", {"params": count}
 
     def hook_fold(self):
-        from tarot_eval.edit import HeadEdit, attached, fold
+        from tarot_eval.edit import HeadEdit
 
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
         edit.params = self.random_params(edit)
@@ -267,13 +267,13 @@ class ModelCheck:
         ids = torch.randint(3, self.config.vocab_size, (4, 64), generator=generator).to(self.plan.device)
         with torch.no_grad():
             base = self.model(input_ids=ids).logits.float()
-            with attached(self.model, edit):
+            with edit.attached(self.model):
                 hooked = self.model(input_ids=ids).logits.float()
-            folded_handle = fold(self.model, edit)
+            folded_handle = edit.merge(self.model)
             try:
                 folded = self.model(input_ids=ids).logits.float()
             finally:
-                folded_handle.unfold()
+                folded_handle.unmerge()
             restored = self.model(input_ids=ids).logits.float()
         diff = float((hooked - folded).abs().max())
         effect = float((hooked - base).abs().max())
@@ -298,12 +298,12 @@ class ModelCheck:
 
     def objective(self):
         from tarot_eval import objective
-        from tarot_eval.edit import HeadEdit, attached
+        from tarot_eval.edit import HeadEdit
 
         scorer = self.scorer()
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
         params = self.random_params(edit)
-        with attached(self.model, edit) as handle:
+        with edit.attached(self.model) as handle:
             target = objective.Objective(scorer, handle)
             target.evaluate(params)  # warm-up
             start = time.perf_counter()
@@ -318,7 +318,7 @@ class ModelCheck:
 
     def grad_step(self):
         from tarot_eval import objective
-        from tarot_eval.edit import HeadEdit, attached
+        from tarot_eval.edit import HeadEdit
 
         scorer = self.scorer()
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
@@ -327,7 +327,7 @@ class ModelCheck:
         try:
             for frozen in (False, True):
                 self.model.requires_grad_(not frozen)
-                with attached(self.model, edit) as handle:
+                with edit.attached(self.model) as handle:
                     target = objective.Objective(scorer, handle)
                     reset_peak(self.plan.device)
                     for _ in range(2):  # the second step is timed (the first pays for kernel selection)

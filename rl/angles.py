@@ -1,46 +1,42 @@
-"""Rotation angles as the only trainable tensor of a HuggingFace model, for TRL's trainers.
+"""Rotation angles trained by TRL's trainers as the Parameter of the edit module, not of the model.
 
-TRL needs a real PreTrainedModel (config, generation_config, generate), so the angles are not
-held in a wrapper but registered on the model itself as a Parameter, hooked in through
-`tarot_eval.edit.attach` (rollouts come from the edited model, gradients reach only the angles),
-every base weight frozen. On leaving `angles_on_model` the Parameter and hooks are gone and the
-base weights' `requires_grad` and the train/eval mode are restored: the model is exactly the base
-model again (its fingerprint, which checkpoints record, included).
+TRL needs a real PreTrainedModel (config, generation_config, generate), so the edit is hooked
+into it (`HeadEdit.attach`): rollouts come from the edited model and gradients reach the angles,
+which live in the `HeadEdit` module (`trainable=True`), never in the model's own parameter table.
+The trainer gets an optimizer over the angles alone (`angle_optimizer`) and `AngleStep` does for
+them what it does for a model's parameters (clip the gradient), plus the projection into the bounds.
+On leaving `trainable_angles` the hooks are gone and the base weights' `requires_grad` and the
+train/eval mode are restored: the model is exactly the base model again (its fingerprint included).
 """
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
 from torch import nn
-from transformers import TrainerCallback
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from tarot_eval.edit import HeadEdit, attach
-
-ANGLES = "tarot_angles"
+from tarot_eval.edit import HeadEdit
 
 
 @contextmanager
-def angles_on_model(model: nn.Module, layers, initial: torch.Tensor | None = None):
+def trainable_angles(model: nn.Module, layers, initial: torch.Tensor | None = None):
     """Yields (angles Parameter, attached edit); zero angles (the unedited model) unless `initial` is given."""
-    if hasattr(model, ANGLES):
-        raise ValueError(f"the model already carries a {ANGLES!r} parameter (a run in progress?)")
-    start = HeadEdit.identity(model, "rotation", layers).params
+    edit = HeadEdit.identity(model, "rotation", layers, trainable=True).to(model.device)
     if initial is not None:
-        start = initial.detach().to(start.dtype).clone()
+        with torch.no_grad():
+            edit.params.copy_(initial)
     trainable = [p for p in model.parameters() if p.requires_grad]
     for parameter in trainable:
         parameter.requires_grad_(False)
-    angles = nn.Parameter(start.clone())
-    model.register_parameter(ANGLES, angles)
-    handle = attach(model, HeadEdit("rotation", tuple(layers), angles))
+    handle = edit.attach(model)
     was_training = model.training
     try:
-        yield angles, handle
+        yield edit.params, handle
     finally:
         handle.remove()
-        del model._parameters[ANGLES]
         for parameter in trainable:
             parameter.requires_grad_(True)
         model.train(was_training)
@@ -57,12 +53,34 @@ def training_arguments(**own) -> dict:
     }
 
 
-class ClampAngles(TrainerCallback):
-    """Projects the angles back into [low, high] after each optimizer step."""
+def angle_optimizer(angles: nn.Parameter, args: TrainingArguments) -> torch.optim.Optimizer:
+    """The optimizer the Trainer would build from `args` (`optim`, lr, betas, eps), over the angles alone."""
+    optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
+    return optimizer_class([angles], **kwargs)
+
+
+class AngleStep(TrainerCallback):
+    """Before each optimizer step, clips the angles' gradient to `max_grad_norm` (its norm replaces the
+    step log's `grad_norm`, which the Trainer takes over the model's parameters only); after it,
+    clears the gradient (the Trainer's `model.zero_grad()` does not reach it) and projects the
+    angles back into [low, high]."""
 
     def __init__(self, angles: nn.Parameter, bounds: tuple[float, float]):
         self.angles, self.bounds = angles, bounds
+        self.grad_norm: float | None = None
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        limit = args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else math.inf
+        self.grad_norm = float(torch.nn.utils.clip_grad_norm_([self.angles], limit))
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.angles.grad = None
 
     def on_step_end(self, args, state, control, **kwargs):
         with torch.no_grad():
             self.angles.clamp_(*self.bounds)
+
+    def on_log(self, args, state, control, **kwargs):
+        logged = state.log_history[-1] if state.log_history else {}
+        if "grad_norm" in logged and self.grad_norm is not None:
+            logged["grad_norm"] = self.grad_norm

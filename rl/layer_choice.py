@@ -44,12 +44,12 @@ def train_blocks(train: Callable[[tuple[int, ...], Path], TrainResult], blocks: 
     choice = {"on": results[winner].selection["on"], "candidates": shipped, "chosen": winner}
     with run_lock.hold(out):
         source = results[winner].directory
-        config = json.loads((source / checkpoint.CONFIG_NAME).read_text())
-        config["provenance"]["layer_choice"] = choice
+        config = checkpoint.TarotConfig.from_pretrained(source)
+        config.provenance["layer_choice"] = choice
         result = json.loads((source / RESULT_NAME).read_text())
         result["layer_choice"] = choice
         _write(out / checkpoint.TENSORS_NAME, (source / checkpoint.TENSORS_NAME).read_bytes())
-        _write(out / checkpoint.CONFIG_NAME, (json.dumps(config, indent=2) + "\n").encode())
+        _write(out / checkpoint.CONFIG_NAME, config.to_json().encode())
         _write(out / RESULT_NAME, (json.dumps(result, indent=2) + "\n").encode())
     return replace(results[winner], directory=out, selection={**results[winner].selection, "layer_choice": choice})
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 
 from tarot_eval import checkpoint, selection
-from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.edit import HeadEdit
 from tarot_eval.rl.fluency import Fluency
 from tarot_eval.objective import Evaluation
 from tarot_eval.optimize import bo as bayesian
@@ -47,7 +47,7 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
     config.pop("budget")  # a resumed run may extend its budget
     record = RunRecord(out, config)
     started = time.perf_counter()
-    with attached(model, edit) as handle:
+    with edit.attached(model) as handle:
         def measure(params, split: str = "train", fluency: bool = False) -> GreedyScore:
             handle.params = params
             return setting.measure(model, tokenizer, split, handle, fluency)

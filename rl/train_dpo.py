@@ -34,7 +34,7 @@ from transformers import PrinterCallback
 
 from tarot_eval import checkpoint
 from tarot_eval.optimize.record import RunRecord
-from tarot_eval.rl.angles import ClampAngles, angles_on_model, training_arguments
+from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
 from tarot_eval.rl.fluency import Fluency
 from tarot_eval.rl.generate import GreedyScore, sampled_continuations, texts_to_score
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
@@ -95,10 +95,12 @@ def _dpo_round(model: nn.Module, tokenizer, angles: nn.Parameter, pairs: list[di
         with torch.no_grad():
             angles.zero_()
         try:  # built on the unedited model: the reference log-probabilities are the base model's
-            trainer = DPOTrainer(model=model, args=dpo_config(settings, round_index, len(pairs), scratch),
+            args = dpo_config(settings, round_index, len(pairs), scratch)
+            trainer = DPOTrainer(model=model, args=args,
                                  train_dataset=Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")}
                                                                   for p in pairs]),
-                                 processing_class=tokenizer, callbacks=[ClampAngles(angles, settings.bounds)])
+                                 processing_class=tokenizer, callbacks=[AngleStep(angles, settings.bounds)],
+                                 optimizers=(angle_optimizer(angles, args), None))
         finally:
             with torch.no_grad():
                 angles.copy_(current)
@@ -135,7 +137,7 @@ def _train(model, tokenizer, setting: RewardSetting, settings: DPOSettings, out,
     done = len(record.trace)
     initial = record.point(done - 1) if done else None
     prompts = setting.train_prompts
-    with angles_on_model(model, settings.layers, initial) as (angles, handle):
+    with trainable_angles(model, settings.layers, initial) as (angles, handle):
         for round_index in trange(done, settings.rounds, desc="dpo rounds", initial=done, total=settings.rounds):
             round_started = time.perf_counter()
             model.eval()

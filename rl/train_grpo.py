@@ -1,16 +1,16 @@
 """TRL's GRPOTrainer over the rotation angles only (every base weight frozen).
 
-The angles [layers, heads, head_dim/2] are a Parameter registered on the model itself (TRL
-needs a real PreTrainedModel: config, generation_config, generate), zero at the start (the
-unedited model), and hooked in through `tarot_eval.edit.attach`, so rollouts come from the
-edited model and gradients reach only the angles. A callback clamps them to the bounds after
-every optimizer step. `beta=0`: no reference model (TRL would reload one from the model's
+The angles [layers, heads, head_dim/2] are the Parameter of a trainable `HeadEdit` hooked into
+the model (`rl.angles`: TRL needs a real PreTrainedModel, so the edit is attached to it, never
+registered in it), zero at the start (the unedited model): rollouts come from the edited model
+and the trainer's optimizer holds only the angles. A callback clips their gradient and clamps
+them to the bounds at every optimizer step. `beta=0`: no reference model (TRL would reload one from the model's
 id, impossible for a GGUF or in-memory model); the angle bound is the regularizer.
 Every `select_every` steps (and after the last) the current angles are measured greedily on
 the selection prompts (validation, else training), fluency guards included, and kept as a
 candidate; the best candidate the guard passes, compared with the base model, is the result:
 early stopping on validation.
-After training the Parameter and hooks are removed, so the model is exactly the base model
+After training the hooks are removed, so the model is exactly the base model
 again, and the chosen angles are saved as an ordinary tarot checkpoint.
 """
 
@@ -25,7 +25,7 @@ from datasets import Dataset
 from torch import nn
 from transformers import TrainerCallback
 
-from tarot_eval.rl.angles import ClampAngles, angles_on_model, training_arguments
+from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
 from tarot_eval.rl.generate import STOP, texts_to_score
 from tarot_eval.rl.rewards import Scorer
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result
@@ -100,7 +100,7 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
     on = setting.selected_on
     base = setting.measure(model, tokenizer, on, fluency=True)
     before = base if on == "train" else setting.measure(model, tokenizer)
-    with angles_on_model(model, settings.layers) as (angles, handle):
+    with trainable_angles(model, settings.layers) as (angles, handle):
         def measure():
             training = model.training
             model.eval()
@@ -111,13 +111,15 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
 
         candidates = MeasureCandidates(angles, settings.select_every, measure)
         with tempfile.TemporaryDirectory(prefix="tarot-grpo-") as scratch:
+            args = grpo_config(settings, setting.max_new_tokens, scratch)
             trainer = GRPOTrainer(
                 model=model,
                 reward_funcs=[reward_function(setting.scorer)],
-                args=grpo_config(settings, setting.max_new_tokens, scratch),
+                args=args,
                 train_dataset=Dataset.from_list([{"prompt": p} for p in setting.train_prompts]),
                 processing_class=tokenizer,
-                callbacks=[ClampAngles(angles, settings.bounds), candidates],
+                callbacks=[AngleStep(angles, settings.bounds), candidates],
+                optimizers=(angle_optimizer(angles, args), None),
             )
             trainer.train()
             history = [_step_log(entry) for entry in trainer.state.log_history if "reward" in entry]

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from tarot_eval import checkpoint, run_lock, selection
-from tarot_eval.edit import AttachedEdit, HeadEdit, attached
+from tarot_eval.edit import AttachedEdit, HeadEdit
 from tarot_eval.rl.fluency import Fluency, FluencyGuard, measure_fluency
 from tarot_eval.rl.generate import MAX_NEW_TOKENS, GreedyScore, greedy_score
 from tarot_eval.rl.rewards import Scorer
@@ -143,7 +143,7 @@ def save_result(model: nn.Module, tokenizer, chosen: Selection, bounds: tuple[fl
         candidate = chosen.candidate
         edit = candidate if shipped == "chosen" else HeadEdit.identity(model, candidate.method, candidate.layers)
         if shipped == "chosen":
-            with attached(model, edit):
+            with edit.attached(model):
                 after = setting.measure(model, tokenizer)
         else:
             after = before

@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def weight_fingerprint(model: nn.Module, layers) -> dict:
     onto fixed random vectors (numpy's RandomState stream, frozen across numpy versions),
     in float64 on the CPU. Computed on the unedited weights: a model with a folded edit is refused.
     """
-    if edits.folded_edits(model):
+    if edits.merged_edits(model):
         raise CheckpointError("the model has an edit folded into its weights; fingerprint it unfolded")
     fingerprint = {}
     for site in architectures.attention_sites(model, list(layers)):
@@ -94,6 +95,66 @@ def default_bounds(method: str, angle_limit: float = math.pi / 4) -> tuple[float
     return (-angle_limit, angle_limit) if method == "rotation" else (0.0, 1.0)
 
 
+@dataclass
+class TarotConfig:
+    """`tarot_config.json`: what the tensor means and the model it was found on (as peft's `PeftConfig`)."""
+
+    method: str
+    layers: list[int]
+    num_heads: int
+    head_dim: int
+    bounds: list[float]
+    base_model: dict
+    provenance: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        """The JSON object, keys in the order every tarot-eval has written them (the checkpoint hash reads the bytes)."""
+        return {"format_version": self.format_version, "method": self.method, "layers": list(self.layers),
+                "num_heads": self.num_heads, "head_dim": self.head_dim, "bounds": list(self.bounds),
+                "base_model": self.base_model, "provenance": self.provenance}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        (Path(directory) / CONFIG_NAME).write_text(self.to_json())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> "TarotConfig":
+        """The config of checkpoint `directory`; a missing, corrupt or mistyped one is refused naming the file and key."""
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise CheckpointError(f"{directory}: not a tarot checkpoint (no {CONFIG_NAME})")
+        try:
+            mapping = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{path}: corrupt JSON ({error})") from error
+        return cls.from_mapping(mapping, path)
+
+    @classmethod
+    def from_mapping(cls, config: dict, path: Path) -> "TarotConfig":
+        missing = [key for key in REQUIRED_KEYS if key not in config]
+        if missing:
+            raise CheckpointError(f"{path}: missing config key(s) {', '.join(missing)}")
+        if not _is_int(config["format_version"]) or config["format_version"] != FORMAT_VERSION:
+            raise CheckpointError(
+                f"{path}: format_version {config['format_version']!r} is not supported (this tarot-eval reads {FORMAT_VERSION})"
+            )
+        if not isinstance(config["method"], str) or config["method"] not in rotation.METHODS:
+            raise CheckpointError(f"{path}: unknown method {config['method']!r}; expected one of {rotation.METHODS}")
+        _check_types(path, config)
+        return cls(**{name: config[name] for name in REQUIRED_KEYS}, provenance=config.get("provenance", {}))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
+
+
 def save(
     directory: str | Path,
     edit: HeadEdit,
@@ -105,53 +166,17 @@ def save(
     edit.check_fits(model)
     bounds = tuple(float(b) for b in (bounds or default_bounds(edit.method)))
     geo = architectures.geometry(model)
-    config = {
-        "format_version": FORMAT_VERSION,
-        "method": edit.method,
-        "layers": list(edit.layers),
-        "num_heads": geo.num_heads,
-        "head_dim": geo.head_dim,
-        "bounds": list(bounds),
-        "base_model": {**model_identity(model), "weights": weight_fingerprint(model, edit.layers)},
-        "provenance": provenance or {},
-    }
+    config = TarotConfig(
+        edit.method, list(edit.layers), geo.num_heads, geo.head_dim, list(bounds),
+        {**model_identity(model), "weights": weight_fingerprint(model, edit.layers)}, provenance or {},
+    )
     _check_values(edit.params, edit.method, bounds)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     params = edit.params.detach().to("cpu", torch.float32).contiguous()
     save_file({TENSOR_KEY: params}, str(directory / TENSORS_NAME), metadata={"format": "pt"})
-    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    config.save_pretrained(directory)
     return directory
-
-
-def read_config(directory: str | Path) -> dict:
-    """The JSON config, with every required key present."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: not a tarot checkpoint (no {CONFIG_NAME})")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path}: corrupt JSON ({error})") from error
-    missing = [key for key in REQUIRED_KEYS if key not in config]
-    if missing:
-        raise CheckpointError(f"{path}: missing config key(s) {', '.join(missing)}")
-    if not _is_int(config["format_version"]) or config["format_version"] != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: format_version {config['format_version']!r} is not supported (this tarot-eval reads {FORMAT_VERSION})"
-        )
-    if not isinstance(config["method"], str) or config["method"] not in rotation.METHODS:
-        raise CheckpointError(f"{path}: unknown method {config['method']!r}; expected one of {rotation.METHODS}")
-    _check_types(path, config)
-    return config
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return (_is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 def _check_types(path: Path, config: dict) -> None:
@@ -215,10 +240,10 @@ def load(directory: str | Path, model: nn.Module, allow_transfer: bool = False) 
     `allow_transfer` accepts a model whose edited layers hold other weights than the ones the
     checkpoint was found on (e.g. another fine-tune of the same base); shapes must still match.
     """
-    config = read_config(directory)
+    config = TarotConfig.from_pretrained(directory)
     params = read_params(directory)
     geo = architectures.geometry(model)
-    stored, actual = config["base_model"], model_identity(model)
+    stored, actual = config.base_model, model_identity(model)
     if stored.get("fingerprint") != actual["fingerprint"]:
         raise CheckpointError(
             f"{directory}: made for {stored.get('name')!r} ({stored.get('model_type')}, {stored.get('num_layers')} layers, "
@@ -226,21 +251,21 @@ def load(directory: str | Path, model: nn.Module, allow_transfer: bool = False) 
             f"({actual['model_type']}, {actual['num_layers']} layers, fingerprint {actual['fingerprint']})"
         )
     for key, model_value in (("num_heads", geo.num_heads), ("head_dim", geo.head_dim)):
-        if config[key] != model_value:
-            raise CheckpointError(f"{directory}: checkpoint has {key}={config[key]}, model has {key}={model_value}")
-    layers = config["layers"]
+        if getattr(config, key) != model_value:
+            raise CheckpointError(f"{directory}: checkpoint has {key}={getattr(config, key)}, model has {key}={model_value}")
+    layers = config.layers
     if any(not 0 <= layer < geo.num_layers for layer in layers):
         raise CheckpointError(f"{directory}: layers {layers} outside the model's 0..{geo.num_layers - 1}")
-    expected = rotation.param_shape(config["method"], len(layers), geo.num_heads, geo.head_dim)
+    expected = rotation.param_shape(config.method, len(layers), geo.num_heads, geo.head_dim)
     if tuple(params.shape) != expected:
         raise CheckpointError(
             f"{directory}: params shape {tuple(params.shape)} does not match {expected} "
-            f"({config['method']}, {len(layers)} layers x {geo.num_heads} heads, head_dim {geo.head_dim})"
+            f"({config.method}, {len(layers)} layers x {geo.num_heads} heads, head_dim {geo.head_dim})"
         )
-    _check_values(params, config["method"], tuple(config["bounds"]), where=str(directory))
+    _check_values(params, config.method, tuple(config.bounds), where=str(directory))
     if not allow_transfer:
         _check_weights(directory, stored, actual["name"], model, layers)
-    return HeadEdit(config["method"], tuple(layers), params)
+    return HeadEdit(config.method, tuple(layers), params)
 
 
 def _check_weights(directory, stored: dict, name: str, model: nn.Module, layers: list[int]) -> None:

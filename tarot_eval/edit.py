@@ -1,16 +1,16 @@
-"""Attach a head edit to a model with forward pre-hooks, or fold it into the output projection.
+"""The head edit as a module (pyvene-style): it owns its tensor and applies it at each edited
+layer's output projection, either through forward pre-hooks or merged into the weights (peft-style).
 
-Hooks keep the parameters live (for optimization, gradients included); folding rewrites
-the projection weight once so inference costs exactly what the base model costs.
-Both compute z' = (z - b_V) M + b_V per head, where b_V is the value bias the head
-reads (zero for models without one), matching the original TransformerLens code,
-which folded value biases out of z before rotating.
+`edit.attach(model)` keeps the tensor live (optimization, gradients, reassignment between calls);
+`edit.merge(model)` rewrites the projection weights once, so inference costs exactly what the base
+model costs, and `unmerge()` restores them bit for bit. Both compute z' = (z - b_V) M + b_V per head,
+where b_V is the value bias the head reads (zero for models without one), matching the original
+TransformerLens code, which folded value biases out of z before rotating.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -18,31 +18,37 @@ from torch import nn
 from tarot_eval import architectures, rotation
 
 
-@dataclass
-class HeadEdit:
-    """An edit of `layers`: rotation angles [L, heads, head_dim/2] or rescale factors [L, heads]."""
+class HeadEdit(nn.Module):
+    """An edit of `layers`: rotation angles [L, heads, head_dim/2] or rescale factors [L, heads].
 
-    method: str
-    layers: tuple[int, ...]
-    params: torch.Tensor
+    The tensor is a buffer (reassignable: `edit.params = ...`), or a Parameter of this module when
+    `trainable`, so an optimizer trains it without touching the edited model's own parameters.
+    """
 
-    def __post_init__(self):
-        self.layers = tuple(int(layer) for layer in self.layers)
+    def __init__(self, method: str, layers, params: torch.Tensor, trainable: bool = False):
+        super().__init__()
+        self.method = method
+        self.layers = tuple(int(layer) for layer in layers)
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"layers repeat: {self.layers}")
         if self.method not in rotation.METHODS:
             raise ValueError(f"unknown method {self.method!r}; expected one of {rotation.METHODS}")
-        if self.params.shape[0] != len(self.layers):
-            raise ValueError(
-                f"params cover {self.params.shape[0]} layers but {len(self.layers)} layers are named"
-            )
+        if params.shape[0] != len(self.layers):
+            raise ValueError(f"params cover {params.shape[0]} layers but {len(self.layers)} layers are named")
+        if trainable:
+            self.params = nn.Parameter(params)
+        else:
+            self.register_buffer("params", params, persistent=False)
 
     @classmethod
-    def identity(cls, model: nn.Module, method: str, layers) -> "HeadEdit":
+    def identity(cls, model: nn.Module, method: str, layers, trainable: bool = False) -> "HeadEdit":
         geo = architectures.geometry(model)
         layers = tuple(layers)
         params = rotation.identity_params(method, len(layers), geo.num_heads, geo.head_dim)
-        return cls(method, layers, params)
+        return cls(method, layers, params, trainable=trainable)
+
+    def extra_repr(self) -> str:
+        return f"{self.method}, layers={self.layers}, params={tuple(self.params.shape)}"
 
     def check_fits(self, model: nn.Module) -> None:
         """Raise ValueError if the parameter shape does not match the model's heads."""
@@ -55,9 +61,36 @@ class HeadEdit:
                 f"({geo.num_heads} heads, head_dim {geo.head_dim})"
             )
 
+    def forward(self, index: int, x: torch.Tensor, site: architectures.AttentionSite, geo) -> torch.Tensor:
+        """The input `x` of edited layer `index`'s output projection, edited per head."""
+        z = x.view(*x.shape[:-1], geo.num_heads, geo.head_dim)
+        params = self.params[index].to(x.device)
+        edited = rotation.apply_heads(self.method, z, params)
+        if site.value_bias is not None:
+            # (z - b) M + b, written as z M + (b - b M) so identity params stay bit-exact
+            b = site.value_bias.to(x.device, x.dtype)
+            edited = edited + (b - rotation.apply_heads(self.method, b, params))
+        return edited.reshape(x.shape)
+
+    def attach(self, model: nn.Module) -> "AttachedEdit":
+        """Apply the edit through forward pre-hooks on each edited layer's output projection."""
+        return AttachedEdit(model, self)
+
+    @contextmanager
+    def attached(self, model: nn.Module):
+        handle = self.attach(model)
+        try:
+            yield handle
+        finally:
+            handle.remove()
+
+    def merge(self, model: nn.Module) -> "MergedEdit":
+        """Rewrite the output projections so the plain forward pass includes the edit (peft's merge)."""
+        return MergedEdit(model, self)
+
 
 class AttachedEdit:
-    """Handle for hooked edits: `remove()` detaches; `params` can be reassigned between calls."""
+    """Handle for a hooked edit: `remove()` detaches; `params` can be reassigned between calls."""
 
     def __init__(self, model: nn.Module, edit: HeadEdit):
         edit.check_fits(model)
@@ -83,18 +116,9 @@ class AttachedEdit:
         self.edit.params = value
 
     def _hook(self, index: int, site: architectures.AttentionSite):
-        heads, head_dim = self.geometry.num_heads, self.geometry.head_dim
-
         def pre_hook(module, args):
             (x, *rest) = args
-            z = x.view(*x.shape[:-1], heads, head_dim)
-            params = self.edit.params[index].to(x.device)
-            edited = rotation.apply_heads(self.edit.method, z, params)
-            if site.value_bias is not None:
-                # (z - b) M + b, written as z M + (b - b M) so identity params stay bit-exact
-                b = site.value_bias.to(x.device, x.dtype)
-                edited = edited + (b - rotation.apply_heads(self.edit.method, b, params))
-            return (edited.reshape(x.shape), *rest)
+            return (self.edit(index, x, site, self.geometry), *rest)
 
         return pre_hook
 
@@ -115,31 +139,16 @@ class AttachedEdit:
             self._handles = self._register()
 
 
-def attach(model: nn.Module, edit: HeadEdit) -> AttachedEdit:
-    """Apply `edit` through forward pre-hooks on each edited layer's output projection."""
-    return AttachedEdit(model, edit)
+MERGED_ATTR = "_tarot_merged_edits"
 
 
-@contextmanager
-def attached(model: nn.Module, edit: HeadEdit):
-    handle = attach(model, edit)
-    try:
-        yield handle
-    finally:
-        handle.remove()
+def merged_edits(model: nn.Module) -> list["MergedEdit"]:
+    """The edits merged into `model`'s weights now (what a weight fingerprint must not see)."""
+    return list(getattr(model, MERGED_ATTR, ()))
 
 
-FOLDED_ATTR = "_tarot_folded_edits"
-
-
-def folded_edits(model: nn.Module) -> list["FoldedEdit"]:
-    """The edits folded into `model`'s weights now (what a weight fingerprint must not see)."""
-    return list(getattr(model, FOLDED_ATTR, ()))
-
-
-class FoldedEdit:
-    """Handle for an edit folded into the weights; `unfold()` restores the originals exactly."""
-
+class MergedEdit:
+    """Handle for an edit merged into the weights; `unmerge()` restores the originals exactly."""
     def __init__(self, model: nn.Module, edit: HeadEdit):
         edit.check_fits(model)
         self.edit = edit
@@ -149,12 +158,12 @@ class FoldedEdit:
         params = edit.params.detach()
         with torch.no_grad():
             for index, site in enumerate(architectures.attention_sites(model, edit.layers)):
-                self._fold_site(site, params[index], geo)
-        if not hasattr(model, FOLDED_ATTR):
-            setattr(model, FOLDED_ATTR, [])
-        getattr(model, FOLDED_ATTR).append(self)
+                self._merge_site(site, params[index], geo)
+        if not hasattr(model, MERGED_ATTR):
+            setattr(model, MERGED_ATTR, [])
+        getattr(model, MERGED_ATTR).append(self)
 
-    def _fold_site(self, site, params, geo) -> None:
+    def _merge_site(self, site, params, geo) -> None:
         proj = site.out_proj
         had_bias = proj.bias is not None
         self._saved.append((proj, proj.weight.detach().clone(), proj.bias.detach().clone() if had_bias else None, had_bias))
@@ -174,7 +183,7 @@ class FoldedEdit:
             proj.bias = nn.Parameter(torch.zeros(out_features, dtype=rows.dtype, device=rows.device))
         proj.bias.add_(shift.to(proj.bias.dtype).to(proj.bias.device))
 
-    def unfold(self) -> None:
+    def unmerge(self) -> None:
         with torch.no_grad():
             for proj, weight, bias, had_bias in self._saved:
                 proj.weight.copy_(weight)
@@ -183,11 +192,6 @@ class FoldedEdit:
                 else:
                     proj.bias = None
         self._saved = []
-        folded = getattr(self._model, FOLDED_ATTR, [])
-        if self in folded:
-            folded.remove(self)
-
-
-def fold(model: nn.Module, edit: HeadEdit) -> FoldedEdit:
-    """Rewrite the output projections so the plain forward pass includes `edit`."""
-    return FoldedEdit(model, edit)
+        merged = getattr(self._model, MERGED_ATTR, [])
+        if self in merged:
+            merged.remove(self)

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tarot_eval import architectures, checkpoint, default_model, edit
+from tarot_eval import architectures, checkpoint, default_model
 
 EXPORT_RECORD = "tarot_export.json"
 
@@ -99,7 +99,7 @@ def export(
     protected = {"base model folder": base_folder} if base_folder is not None else {}
     protected["checkpoint"] = Path(rotations).resolve()
     _check_destination(out, protected, overwrite)
-    checkpoint.read_config(rotations)  # a malformed checkpoint fails before the model loads
+    checkpoint.TarotConfig.from_pretrained(rotations)  # a malformed checkpoint fails before the model loads
     stacked_on = exported_edit(base_folder)
     if stacked_on is not None and not allow_stacked:
         raise stacking_refusal(base_folder, stacked_on, rotations, "--allow-stacked")
@@ -119,7 +119,7 @@ def export(
     }
     if stacked_on is not None:
         record["stacked_on"] = stacked_on
-    edit.fold(model, head_edit)
+    head_edit.merge(model)
 
     def write(folder: Path) -> None:
         model.save_pretrained(folder)

@@ -17,7 +17,7 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from tarot_eval import calibration as calibrations, checkpoint, default_model, edit, export
+from tarot_eval import calibration as calibrations, checkpoint, default_model, export
 
 # Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
 FROM_PRETRAINED_KEYS = frozenset(
@@ -93,8 +93,8 @@ class TarotHFLM(HFLM):
         self.tarot_handle = None
         if self.tarot_rotations is not None:
             self.tarot_edit = checkpoint.load(self.tarot_rotations, self.model, allow_transfer=allow_transfer)
-            apply = edit.fold if self.tarot_fold else edit.attach
-            self.tarot_handle = apply(self.model, self.tarot_edit)
+            apply = self.tarot_edit.merge if self.tarot_fold else self.tarot_edit.attach
+            self.tarot_handle = apply(self.model)
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         """HFLM's log-likelihoods, less the calibration's answer prior when one is given."""
@@ -116,11 +116,11 @@ class TarotHFLM(HFLM):
         if self.tarot_exported_edit is not None:
             info["tarot_exported_edit"] = self.tarot_exported_edit
         if self.tarot_rotations is not None:
-            config = checkpoint.read_config(self.tarot_rotations)
+            config = checkpoint.TarotConfig.from_pretrained(self.tarot_rotations)
             info["tarot_checkpoint_hash"] = checkpoint.checkpoint_hash(self.tarot_rotations)
-            info["tarot_method"] = config["method"]
-            info["tarot_layers"] = config["layers"]
-            info["tarot_provenance"] = config.get("provenance", {})
+            info["tarot_method"] = config.method
+            info["tarot_layers"] = config.layers
+            info["tarot_provenance"] = config.provenance
         if self.tarot_calibration is not None:
             info["tarot_calibration"] = self.tarot_calibration.source
             info["tarot_calibration_variant"] = self.tarot_calibration.variant

@@ -9,7 +9,7 @@ import transformers
 from conftest import tiny_model
 from tarot_eval import checkpoint
 from tarot_eval.checkpoint import CheckpointError
-from tarot_eval.edit import HeadEdit, attached, fold
+from tarot_eval.edit import HeadEdit
 
 
 @pytest.fixture
@@ -37,9 +37,9 @@ def test_round_trip_is_exact(saved, model):
     loaded = checkpoint.load(directory, model)
     assert loaded.method == edit.method and loaded.layers == edit.layers
     assert torch.equal(loaded.params, edit.params)
-    config = checkpoint.read_config(directory)
-    assert config["provenance"] == {"task": "t", "objective": "o"}
-    assert config["num_heads"] == 4 and config["head_dim"] == 8
+    config = checkpoint.TarotConfig.from_pretrained(directory)
+    assert config.provenance == {"task": "t", "objective": "o"}
+    assert config.num_heads == 4 and config.head_dim == 8
     assert sorted(p.name for p in directory.iterdir()) == ["edit.safetensors", "tarot_config.json"]
 
 
@@ -75,9 +75,9 @@ def test_same_shapes_other_weights_need_allow_transfer(saved):
 
 def test_old_checkpoint_without_weight_fingerprint_loads_with_a_warning(saved, caplog):
     directory, edit = saved
-    config = checkpoint.read_config(directory)
-    del config["base_model"]["weights"]
-    _rewrite_config(directory, base_model=config["base_model"])
+    config = checkpoint.TarotConfig.from_pretrained(directory)
+    del config.base_model["weights"]
+    _rewrite_config(directory, base_model=config.base_model)
     with caplog.at_level("WARNING", logger="tarot_eval.checkpoint"):
         loaded = checkpoint.load(directory, tiny_model("llama", seed=5))  # shapes match: nothing else to check
     assert torch.equal(loaded.params, edit.params)
@@ -86,22 +86,22 @@ def test_old_checkpoint_without_weight_fingerprint_loads_with_a_warning(saved, c
 
 def test_fingerprint_is_of_the_unedited_weights(saved, model, tmp_path):
     directory, edit = saved
-    stored = checkpoint.read_config(directory)["base_model"]["weights"]
-    handle = fold(model, edit)
+    stored = checkpoint.TarotConfig.from_pretrained(directory).base_model["weights"]
+    handle = edit.merge(model)
     with pytest.raises(CheckpointError, match="edit folded into its weights"):
         checkpoint.save(tmp_path / "folded", edit, model)
-    handle.unfold()
+    handle.unmerge()
     assert checkpoint.weight_fingerprint(model, edit.layers) == stored
-    with attached(model, edit):  # hooks leave the weights alone, so a save under hooks is fine
+    with edit.attached(model):  # hooks leave the weights alone, so a save under hooks is fine
         checkpoint.save(tmp_path / "hooked", edit, model)
-    assert checkpoint.read_config(tmp_path / "hooked")["base_model"]["weights"] == stored
+    assert checkpoint.TarotConfig.from_pretrained(tmp_path / "hooked").base_model["weights"] == stored
 
 
 def test_stored_weight_layers_must_be_the_edited_layers(saved, model):
     directory, _ = saved
-    config = checkpoint.read_config(directory)
-    del config["base_model"]["weights"]["layers"]["1"]
-    _rewrite_config(directory, base_model=config["base_model"])
+    config = checkpoint.TarotConfig.from_pretrained(directory)
+    del config.base_model["weights"]["layers"]["1"]
+    _rewrite_config(directory, base_model=config.base_model)
     with pytest.raises(CheckpointError, match=r"tarot_config.json: base_model.weights covers layers \['0'\], but the checkpoint edits layers \[0, 1\]"):
         checkpoint.load(directory, model)
 
@@ -125,15 +125,15 @@ def test_config_values_of_the_wrong_type_are_named(saved, model, key, value):
 @pytest.mark.parametrize("change", ["scheme", "projections", "rms"])
 def test_malformed_weight_fingerprint_is_named(saved, model, change):
     directory, _ = saved
-    config = checkpoint.read_config(directory)
-    weights = config["base_model"]["weights"]
+    config = checkpoint.TarotConfig.from_pretrained(directory)
+    weights = config.base_model["weights"]
     if change == "scheme":
         weights["scheme"] = "sha256"
     elif change == "projections":
         weights["layers"]["1"]["projections"] = [0.0]
     else:
         weights["layers"]["1"]["rms"] = "big"
-    _rewrite_config(directory, base_model=config["base_model"])
+    _rewrite_config(directory, base_model=config.base_model)
     key = "base_model.weights" if change == "scheme" else "base_model.weights.layers.1"
     with pytest.raises(CheckpointError, match=rf"ckpt/tarot_config.json: {key} must be"):
         checkpoint.load(directory, model)

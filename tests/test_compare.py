@@ -24,7 +24,7 @@ from tarot_eval import checkpoint
 from tarot_eval.compare import significance
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import Score
-from tarot_eval.edit import HeadEdit, attach
+from tarot_eval.edit import HeadEdit
 
 TASKS = ("toy_a", "toy_b")
 WORDS = "quick brown fox jumps over the lazy dog step turn left red green blue color".split()
@@ -62,7 +62,7 @@ def runs_root(toy) -> Path:
     torch.manual_seed(1)
     for method, draw in (("rotation", lambda p: p.uniform_(-3.0, 3.0)), ("rescale", lambda p: p.uniform_(0.0, 1.0))):
         edit = HeadEdit.identity(model, method, [0, 1, 2])
-        handle = attach(model, edit)
+        handle = edit.attach(model)
         handle.params = draw(torch.empty_like(edit.params))
         try:
             evaluate_into(root / method, lm, TASKS, toy["tasks"])

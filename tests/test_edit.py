@@ -5,7 +5,7 @@ import torch
 
 from conftest import TINY_CONFIGS, tiny_model
 from tarot_eval import architectures, rotation
-from tarot_eval.edit import HeadEdit, attach, attached, fold
+from tarot_eval.edit import HeadEdit
 
 FAMILIES = sorted(TINY_CONFIGS)
 
@@ -31,11 +31,11 @@ def test_identity_edit_is_bit_identical(family):
     with torch.no_grad():
         base = model(tokens).logits
         for method in rotation.METHODS:
-            with attached(model, HeadEdit.identity(model, method, range(3))):
+            with HeadEdit.identity(model, method, range(3)).attached(model):
                 assert torch.equal(model(tokens).logits, base)
-            handle = fold(model, HeadEdit.identity(model, method, range(3)))
+            handle = HeadEdit.identity(model, method, range(3)).merge(model)
             assert torch.equal(model(tokens).logits, base)
-            handle.unfold()
+            handle.unmerge()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -46,11 +46,11 @@ def test_hook_equals_fold_and_unfold_restores(family, method):
     edit = _random_edit(model, method)
     with torch.no_grad():
         base = model(tokens).logits
-        with attached(model, edit):
+        with edit.attached(model):
             hooked = model(tokens).logits
-        handle = fold(model, edit)
+        handle = edit.merge(model)
         folded = model(tokens).logits
-        handle.unfold()
+        handle.unmerge()
         restored = model(tokens).logits
     assert (hooked - base).abs().max() > 1e-3  # the edit does something
     assert (hooked - folded).abs().max() <= 1e-5
@@ -74,7 +74,7 @@ def test_value_bias_is_rotated_around(family):
         return seen[0]
 
     base_input = projection_input()
-    with attached(model, edit):  # hooks run in registration order: the probe sees the edited input
+    with edit.attached(model):  # hooks run in registration order: the probe sees the edited input
         edited_input = projection_input()
     geo = architectures.geometry(model)
     z = base_input.view(2, 9, geo.num_heads, geo.head_dim)
@@ -89,7 +89,7 @@ def test_gradients_reach_the_angles():
         p.requires_grad_(False)
     edit = _random_edit(model, "rotation")
     edit.params.requires_grad_(True)
-    with attached(model, edit):
+    with edit.attached(model):
         loss = model(_tokens()).logits.logsumexp(-1).mean()
         loss.backward()
     assert edit.params.grad is not None and edit.params.grad.abs().sum() > 0
@@ -99,7 +99,7 @@ def test_params_can_be_swapped_between_calls():
     model = tiny_model("llama")
     tokens = _tokens()
     edit = HeadEdit.identity(model, "rotation", (0,))
-    with torch.no_grad(), attached(model, edit) as handle:
+    with torch.no_grad(), edit.attached(model) as handle:
         base = model(tokens).logits
         handle.params = torch.full_like(edit.params, 0.3)
         moved = model(tokens).logits
@@ -111,9 +111,9 @@ def test_params_can_be_swapped_between_calls():
 def test_shape_mismatch_and_bad_layers_are_refused():
     model = tiny_model("llama")
     with pytest.raises(ValueError, match=r"needs \(1, 4, 4\)"):
-        attach(model, HeadEdit("rotation", (0,), torch.zeros(1, 3, 4)))
+        HeadEdit("rotation", (0,), torch.zeros(1, 3, 4)).attach(model)
     with pytest.raises(ValueError, match="out of range"):
-        attach(model, HeadEdit("rotation", (7,), torch.zeros(1, 4, 4)))
+        HeadEdit("rotation", (7,), torch.zeros(1, 4, 4)).attach(model)
     with pytest.raises(ValueError, match="repeat"):
         HeadEdit("rotation", (0, 0), torch.zeros(2, 4, 4))
 

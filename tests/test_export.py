@@ -94,7 +94,7 @@ def test_out_never_replaces_the_inputs_even_with_overwrite(tmp_path, saved_tiny_
     what = "checkpoint" if target == "checkpoint" else "base model folder"
     _refused(capsys, f"--out .* is or holds the {what} .*; write the export to another folder", ckpt, out, saved_tiny_llama, "--overwrite")
     assert (saved_tiny_llama / "model.safetensors").read_bytes() == weights
-    assert checkpoint.read_config(ckpt)["layers"] == [0, 2]
+    assert checkpoint.TarotConfig.from_pretrained(ckpt).layers == [0, 2]
 
 
 def test_a_gguf_files_folder_is_the_base_folder(tmp_path, ckpt, capsys):

@@ -51,7 +51,7 @@ def test_model_info_names_the_checkpoint(saved_tiny_llama, rotations):
     assert info["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(rotations)
     assert info["tarot_method"] == "rotation" and info["tarot_layers"] == [0, 1]
     assert info["tarot_provenance"] == {"task": "unit"}
-    assert info["tarot_base_model"]["fingerprint"] == checkpoint.read_config(rotations)["base_model"]["fingerprint"]
+    assert info["tarot_base_model"]["fingerprint"] == checkpoint.TarotConfig.from_pretrained(rotations).base_model["fingerprint"]
 
 
 def test_unknown_model_arg_is_named(saved_tiny_llama):

@@ -227,7 +227,7 @@ def test_gradients_reach_the_edit(tiny):
     docs = objective.choose_docs(task, n_train=4, n_val=0, seed=0)
     examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
     head_edit = edit.HeadEdit.identity(model, "rotation", [0, 1])
-    with edit.attached(model, head_edit) as handle:
+    with head_edit.attached(model) as handle:
         obj = objective.Objective(objective.ChoiceScorer(model, examples), handle)
         params = head_edit.params.clone().requires_grad_(True)
         loss, evaluation = obj.loss_and_evaluation(params)

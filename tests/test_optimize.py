@@ -17,7 +17,6 @@ from test_objective import hflm, load_task, tiny_model, tiny_tokenizer, write_ta
 
 from tarot_eval import checkpoint, objective
 from tarot_eval.cli import UsageError
-from tarot_eval.edit import attached
 from tarot_eval.optimize import bo, command, grad, random_search
 from tarot_eval.optimize.record import TRACE_NAME, RecordError, RunConfigError, RunRecord
 from tarot_eval.optimize.run import Problem, Settings, optimize
@@ -169,7 +168,7 @@ def test_grad_raises_the_training_objective(setup, tmp_path):
     trace = RunRecord(tmp_path / "grad", json.loads((tmp_path / "grad" / "run.json").read_text())).values()
     assert trace[-1] > trace[0] + 0.01
     assert trace[0] == pytest.approx(result.scores["base"]["train"]["value"], abs=1e-6)  # grad starts at the identity
-    provenance = checkpoint.read_config(tmp_path / "grad")["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "grad").provenance
     assert any("extension" in note for note in provenance["notes"])
 
 
@@ -179,7 +178,7 @@ def test_grad_resume_continues_the_same_trajectory(setup, tmp_path):
     def trace(directory, budget):
         problem = Problem(model, lm, task, settings(optimizer="grad"))
         record = RunRecord(directory, {"grad": 1})
-        with attached(model, problem.edit) as handle:
+        with problem.edit.attached(model) as handle:
             train, _ = problem.make_objectives(handle)
             grad.run(train.loss_and_evaluation, problem.space, record, budget, problem.settings.grad)
         return record, train.calls
@@ -197,13 +196,13 @@ def test_checkpoint_reproduces_the_recorded_score(setup, tmp_path, optimizer, me
     bounds = parse_bounds("pi/4", method)
     run_settings = settings(optimizer=optimizer, method=method, bounds=bounds, space="head")
     result = optimize(model, lm, task, run_settings, tmp_path / "run", budget=6, select_k=3)
-    provenance = checkpoint.read_config(tmp_path / "run")["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "run").provenance
     assert provenance["improved"] == result.improved
     assert provenance["scores"]["chosen"]["validation"]["value"] > provenance["scores"]["base"]["validation"]["value"] or not result.improved
     assert provenance["shipped"] == ("chosen" if result.improved else "identity")
     loaded = checkpoint.load(tmp_path / "run", model)
     problem = Problem(model, lm, task, run_settings)
-    with attached(model, loaded) as handle:
+    with loaded.attached(model) as handle:
         _, validation = problem.make_objectives(handle)
         score = validation.evaluate(loaded.params)
     shipped = result.scores["chosen" if result.improved else "base"]["validation"]["value"]
@@ -219,7 +218,7 @@ def test_an_edit_that_does_not_beat_base_is_not_shipped(setup, tmp_path):
     inert = settings(optimizer="random", method="rescale", bounds=(1 - 1e-6, 1.0), space="layer")
     result = optimize(model, lm, task, inert, tmp_path / "safe", budget=3, select_k=2)
     assert not result.improved and result.shipped == "identity"
-    assert checkpoint.read_config(tmp_path / "safe")["provenance"]["shipped"] == "identity"
+    assert checkpoint.TarotConfig.from_pretrained(tmp_path / "safe").provenance["shipped"] == "identity"
     shipped = checkpoint.load(tmp_path / "safe", model).params
     assert torch.equal(shipped, torch.ones_like(shipped))
     kept = optimize(model, lm, task, replace(inert, ship_unimproved=True), tmp_path / "kept", budget=3, select_k=2)
@@ -287,7 +286,7 @@ def test_a_second_optimize_process_on_one_out_fails_at_once_and_the_first_comple
     )
     indices = [json.loads(line)["index"] for line in (out / TRACE_NAME).read_text().splitlines()]
     assert indices == [0, 1, 2, 3]
-    assert checkpoint.read_config(out)["provenance"]["evaluations"] == 4
+    assert checkpoint.TarotConfig.from_pretrained(out).provenance["evaluations"] == 4
 
 
 def test_a_damaged_record_is_refused_naming_the_file(tmp_path):
@@ -322,7 +321,7 @@ def test_a_lower_budget_on_a_finished_run_is_refused(setup, tmp_path):
     optimize(model, lm, task, run_settings, tmp_path / "run", budget=4, select_k=2)
     with pytest.raises(RunConfigError, match=r"holds 4 evaluations, more than budget 3 .*a budget of 4 or more"):
         optimize(model, lm, task, run_settings, tmp_path / "run", budget=3, select_k=2)
-    provenance = checkpoint.read_config(tmp_path / "run")["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "run").provenance
     assert (provenance["budget"], provenance["evaluations"]) == (4, 4)  # the checkpoint is left as it was
 
 
@@ -344,7 +343,7 @@ def test_fixed_demonstrations_and_a_bf16_search_ship_an_edit_scored_in_fp32(setu
     assert "--search-dtype bfloat16 on an AVX2 CPU: without AVX512" in caplog.text
     assert len(train.scorer.prefix) > 0  # the demonstrations are one shared prefix
     loaded = checkpoint.load(tmp_path / "run", model)
-    with attached(model, loaded) as handle:
+    with loaded.attached(model) as handle:
         _, validation = problem.make_objectives(handle)
         score = validation.evaluate(loaded.params)
     shipped = result.scores["chosen" if result.improved else "base"]["validation"]["value"]

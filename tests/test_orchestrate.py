@@ -117,7 +117,7 @@ def test_first_run_optimizes_evaluates_and_writes_the_leaderboard(setup):
     ]
     for method in ("rotation", "rescale"):
         directory = out / "checkpoints" / "tiny" / method / TASK
-        provenance = checkpoint.read_config(directory)["provenance"]
+        provenance = checkpoint.TarotConfig.from_pretrained(directory).provenance
         assert provenance["budget"] == 3 and provenance["evaluations"] == 3 and provenance["n_train"] == 4
         for task in (TASK, FEWSHOT):  # the few-shot task is evaluated with the zero-shot task's checkpoint
             config = results(out / "runs" / "tiny" / method / task)["config"]
@@ -182,7 +182,7 @@ def test_a_new_checkpoint_makes_its_evaluations_stale(setup, tmp_path):
     printed = leaderboard(write_config(tmp_path / "more.yaml", config), out)
     assert "optimizations: 2 run, 0 skipped; evaluations: 4 run, 2 skipped" in printed
     assert f"run  optimize tiny/rotation/{TASK}: budget 3 -> 4" in printed
-    provenance = checkpoint.read_config(out / "checkpoints" / "tiny" / "rotation" / TASK)["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(out / "checkpoints" / "tiny" / "rotation" / TASK).provenance
     assert provenance["evaluations"] == 4  # resumed: the 3 recorded evaluations plus one
     for method in ("rotation", "rescale"):
         for task in (TASK, FEWSHOT):  # the stale results are moved aside, not deleted

@@ -74,7 +74,7 @@ def test_calibrated_cells_apply_their_seeds_file_and_the_search_reads_it(grid):
         rotated = out / "checkpoints" / "tiny" / "rotation+cal" / f"seed-{seed}" / TASK
         record = json.loads((rotated / "run.json").read_text())  # by content: the out folder may move
         assert record["calibration_hash"] == calibrations.calibration_hash(cal_dir) and record["seed"] == seed
-        assert checkpoint.read_config(rotated)["provenance"]["calibration"] == str(cal_dir)
+        assert checkpoint.TarotConfig.from_pretrained(rotated).provenance["calibration"] == str(cal_dir)
         evaluated = results(out / "runs" / "tiny" / "rotation+cal" / f"seed-{seed}" / TASK)["config"]
         assert evaluated["tarot_calibration_hash"] == calibrations.calibration_hash(cal_dir)
         assert evaluated["tarot_rotations"] == str(rotated)

@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 
 from conftest import TINY_CONFIGS
 from tarot_eval import architectures, checkpoint, rotation
-from tarot_eval.edit import HeadEdit, attached, fold
+from tarot_eval.edit import HeadEdit
 
 FAMILIES = sorted(TINY_CONFIGS)
 BIAS_FAMILIES = ("gpt2", "qwen2")  # the families whose attention reads a value bias
@@ -166,13 +166,13 @@ def test_identity_params_leave_logits_bit_identical(family, geometry, dtype, met
     model = _model(family, geometry, dtype)
     base = _logits(model)
     edit = HeadEdit.identity(model, method, layers)
-    with attached(model, edit):
+    with edit.attached(model):
         assert torch.equal(_logits(model), base)
-    handle = fold(model, edit)
+    handle = edit.merge(model)
     try:
         assert torch.equal(_logits(model), base)
     finally:
-        handle.unfold()
+        handle.unmerge()
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -181,13 +181,13 @@ def test_identity_params_leave_logits_bit_identical(family, geometry, dtype, met
 def test_hook_equals_fold(family, case):
     model, edit = _draw_model_and_edit(case, family)
     dtype = next(model.parameters()).dtype
-    with attached(model, edit):
+    with edit.attached(model):
         hooked = _logits(model)
-    handle = fold(model, edit)
+    handle = edit.merge(model)
     try:
         folded = _logits(model)
     finally:
-        handle.unfold()
+        handle.unmerge()
     assert (hooked - folded).abs().max().item() <= _tolerance(dtype, hooked)
 
 
@@ -197,9 +197,9 @@ def test_hook_equals_fold(family, case):
 def test_unfold_restores_the_weights_bit_identically(family, case):
     model, edit = _draw_model_and_edit(case, family)
     before = _weights(model)
-    handle = fold(model, edit)
+    handle = edit.merge(model)
     changed = any(not torch.equal(before[name], tensor) for name, tensor in model.state_dict().items() if name in before)
-    handle.unfold()
+    handle.unmerge()
     after = _weights(model)
     assert after.keys() == before.keys()  # a bias fold created (Qwen2 o_proj) is removed again
     assert all(torch.equal(after[name], before[name]) and after[name].dtype == before[name].dtype for name in before)
@@ -222,7 +222,7 @@ def _projection_inputs_around_edit(model, edit: HeadEdit):
 
     first = [site.out_proj.register_forward_pre_hook(probe(before, i)) for i, site in enumerate(sites)]
     try:
-        with attached(model, edit):  # hooks run in registration order: edit sits between the probes
+        with edit.attached(model):  # hooks run in registration order: edit sits between the probes
             last = [site.out_proj.register_forward_pre_hook(probe(after, i)) for i, site in enumerate(sites)]
             try:
                 _logits(model)
@@ -283,11 +283,11 @@ def test_value_bias_is_the_fixed_point_of_the_edit(family, case):
         z = before[i].view(*before[i].shape[:-1], geo.num_heads, geo.head_dim).to(torch.float64)
         assert (z - b).abs().max().item() <= _tolerance(precision, b)  # value_bias is what each query head reads
         assert (after[i].view_as(z).to(torch.float64) - b).abs().max().item() <= _tolerance(precision, b)
-    handle = fold(model, edit)
+    handle = edit.merge(model)
     try:
         folded = _logits(model)
     finally:
-        handle.unfold()
+        handle.unmerge()
     assert (folded - base).abs().max().item() <= _tolerance(precision, base)
 
 
@@ -328,7 +328,7 @@ def test_checkpoint_round_trip_is_exact(case):
     with tempfile.TemporaryDirectory() as directory:
         checkpoint.save(directory, edit, model, bounds=bounds, provenance=provenance)
         loaded = checkpoint.load(directory, model)
-        config = checkpoint.read_config(directory)
+        config = checkpoint.TarotConfig.from_pretrained(directory).to_dict()
     assert (loaded.method, loaded.layers) == (edit.method, edit.layers)
     # the file stores float32: float32 and bfloat16 params come back bit-identical, float64 ones rounded to float32
     assert loaded.params.dtype == torch.float32

@@ -13,7 +13,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.edit import HeadEdit
 from tarot_eval.compare.significance import paired_test
 from tarot_eval.rl import candidates_plot, report, train_dpo
 from tarot_eval.rl.training import RewardSetting
@@ -48,7 +48,7 @@ def test_report_pairs_runs_and_rates_them_under_the_base_model(tmp_path, saved_t
     manager = TaskManager(include_defaults=False, include_path=str(GENERATION_TASKS))
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
     base_file = evaluate_into(tmp_path / "base", lm, ["tarot_imdb"], manager, limit=4)
-    with attached(model, HeadEdit("rotation", (0, 1, 2), torch.full((3, 4, 4), math.pi / 4))):
+    with HeadEdit("rotation", (0, 1, 2), torch.full((3, 4, 4), math.pi / 4)).attached(model):
         edited_file = evaluate_into(tmp_path / "edited", lm, ["tarot_imdb"], manager, limit=4)
 
     out = tmp_path / "report.md"

@@ -19,11 +19,11 @@ from transformers import AutoModelForCausalLM
 from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
-from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.edit import HeadEdit
 from tarot_eval.optimize.bo import BOSettings
 from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
-from tarot_eval.rl.angles import ANGLES
+from tarot_eval.rl.angles import trainable_angles
 from tarot_eval.rl.fluency import Fluency, FluencyGuard
 from tarot_eval.rl.rewards import Score, Scorer
 from tarot_eval.rl.generate import GreedyScore
@@ -85,7 +85,7 @@ def test_greedy_generation_follows_the_attached_edit(tiny_tokenizer):
     model = tiny_model("llama")
     base = generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=8)
     edit = HeadEdit("rotation", (0, 1, 2), torch.full((3, 4, 4), math.pi / 4))
-    with attached(model, edit):
+    with edit.attached(model):
         edited = generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=8)
     assert edited != base
     assert generate.greedy_continuations(model, tiny_tokenizer, PROMPTS, max_new_tokens=8) == base
@@ -107,7 +107,6 @@ def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
     result = train_grpo.train(model, tiny_tokenizer, setting(validation=VALIDATION, ship_unimproved=True), settings,
                               tmp_path / "grpo")
 
-    assert not hasattr(model, ANGLES)
     assert dict(model.named_parameters()).keys() == base_weights.keys()
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, base_weights[name]), name
@@ -116,7 +115,7 @@ def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
     assert edit.params.abs().max() > 0
     assert edit.params.min() >= bounds[0] - 1e-7 and edit.params.max() <= bounds[1] + 1e-7
     assert (edit.params.abs() == bounds[1]).any()  # some angle hit the bound and was clamped
-    provenance = checkpoint.read_config(tmp_path / "grpo")["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "grpo").provenance
     assert provenance["trainer"] == "grpo" and provenance["scorer"] == "toy-vowels"
     assert provenance["steps"] == 3 and len(provenance["grpo_log"]) == 3
     assert provenance["train_reward"]["after"]["reward"] == result.after["reward"]
@@ -124,7 +123,7 @@ def test_grpo_trains_only_the_angles_within_bounds(tmp_path, tiny_tokenizer):
     assert selection["on"] == "validation" and list(selection["candidates"]) == ["2", "3"]  # every 2 steps and the last
     assert selection["chosen"] == max(selection["candidates"].values())
     assert provenance["improved"] == (selection["chosen"] > selection["base"]) and provenance["shipped"] == "chosen"
-    with attached(model, edit):
+    with edit.attached(model):
         assert setting().measure(model, tiny_tokenizer).reward == pytest.approx(result.after["reward"])
         assert setting(validation=VALIDATION).measure(model, tiny_tokenizer, "validation").reward == pytest.approx(
             selection["chosen"])
@@ -162,7 +161,7 @@ def test_bo_chooses_among_its_best_train_points_on_validation(tmp_path, tiny_tok
     assert selection["chosen"] == max(selection["candidates"].values())
     assert result.improved == (selection["chosen"] > selection["base"])
     edit = checkpoint.load(tmp_path / "bo", model)
-    with attached(model, edit):
+    with edit.attached(model):
         assert setting(validation=VALIDATION).measure(model, tiny_tokenizer, "validation").reward == pytest.approx(
             selection["chosen"] if result.shipped == "chosen" else selection["base"])
     scores = (tmp_path / "bo" / SCORES_NAME).read_text()
@@ -177,7 +176,7 @@ def test_an_edit_that_does_not_beat_base_ships_the_identity(tmp_path, tiny_token
     result = train_bo.train(model, tiny_tokenizer, constant, settings, tmp_path / "bo")
     assert not result.improved and result.shipped == "identity" and result.after == result.before
     assert torch.equal(checkpoint.load(tmp_path / "bo", model).params, HeadEdit.identity(model, "rotation", (0, 1)).params)
-    provenance = checkpoint.read_config(tmp_path / "bo")["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "bo").provenance
     assert provenance["improved"] is False and provenance["shipped"] == "identity"
 
     kept = train_bo.train(model, tiny_tokenizer, setting(ConstantScorer(), validation=VALIDATION, ship_unimproved=True),
@@ -214,13 +213,13 @@ def test_cli_runs_bo_end_to_end_with_vader(tmp_path, saved_tiny_llama, data_dir,
     assert command.run(args) == 0
     printed = capsys.readouterr().out
     assert "scorer vader" in printed and "train reward" in printed
-    config = checkpoint.read_config(out)
-    assert config["layers"] == [0]
-    assert config["provenance"]["scorer"] == "vader" and config["provenance"]["prompts"]["set"] == "imdb"
-    prompts = config["provenance"]["prompts"]
+    config = checkpoint.TarotConfig.from_pretrained(out)
+    assert config.layers == [0]
+    assert config.provenance["scorer"] == "vader" and config.provenance["prompts"]["set"] == "imdb"
+    prompts = config.provenance["prompts"]
     assert prompts["n_test_excluded"] == 197 and len(prompts["ids"]) == 3 and len(prompts["validation_ids"]) == 2
     assert not set(prompts["ids"]) & set(prompts["validation_ids"])
-    assert config["provenance"]["selection"]["on"] == "validation"
+    assert config.provenance["selection"]["on"] == "validation"
 
 
 def test_cli_layers_auto_trains_each_block_and_ships_the_best_on_validation(tmp_path, saved_tiny_llama, data_dir,
@@ -232,17 +231,17 @@ def test_cli_layers_auto_trains_each_block_and_ships_the_best_on_validation(tmp_
                               "--n-train", "3", "--n-val", "2", "--budget", "1", "--max-new-tokens", "6",
                               "--samples-per-prompt", "3", "--layers", "auto", "--ship-unimproved"])
     assert command.run(args) == 0  # the default trainer: dpo
-    config = checkpoint.read_config(out)
-    choice = config["provenance"]["layer_choice"]
-    num_layers = config["base_model"]["num_layers"]
+    config = checkpoint.TarotConfig.from_pretrained(out)
+    choice = config.provenance["layer_choice"]
+    num_layers = config.base_model["num_layers"]
     blocks = layer_choice.candidate_blocks(num_layers)
     assert list(choice["candidates"]) == [layer_choice.block_name(b) for b in blocks] and len(blocks) > 1
     assert choice["candidates"][choice["chosen"]] == max(choice["candidates"].values())
-    winner = checkpoint.read_config(out / f"layers-{choice['chosen']}")
-    assert config["layers"] == winner["layers"] and config["provenance"]["trainer"] == "dpo"
+    winner = checkpoint.TarotConfig.from_pretrained(out / f"layers-{choice['chosen']}")
+    assert config.layers == winner.layers and config.provenance["trainer"] == "dpo"
     model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
     assert torch.equal(checkpoint.load(out, model).params, checkpoint.load(out / f"layers-{choice['chosen']}", model).params)
-    assert config["provenance"]["prompts"]["n_test_excluded"] == 400  # every RTP test prompt of tarot_detox set aside
+    assert config.provenance["prompts"]["n_test_excluded"] == 400  # every RTP test prompt of tarot_detox set aside
     assert json.loads((out / RESULT_NAME).read_text())["layer_choice"] == choice
     assert "rotations=" in capsys.readouterr().out
 
@@ -269,7 +268,7 @@ def test_dpo_trains_only_the_angles_and_resumes_round_by_round(tmp_path, tiny_to
     toy = setting(validation=VALIDATION, ship_unimproved=True)
     result = train_dpo.train(model, tiny_tokenizer, toy, settings, tmp_path / "dpo")
 
-    assert not hasattr(model, ANGLES) and "forward" not in vars(model)  # TRL's patched forward is undone
+    assert "forward" not in vars(model)  # TRL's patched forward is undone
     for name, parameter in model.named_parameters():
         assert torch.equal(parameter, base_weights[name]), name
         assert parameter.requires_grad
@@ -280,12 +279,12 @@ def test_dpo_trains_only_the_angles_and_resumes_round_by_round(tmp_path, tiny_to
                                                                                       "repetition", "words"}
     edit = checkpoint.load(tmp_path / "dpo", model)
     assert 0 < edit.params.abs().max() <= bounds[1] + 1e-7
-    provenance = checkpoint.read_config(tmp_path / "dpo")["provenance"]
+    provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "dpo").provenance
     chosen = provenance["selection"]
     assert provenance["trainer"] == "dpo" and chosen["on"] == "validation"
     assert chosen["candidates"] == {str(e["index"]): e["selection"] for e in trace}
     assert chosen["chosen"] == max(chosen["candidates"].values())
-    with attached(model, edit):  # the shipped round's validation reward is reproduced by a fresh measurement
+    with edit.attached(model):  # the shipped round's validation reward is reproduced by a fresh measurement
         assert toy.measure(model, tiny_tokenizer, "validation").reward == pytest.approx(chosen["chosen"])
     assert result.trainer == "dpo"
 
@@ -322,3 +321,19 @@ def test_the_fluency_guard_refuses_disfluent_or_empty_candidates_and_may_ship_th
                                 0.5, base, "chosen_round")
     assert refused.details["chosen_round"] is None and refused.candidate.params.abs().max() == 0
     assert refused.chosen_reward == refused.base_reward  # so `decide` ships the identity
+
+
+def test_dpo_steps_see_fresh_gradients_of_angles_outside_the_model(tiny_tokenizer):
+    """lr 0 and one batch of every pair per epoch: each step's gradient is the same, unless one leaked into the next."""
+    model = tiny_model("llama")
+    pairs = [{"prompt": p, "chosen": " yes indeed", "rejected": " no"} for p in PROMPTS]
+    settings = train_dpo.DPOSettings(layers=(0, 1), bounds=BOUNDS, learning_rate=0.0, epochs=3, pairs_per_step=len(pairs))
+    with trainable_angles(model, settings.layers) as (angles, _):
+        with torch.no_grad():
+            angles.fill_(0.2)  # away from the reference, so the DPO gradient is not zero
+        log = train_dpo._dpo_round(model, tiny_tokenizer, angles, pairs, settings, round_index=0)
+        assert torch.all(angles == 0.2)
+    assert not any(name.endswith("params") for name, _ in model.named_parameters())
+    norms = [entry["grad_norm"] for entry in log]
+    assert len(norms) == 3 and norms[0] > 0
+    assert norms == pytest.approx([norms[0]] * 3, rel=1e-5)

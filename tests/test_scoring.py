@@ -47,7 +47,7 @@ def assert_same_scores(got, want, atol=1e-5):
 def test_prefix_tree_equals_per_sequence_scoring(family, shared, multi_token, lead):
     model = tiny_model(family)
     examples = synthetic_examples(seed=len(family) + shared, shared=shared, multi_token=multi_token, lead=lead)
-    handle = edit.attach(model, edit.HeadEdit.identity(model, "rotation", [0, 1]))
+    handle = edit.HeadEdit.identity(model, "rotation", [0, 1]).attach(model)
     handle.params = (torch.rand_like(handle.params) - 0.5) * 1.5  # a real edit, as the optimizer scores it
     try:
         with torch.no_grad():
@@ -77,7 +77,7 @@ def test_gradients_through_the_shared_prefix_cache_match():
     grads = []
     for scorer_class in (SequenceScorer, ChoiceScorer):
         params = torch.full((2, 4, 4), 0.3, requires_grad=True)
-        handle = edit.attach(model, edit.HeadEdit("rotation", (0, 1), params.detach().clone()))
+        handle = edit.HeadEdit("rotation", (0, 1), params.detach().clone()).attach(model)
         handle.params = params
         loss = -scorer_class(model, examples, batch_size=2).score().per_example_logterm(examples, "choice-prob").mean()
         loss.backward()
@@ -185,7 +185,7 @@ def test_openings_shared_by_some_documents_are_computed_once(family, shared):
     for d, example in enumerate(examples):
         opening = openings[d % 2]
         example.pairs = [(ctx[:shared] + opening + ctx[shared:], cont) for ctx, cont in example.pairs]
-    handle = edit.attach(model, edit.HeadEdit.identity(model, "rotation", [0, 1]))
+    handle = edit.HeadEdit.identity(model, "rotation", [0, 1]).attach(model)
     handle.params = (torch.rand_like(handle.params) - 0.5) * 1.5
     try:
         with torch.no_grad():

@@ -23,7 +23,7 @@ import torch
 
 from tarot_eval import architectures, calibration as calibrations, checkpoint, run_lock, selection
 from tarot_eval import objective as objectives
-from tarot_eval.edit import HeadEdit, attached
+from tarot_eval.edit import HeadEdit
 from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
 from tarot_eval.optimize.plot import plot_traces
 from tarot_eval.optimize.record import RunConfigError, RunRecord
@@ -167,7 +167,7 @@ def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, se
     """The search to `budget` evaluations, the choice on validation, the checkpoint: all in `record.directory`."""
     settings, out = problem.settings, record.directory
     started = time.perf_counter()
-    with attached(model, problem.edit) as handle:
+    with problem.edit.attached(model) as handle:
         train, validation = problem.make_objectives(handle)
         identity = problem.edit.params.clone()
         base = {"train": _recorded(record, "base:train", lambda: train.evaluate(identity))}

@@ -159,7 +159,7 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
             )
     finally:
         if lm.tarot_handle is not None:
-            lm.tarot_handle.unfold()
+            lm.tarot_handle.unmerge()
     samples = results.pop("samples")
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:

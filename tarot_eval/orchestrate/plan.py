@@ -197,7 +197,7 @@ def optimization_reason(job: Optimization) -> str | None:
             f"{job.cell}: {directory} was optimized with other settings ({'; '.join(differences)}); "
             "delete that folder to re-optimize, or write to another --out"
         )
-    done = checkpoint.read_config(directory).get("provenance", {}).get("budget")
+    done = checkpoint.TarotConfig.from_pretrained(directory).provenance.get("budget")
     return None if done == job.budget else f"budget {done} -> {job.budget}"
 
 
