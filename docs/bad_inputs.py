@@ -168,9 +168,9 @@ def main() -> None:
     # leaderboard
     (work / "board.yaml").write_text((REPO / "configs/ci_tiny_leaderboard.yaml").read_text().replace("budget: 2", "budget: x"))
     case("leaderboard: a config value of the wrong type", tarot("leaderboard", "--config", "board.yaml", "--out", "b1",
-         "--dry-run"), work, "test_orchestrate::test_invalid_configs_are_refused_naming_the_key")
+         "--dry-run"), work, "test_leaderboard::test_invalid_configs_are_refused_naming_the_key")
     case("leaderboard: a config file that does not exist", tarot("leaderboard", "--config", "none.yaml", "--out", "b2"),
-         work, "test_orchestrate::test_config_error_names_the_file")
+         work, "test_leaderboard::test_config_error_names_the_file")
     # rewards
     payload = work / "payload.ckpt"
     run([sys.executable, "-c", (

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval.rl.rewards import BUILTIN_SCORERS, Score, Scorer, ScorerUnavailable
+from tarot_eval.rl.rewards import BUILTIN_SCORERS, TextScore, Scorer, ScorerUnavailable
 
 # Label names picked when none is given, compared case-insensitively.
 DEFAULT_LABELS = {
@@ -60,7 +60,7 @@ class ClassifierScorer(Scorer):
         self._batch_size = batch_size
 
     @torch.no_grad()
-    def score(self, texts: Sequence[str]) -> list[Score]:
+    def score(self, texts: Sequence[str]) -> list[TextScore]:
         scores = []
         for start in range(0, len(texts), self._batch_size):
             batch = list(texts[start:start + self._batch_size])
@@ -74,7 +74,7 @@ class ClassifierScorer(Scorer):
                 else:
                     flagged = int(row_logits.argmax()) == self._label_index
                 reward = float(row_logits[self._label_index]) if self.kind == "sentiment" else 1.0 - value
-                scores.append(Score(scorer=self.name, value=value, flagged=flagged, reward=reward))
+                scores.append(TextScore(scorer=self.name, value=value, flagged=flagged, reward=reward))
         return scores
 
 

@@ -32,7 +32,7 @@ class ScorerUnavailable(RuntimeError):
 
 
 @dataclass(frozen=True)
-class Score:
+class TextScore:
     """One text's score.
 
     `value` is the positivity (sentiment) or toxicity (toxicity), in [0, 1].
@@ -55,8 +55,8 @@ class Scorer(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def score(self, texts: Sequence[str]) -> list[Score]:
-        """One Score per text, in order."""
+    def score(self, texts: Sequence[str]) -> list[TextScore]:
+        """One TextScore per text, in order."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(kind={self.kind!r}, name={self.name!r})"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
-from tarot_eval.rl.rewards import Score, Scorer
+from tarot_eval.rl.rewards import TextScore, Scorer
 
 # VADER's authors' threshold: compound >= 0.05 is positive.
 POSITIVE_COMPOUND = 0.05
@@ -21,12 +21,12 @@ class VaderScorer(Scorer):
     def __init__(self):
         self._analyzer = SentimentIntensityAnalyzer()
 
-    def score(self, texts: Sequence[str]) -> list[Score]:
+    def score(self, texts: Sequence[str]) -> list[TextScore]:
         scores = []
         for text in texts:
             compound = self._analyzer.polarity_scores(text)["compound"]
             scores.append(
-                Score(
+                TextScore(
                     scorer=self.name,
                     value=(compound + 1.0) / 2.0,
                     flagged=compound >= POSITIVE_COMPOUND,

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tarot_eval.rl.rewards import Score, Scorer, ScorerUnavailable
+from tarot_eval.rl.rewards import TextScore, Scorer, ScorerUnavailable
 
 TOXIC_THRESHOLD = 0.5
 DETOXIFY_BATCH = 32
@@ -39,7 +39,7 @@ class ProfanityCheckScorer(Scorer):
 
         self._predict_prob = predict_prob
 
-    def score(self, texts: Sequence[str]) -> list[Score]:
+    def score(self, texts: Sequence[str]) -> list[TextScore]:
         if not texts:
             return []
         probabilities = self._predict_prob(list(texts))
@@ -88,7 +88,7 @@ class DetoxifyScorer(Scorer):
         except ValueError as error:  # Detoxify's own check of the checkpoint's contents
             raise ScorerUnavailable(f"{checkpoint} is not a Detoxify checkpoint: {error}") from error
 
-    def score(self, texts: Sequence[str]) -> list[Score]:
+    def score(self, texts: Sequence[str]) -> list[TextScore]:
         values: list[float] = []
         for start in range(0, len(texts), DETOXIFY_BATCH):
             batch = list(texts[start:start + DETOXIFY_BATCH])
@@ -135,5 +135,5 @@ def _require_downloadable(url: str) -> None:
         )
 
 
-def _toxicity_score(name: str, toxicity: float) -> Score:
-    return Score(scorer=name, value=toxicity, flagged=toxicity > TOXIC_THRESHOLD, reward=1.0 - toxicity)
+def _toxicity_score(name: str, toxicity: float) -> TextScore:
+    return TextScore(scorer=name, value=toxicity, flagged=toxicity > TOXIC_THRESHOLD, reward=1.0 - toxicity)

@@ -18,7 +18,7 @@ from torch import nn
 from tarot_eval import checkpoint, selection
 from tarot_eval.edit import HeadEdit
 from tarot_eval.rl.fluency import Fluency
-from tarot_eval.objective import Evaluation
+from tarot_eval.objective import ObjectiveValue
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize.record import RunRecord
 from tarot_eval.optimize.search_space import SearchSpace
@@ -55,9 +55,9 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
         identity = edit.params.clone()
         base = record.score("base:train", lambda: timed_entry(lambda: measure(identity)))
 
-        def evaluate(x) -> Evaluation:
+        def evaluate(x) -> ObjectiveValue:
             score = measure(space.to_params(x).float())
-            return Evaluation(score.reward, score.flagged_rate)
+            return ObjectiveValue(score.reward, score.flagged_rate)
 
         bayesian.run(evaluate, space, record, settings.budget, settings.seed, settings.bo)
         train_scores = record.values()

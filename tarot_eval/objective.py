@@ -263,7 +263,7 @@ def build_examples(
 
 
 @dataclass
-class Evaluation:
+class ObjectiveValue:
     """Objective value and accuracy of one parameter setting on one example set."""
 
     value: float
@@ -287,18 +287,18 @@ class Objective:
         return scores if self.offsets is None else scores.calibrated(self.offsets)
 
     @torch.no_grad()
-    def evaluate(self, params: torch.Tensor) -> Evaluation:
+    def evaluate(self, params: torch.Tensor) -> ObjectiveValue:
         self.handle.params = params.detach()
         self.calls += 1
         scores = self._scores()
-        return Evaluation(scores.value(self.scorer.examples, self.objective), scores.accuracy(self.scorer.examples))
+        return ObjectiveValue(scores.value(self.scorer.examples, self.objective), scores.accuracy(self.scorer.examples))
 
-    def loss_and_evaluation(self, params: torch.Tensor) -> tuple[torch.Tensor, Evaluation]:
+    def loss_and_evaluation(self, params: torch.Tensor) -> tuple[torch.Tensor, ObjectiveValue]:
         """Mean negative log objective term (differentiable in `params`) and the evaluation at `params`."""
         self.handle.params = params
         self.calls += 1
         scores = self._scores()
         logterm = scores.per_example_logterm(self.scorer.examples, self.objective)
-        evaluation = Evaluation(logterm.detach().exp().mean().item(), scores.accuracy(self.scorer.examples))
+        evaluation = ObjectiveValue(logterm.detach().exp().mean().item(), scores.accuracy(self.scorer.examples))
         return -logterm.mean(), evaluation
 

@@ -23,7 +23,7 @@ from lm_eval.tasks import TaskManager
 from tarot_eval import checkpoint
 from tarot_eval.compare import significance
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.compare.runs import Score
+from tarot_eval.compare.runs import TaskScore
 from tarot_eval.edit import HeadEdit
 
 TASKS = ("toy_a", "toy_b")
@@ -312,6 +312,6 @@ def test_aggregate_only_metrics_are_refused_for_significance(tmp_path):
     samples = tmp_path / "samples_t_x.jsonl"
     samples.write_text(json.dumps({"doc_id": 0, "filter": "none", "doc_hash": "d", "target_hash": "t",
                                    "distinct_1": "some words"}) + "\n")
-    score = Score("t", "distinct_1", "none", 0.5, None, 0, samples)
+    score = TaskScore("t", "distinct_1", "none", 0.5, None, 0, samples)
     with pytest.raises(CompareError, match="not a number per document.*--no-significance"):
         significance.read_outcomes(score)

@@ -21,7 +21,7 @@ from lm_eval.tasks import TaskManager
 from matplotlib.figure import Figure
 from test_compare import CHOICES, WORDS, compare, toy  # noqa: F401  (toy: the fixture)
 
-from tarot_eval.compare import chart, leaderboard, runs
+from tarot_eval.compare import chart, scoreboard, runs
 from tarot_eval.compare.diagnostics import read_answers
 
 TASK = "toy_labels"
@@ -126,7 +126,7 @@ def test_text_targets_and_other_tasks(labelled_root, tmp_path):
 
 
 def test_chart_marks_chance_and_majority(labelled_root):
-    board = leaderboard.build(runs.read_runs(labelled_root, "acc"))
+    board = scoreboard.build(runs.read_runs(labelled_root, "acc"))
     axes = Figure().add_subplot()
     chart.draw(axes, board)
     levels = {collection.get_label(): collection.get_segments()[0] for collection in axes.collections if collection.get_label()}

@@ -13,9 +13,9 @@ from lm_eval.models.huggingface import HFLM
 from matplotlib.figure import Figure
 from test_compare import TASKS, compare, exact_mcnemar_p, per_doc_acc, toy  # noqa: F401  (toy: the fixture)
 
-from tarot_eval.compare import chart, leaderboard, runs
+from tarot_eval.compare import chart, scoreboard, runs
 from tarot_eval.compare.labels import run_folder_label, seed_from_path
-from tarot_eval.compare.runs import Run, Score, merge_runs
+from tarot_eval.compare.runs import Run, TaskScore, merge_runs
 
 SEEDS = {"rotation": (0, 1, 2), "rescale": (0, 1)}
 # the tiny Llama standing in for each seed's run: inits whose answers differ from the base model's (init 0)
@@ -84,7 +84,7 @@ def test_seed_comes_from_the_first_seed_folder_below_the_root(tmp_path):
 
 def test_merge_joins_single_task_runs_of_one_seed_only(tmp_path):
     def run(task: str, seed: int | None) -> Run:
-        score = Score(task, "acc", "none", 0.5, None, 0, tmp_path / f"samples_{task}.jsonl")
+        score = TaskScore(task, "acc", "none", 0.5, None, 0, tmp_path / f"samples_{task}.jsonl")
         return Run(tmp_path / f"seed-{seed}" / task / "results_x.json", "m", "rotation", {task: score}, seed)
 
     merged = merge_runs([run("a", 0), run("b", 0), run("a", 1), run("a", None)])
@@ -187,7 +187,7 @@ def test_bad_reference_is_one_line_error(seeded_root, tmp_path, capsys):
 
 
 def test_chart_draws_a_point_per_seed(seeded_root):
-    board = leaderboard.build(runs.read_runs(seeded_root, "acc"))
+    board = scoreboard.build(runs.read_runs(seeded_root, "acc"))
     axes = Figure().add_subplot()
     chart.draw(axes, board)
     files = results_files(seeded_root)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tarot_eval import fetch
-from tarot_eval.orchestrate.config import load
+from tarot_eval.leaderboard.config import load
 
 
 def fake_wheels(folder: Path, parts: list[bytes]) -> list[Path]:

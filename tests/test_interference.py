@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from test_orchestrate import leaderboard, results, tiny_leaderboard_files, write_config
+from test_leaderboard import leaderboard, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import checkpoint, cli
 from tarot_eval.compare import interference, runs
-from tarot_eval.orchestrate.config import ConfigError, load
-from tarot_eval.orchestrate.plan import plan_model
+from tarot_eval.leaderboard.config import ConfigError, load
+from tarot_eval.leaderboard.plan import plan_model
 
 TASKS = ["lb_a", "lb_b"]
 

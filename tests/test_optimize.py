@@ -35,7 +35,7 @@ class Toy:
 
     def __call__(self, x):
         self.calls += 1
-        return objective.Evaluation(-float(((x - OPTIMUM) ** 2).sum()), 0.0)
+        return objective.ObjectiveValue(-float(((x - OPTIMUM) ** 2).sum()), 0.0)
 
 
 class ToySpace:

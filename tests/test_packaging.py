@@ -20,7 +20,7 @@ def test_discovery_finds_every_package_of_the_repository():
     mapping = setup.package_dir()
     assert mapping == {"tarot_eval.rl": "rl", "tarot_eval.tasks": "tasks"}
     packages = set(setup.discover_packages(ROOT, mapping))
-    assert {"tarot_eval", "tarot_eval.orchestrate", "tarot_eval.compare", "tarot_eval.optimize",
+    assert {"tarot_eval", "tarot_eval.leaderboard", "tarot_eval.compare", "tarot_eval.optimize",
             "tarot_eval.rl", "tarot_eval.tasks", "tarot_eval.tasks.generation"} <= packages
     assert not {name for name in packages if not name.startswith("tarot_eval")}  # nothing generic in site-packages
     # every folder holding Python files is a discovered package (a folder without __init__.py would be dropped)

@@ -25,7 +25,7 @@ from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
 from tarot_eval.rl.angles import trainable_angles
 from tarot_eval.rl.fluency import Fluency, FluencyGuard
-from tarot_eval.rl.rewards import Score, Scorer
+from tarot_eval.rl.rewards import TextScore, Scorer
 from tarot_eval.rl.generate import GreedyScore
 from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, guarded_selection, save_result
 from tarot_eval.run_lock import RunLockedError
@@ -47,7 +47,7 @@ class VowelScorer(Scorer):
         for text in texts:
             letters = [c for c in text.lower() if c.isalpha()]
             share = sum(c in "aeiou" for c in letters) / len(letters) if letters else 0.0
-            scores.append(Score(self.name, share, share > 0.5, share))
+            scores.append(TextScore(self.name, share, share > 0.5, share))
         return scores
 
 
@@ -57,7 +57,7 @@ class ConstantScorer(VowelScorer):
     name = "toy-constant"
 
     def score(self, texts):
-        return [Score(self.name, 0.5, False, 0.5) for _ in texts]
+        return [TextScore(self.name, 0.5, False, 0.5) for _ in texts]
 
 
 NO_GUARD = FluencyGuard(max_perplexity_ratio=math.inf, max_distinct_2_drop=math.inf)  # a random model's text is not fluent

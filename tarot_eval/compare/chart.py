@@ -13,7 +13,7 @@ import math
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tarot_eval.compare.leaderboard import Leaderboard
+from tarot_eval.compare.scoreboard import Leaderboard
 from tarot_eval.compare.seeds import SeedCell, SeedRow, Spread, summarize
 
 

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tarot_eval.compare import interference, labels, leaderboard, render, runs
+from tarot_eval.compare import interference, labels, scoreboard, render, runs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
     add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
     add("--reference", default=None, metavar="METHOD",
-        help=f"method tested, seed by seed, against every other method (default: {leaderboard.DEFAULT_REFERENCE}, when a run has it)")
+        help=f"method tested, seed by seed, against every other method (default: {scoreboard.DEFAULT_REFERENCE}, when a run has it)")
     add("--by-seed", action="store_true", help="one row per seed instead of mean ± sd over the seeds (seed-<k> folders)")
     add("--interference", action="store_true",
         help="the task x task matrix of each edit's Δ vs base (edited on x evaluated on), with interference/ runs; "
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         print(interference.markdown(matrices))
         print("wrote " + ", ".join(str(path) for path in paths.values()), file=sys.stderr)
         return 0
-    board = leaderboard.build(
+    board = scoreboard.build(
         found, base_method=args.base, significance=not args.no_significance, alpha=args.alpha, reference=args.reference
     )
     paths = render.write_all(board, args.out or root / "leaderboard", by_seed=args.by_seed)

@@ -13,7 +13,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from tarot_eval.compare.runs import Score, sample_lines
+from tarot_eval.compare.runs import TaskScore, sample_lines
 
 COLLAPSED_SHARE = 0.9  # one answer taking at least this share of the predictions is a collapse
 
@@ -77,7 +77,7 @@ def gold_index(sample: dict, n_choices: int) -> int | None:
     return matches[0] if len(matches) == 1 else None
 
 
-def read_answers(score: Score) -> Answers | None:
+def read_answers(score: TaskScore) -> Answers | None:
     """The answers of `score`'s run from its samples file; None without one or for a task that is not multiple-choice."""
     if not score.samples.is_file():
         return None

@@ -12,7 +12,7 @@ from typepy import String
 
 from tarot_eval.compare.chart import bar_chart
 from tarot_eval.compare.diagnostics import Answers
-from tarot_eval.compare.leaderboard import Cell, Leaderboard
+from tarot_eval.compare.scoreboard import TableCell, Leaderboard
 from tarot_eval.compare.seeds import SeedCell, summarize, versus_reference
 from tarot_eval.compare.tables import Table, scores_table, versus_table
 
@@ -40,7 +40,7 @@ def markdown(board: Leaderboard, by_seed: bool = False) -> str:
     return markdown_table(scores_table(board, by_seed)) + ("" if versus is None else "\n" + markdown_table(versus))
 
 
-def _test_fields(cell: Cell, alpha: float) -> dict:
+def _test_fields(cell: TableCell, alpha: float) -> dict:
     test = cell.test
     if test is None:
         return {}

@@ -23,7 +23,7 @@ from tarot_eval.compare.labels import (
 )
 
 RESULTS_PREFIX = "results_"
-MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.orchestrate.execute`
+MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.leaderboard.execute`
 INTERFERENCE = "interference"  # folder of an edit's runs on tasks it was not optimized on (`compare --interference`)
 DEMONSTRATIONS_NAME = "tarot_demonstrations.json"  # beside an icl run (the leaderboard's): the training documents shown
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class Score:
+class TaskScore:
     """One task's aggregate score in one run, and where its per-document samples live."""
 
     task: str
@@ -51,7 +51,7 @@ class Run:
     source: Path
     model: str
     method: str
-    scores: dict[str, Score]
+    scores: dict[str, TaskScore]
     seed: int | None = None
     edited_on: str | None = None  # the task its edit was optimized on (tarot-hf's provenance); None: no edit
 
@@ -154,7 +154,7 @@ def documents(samples: Path) -> dict[int, tuple[str | None, str | None]]:
     return {sample["doc_id"]: (sample.get("doc_hash"), sample.get("target_hash")) for _, sample in sample_lines(samples)}
 
 
-def read_scores(results: dict, source: Path, metric: str) -> dict[str, Score]:
+def read_scores(results: dict, source: Path, metric: str) -> dict[str, TaskScore]:
     """Scores of every task (not group) in the run that reports `metric`."""
     scores = {}
     for task in results.get("configs", {}):
@@ -163,7 +163,7 @@ def read_scores(results: dict, source: Path, metric: str) -> dict[str, Score]:
         if key is None:
             continue
         name, filter_key = key
-        scores[task] = Score(
+        scores[task] = TaskScore(
             task=task,
             metric=name,
             filter=filter_key,
@@ -249,7 +249,7 @@ def merge_runs(found: list[Run]) -> list[Run]:
         if len(members) == 1:
             merged.append(members[0])
             continue
-        scores: dict[str, Score] = {}
+        scores: dict[str, TaskScore] = {}
         sources: dict[str, Path] = {}
         for run in members:
             for task, score in run.scores.items():

@@ -21,7 +21,7 @@ DEFAULT_REFERENCE = "rotation"  # the method compared with every other one when 
 
 
 @dataclass(frozen=True)
-class Cell:
+class TableCell:
     """One run on one task; the comparison fields are None for base rows or without a base."""
 
     value: float
@@ -39,7 +39,7 @@ class Row:
     shots: str
     is_base: bool
     run: Run
-    cells: dict[str, Cell]
+    cells: dict[str, TableCell]
     seed: int | None = None
 
     @property
@@ -64,7 +64,7 @@ class Versus:
     shots: str
     method: str
     seed: int | None
-    cells: dict[str, Cell]
+    cells: dict[str, TableCell]
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,11 @@ def seed_pairs(first: dict[int | None, Run], second: dict[int | None, Run]) -> l
     return [(seed, one, other) for seed, one, other in pairs if one is not None and other is not None]
 
 
-def _cell(run: Run, base: Run | None, task: str, significance: bool, answers: Answers | None = None) -> Cell:
+def _cell(run: Run, base: Run | None, task: str, significance: bool, answers: Answers | None = None) -> TableCell:
     score = run.scores[task]
     base_score = base.scores.get(task) if base is not None and base is not run else None
     if base_score is None:
-        return Cell(score.value, score.stderr, None, None, None, answers)
+        return TableCell(score.value, score.stderr, None, None, None, answers)
     delta = score.value - base_score.value
     relative = delta / base_score.value * 100 if base_score.value else None
     if significance:
@@ -134,7 +134,7 @@ def _cell(run: Run, base: Run | None, task: str, significance: bool, answers: An
     else:
         same_documents(base_score, score)
         test = None
-    return Cell(score.value, score.stderr, delta, relative, test, answers)
+    return TableCell(score.value, score.stderr, delta, relative, test, answers)
 
 
 def _versus(runs: list[Run], reference: str, significance: bool) -> list[Versus]:

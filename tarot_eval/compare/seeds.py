@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean, stdev
 
 from tarot_eval.compare.diagnostics import Answers
-from tarot_eval.compare.leaderboard import Cell, Leaderboard, Row, Versus
+from tarot_eval.compare.scoreboard import TableCell, Leaderboard, Row, Versus
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ def spread(values) -> Spread | None:
 class SeedCell:
     """One task over seeds: values, Δ vs the comparison, and the per-seed paired tests' verdicts."""
 
-    cells: tuple[Cell, ...]  # one per seed
+    cells: tuple[TableCell, ...]  # one per seed
     alpha: float
 
     @property

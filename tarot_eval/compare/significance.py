@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from scipy.stats import binomtest, ttest_rel
 
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.compare.runs import Score, documents, sample_lines
+from tarot_eval.compare.runs import TaskScore, documents, sample_lines
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class PairedTest:
     p_value: float
 
 
-def read_outcomes(score: Score) -> dict[int, Outcome]:
+def read_outcomes(score: TaskScore) -> dict[int, Outcome]:
     """doc_id -> per-document value of `score`'s metric and filter, from its samples file."""
     if not score.samples.is_file():
         raise CompareError(
@@ -61,7 +61,7 @@ def read_outcomes(score: Score) -> dict[int, Outcome]:
     return outcomes
 
 
-def check_same_documents(base: Score, base_docs: dict, other: Score, other_docs: dict) -> None:
+def check_same_documents(base: TaskScore, base_docs: dict, other: TaskScore, other_docs: dict) -> None:
     """Refuses two runs whose samples (doc_id -> (doc_hash, target_hash)) are not the same documents."""
     if base_docs.keys() != other_docs.keys():
         only_base = sorted(base_docs.keys() - other_docs.keys())
@@ -81,7 +81,7 @@ def check_same_documents(base: Score, base_docs: dict, other: Score, other_docs:
             )
 
 
-def same_documents(base: Score, other: Score) -> None:
+def same_documents(base: TaskScore, other: TaskScore) -> None:
     """Without a test: refuses runs on different documents, by their samples files where both have
     one, else by lm-eval's document counts."""
     if base.samples.is_file() and other.samples.is_file():
@@ -93,7 +93,7 @@ def same_documents(base: Score, other: Score) -> None:
         )
 
 
-def paired_outcomes(base: Score, other: Score) -> list[tuple[float, float]]:
+def paired_outcomes(base: TaskScore, other: TaskScore) -> list[tuple[float, float]]:
     """(base value, other value) per document; refuses runs scored on different documents."""
     base_docs, other_docs = read_outcomes(base), read_outcomes(other)
     check_same_documents(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from tarot_eval.compare.diagnostics import COLLAPSED_SHARE, Answers
-from tarot_eval.compare.leaderboard import Cell, Leaderboard, Row
+from tarot_eval.compare.scoreboard import TableCell, Leaderboard, Row
 from tarot_eval.compare.seeds import SeedCell, SeedRow, SeedVersus, Spread, summarize, versus_reference
 
 TEST_NAMES = {"mcnemar": "exact McNemar test (right/wrong per document)",
@@ -31,7 +31,7 @@ def digits(scale: float) -> int:
     return 1 if scale == 100.0 else 3
 
 
-def format_cell(cell: Cell | None, scale: float, alpha: float) -> str:
+def format_cell(cell: TableCell | None, scale: float, alpha: float) -> str:
     if cell is None:
         return "—"
     places = digits(scale)

@@ -35,7 +35,7 @@ def start_point(space) -> torch.Tensor:
 
 
 def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: GradSettings) -> None:
-    """`loss_and_evaluation(params) -> (loss tensor, Evaluation)`."""
+    """`loss_and_evaluation(params) -> (loss tensor, ObjectiveValue)`."""
     done = len(record.trace)
     if done:
         state = record.tensors(done - 1)

@@ -20,7 +20,7 @@ def draw(seed: int, index: int, dim: int) -> torch.Tensor:
 
 
 def evaluate_and_record(record: RunRecord, evaluate, x: torch.Tensor, phase: str, extra: dict | None = None) -> dict:
-    """Evaluate point x (`evaluate(x) -> Evaluation`) and append it to the record."""
+    """Evaluate point x (`evaluate(x) -> ObjectiveValue`) and append it to the record."""
     start = time.perf_counter()
     evaluation = evaluate(x)
     entry = {

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tarot_eval import run_lock
-from tarot_eval.orchestrate import board, execute
-from tarot_eval.orchestrate.config import LeaderboardConfig
-from tarot_eval.orchestrate.plan import CalibrationFit, LoraTraining, ModelPlan, Optimization, PlanError, kind_of, plan_model
+from tarot_eval.leaderboard import board, execute
+from tarot_eval.leaderboard.config import LeaderboardConfig
+from tarot_eval.leaderboard.plan import CalibrationFit, LoraTraining, ModelPlan, Optimization, PlanError, kind_of, plan_model
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tarot_eval.compare import leaderboard, render, runs
-from tarot_eval.orchestrate.config import BASE_METHOD, LeaderboardConfig
-from tarot_eval.orchestrate.plan import RUNS, Cell, seeds_of
+from tarot_eval.compare import scoreboard, render, runs
+from tarot_eval.leaderboard.config import BASE_METHOD, LeaderboardConfig
+from tarot_eval.leaderboard.plan import RUNS, GridCell, seeds_of
 
 METRIC = "acc"
 
@@ -23,7 +23,7 @@ def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
         for method in config.methods:
             for seed in seeds_of(config, method):
                 for task in config.tasks_of(method):
-                    folder = runs_root.joinpath(*Cell(model.name, method.name, task, seed).parts)
+                    folder = runs_root.joinpath(*GridCell(model.name, method.name, task, seed).parts)
                     if folder.is_dir():  # icl has no few-shot cells
                         for run in runs.read_runs(folder, METRIC):
                             found.append(dataclasses.replace(run, model=model.name, method=method.name, seed=seed))
@@ -32,5 +32,5 @@ def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
 
 def write(config: LeaderboardConfig, out: Path) -> tuple[str, dict[str, Path]]:
     """Write `out/leaderboard.{md,csv,png,html}`; returns the Markdown table and the files."""
-    board = leaderboard.build(read_cells(config, out / RUNS), base_method=BASE_METHOD)
+    board = scoreboard.build(read_cells(config, out / RUNS), base_method=BASE_METHOD)
     return render.markdown(board), render.write_all(board, out)

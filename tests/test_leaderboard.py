@@ -18,9 +18,9 @@ from test_objective import tiny_model, tiny_tokenizer, write_task
 from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
-from tarot_eval.orchestrate.config import ConfigError, load
-from tarot_eval.orchestrate.plan import PlanError, optimizer_settings
-from tarot_eval.orchestrate.runner import check_tasks, run_leaderboard, task_manager
+from tarot_eval.leaderboard.config import ConfigError, load
+from tarot_eval.leaderboard.plan import PlanError, optimizer_settings
+from tarot_eval.leaderboard.runner import check_tasks, run_leaderboard, task_manager
 
 TASK = "lb_toy"
 FEWSHOT = "lb_toy_fewshot"

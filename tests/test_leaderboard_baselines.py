@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_orchestrate import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
+from test_leaderboard import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import calibration as calibrations, checkpoint, objective
 from tarot_eval.compare import runs
-from tarot_eval.orchestrate.config import ConfigError, load
-from tarot_eval.orchestrate.runner import task_manager
+from tarot_eval.leaderboard.config import ConfigError, load
+from tarot_eval.leaderboard.runner import task_manager
 
 SEEDS = [0, 1]
 
@@ -146,7 +146,7 @@ def test_bad_baseline_settings_are_named(grid, tmp_path, change, message):
 
 
 def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):
-    from tarot_eval.orchestrate.plan import optimizer_settings
+    from tarot_eval.leaderboard.plan import optimizer_settings
 
     raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")
     raw["methods"] = {"base": None, "rot-L1": {"method": "rotation", "layers": "1"},
@@ -161,7 +161,7 @@ def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):
 def test_the_beyond_zero_shot_config_adds_shots_interference_and_depth():
     from pathlib import Path
 
-    from tarot_eval.orchestrate.runner import check_tasks
+    from tarot_eval.leaderboard.runner import check_tasks
 
     config = load(Path(__file__).resolve().parents[1] / "configs" / "leaderboard_smollm2_beyond.yaml")
     check_tasks(config, task_manager(config))

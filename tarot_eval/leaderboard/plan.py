@@ -32,7 +32,7 @@ from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME, TRACE_NAM
 from tarot_eval.optimize.run import RESULT_NAME
 from tarot_eval.optimize.settings import OptimizeSettings, Settings
 from tarot_eval.lora import LoraError, LoraSettings, done as lora_done
-from tarot_eval.orchestrate.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
+from tarot_eval.leaderboard.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
@@ -47,7 +47,7 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True)
-class Cell:
+class GridCell:
     """One model x method x (seed) x task of the grid."""
 
     model: str
@@ -66,7 +66,7 @@ class Cell:
 
 
 @dataclass(frozen=True)
-class Optimization(Cell):
+class Optimization(GridCell):
     settings: Settings
     budget: int
     select_k: int
@@ -74,13 +74,13 @@ class Optimization(Cell):
 
 
 @dataclass(frozen=True)
-class CalibrationFit(Cell):
+class CalibrationFit(GridCell):
     options: CalibrateSettings
     directory: Path
 
 
 @dataclass(frozen=True)
-class LoraTraining(Cell):
+class LoraTraining(GridCell):
     options: LoraSettings
     directory: Path
 
@@ -96,7 +96,7 @@ class Demonstrations:
 
 
 @dataclass(frozen=True)
-class Evaluation(Cell):
+class Evaluation(GridCell):
     checkpoint: Path | None  # None: the unedited model
     folder: Path
     calibration: Path | None = None
@@ -342,7 +342,7 @@ def calibrate_options(config: LeaderboardConfig, method: MethodSpec, task: str, 
 def calibration_folder(config: LeaderboardConfig, out: Path, model: ModelSpec, name: str, task: str, seed: int | None) -> Path:
     """The folder of calibrate method `name`'s file for `task` under `seed` (or its seed-free one)."""
     method = config.method(name)
-    cell = Cell(model.name, name, task, seed if method.seeded else None)
+    cell = GridCell(model.name, name, task, seed if method.seeded else None)
     return out.joinpath(CHECKPOINTS, *cell.parts)
 
 
@@ -352,13 +352,13 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
         for seed in seeds_of(config, method):
             if method.kind == CALIBRATE:
                 for task in config.tasks_of(method):
-                    cell = Cell(model.name, method.name, task, seed)
+                    cell = GridCell(model.name, method.name, task, seed)
                     job = CalibrationFit(**vars(cell), options=calibrate_options(config, method, task, seed),
                                          directory=out.joinpath(CHECKPOINTS, *cell.parts))
                     steps.append(Step(job, calibration_reason(job)))
             if method.kind == LORA:
                 for task in config.zero_shot_of(method):
-                    cell = Cell(model.name, method.name, task, seed)
+                    cell = GridCell(model.name, method.name, task, seed)
                     job = LoraTraining(**vars(cell), options=lora_options(config, method, task, seed),
                                        directory=out.joinpath(CHECKPOINTS, *cell.parts))
                     steps.append(Step(job, lora_reason(job)))
@@ -372,7 +372,7 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
                     settings, budget, select_k = optimizer_settings(values, model, task, layers, config.eval)
                 except ValueError as error:
                     raise PlanError(f"models.{model.name} with methods.{method.name}: {error}") from None
-                cell = Cell(model.name, method.name, task, seed)
+                cell = GridCell(model.name, method.name, task, seed)
                 job = Optimization(**vars(cell), settings=settings, budget=budget, select_k=select_k,
                                    directory=out.joinpath(CHECKPOINTS, *cell.parts))
                 steps.append(Step(job, optimization_reason(job)))
@@ -380,9 +380,9 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
 
 
 def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, task: str, seed: int | None):
-    cell = Cell(model.name, method.name, task, seed)
+    cell = GridCell(model.name, method.name, task, seed)
     source = config.few_shot.get(task, task)
-    checkpoint_dir = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts) if method.kind == EDIT else None
+    checkpoint_dir = out.joinpath(CHECKPOINTS, *GridCell(model.name, method.name, source, seed).parts) if method.kind == EDIT else None
     calibration = None
     if method.kind == CALIBRATE:
         calibration = out.joinpath(CHECKPOINTS, *cell.parts)
@@ -393,7 +393,7 @@ def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: 
         shared = config.method_settings(method, seed)
         demonstrations = Demonstrations(method.settings["shots"], shared.get("n_train", OptimizeSettings.n_train),
                                         shared.get("n_val", OptimizeSettings.n_val), shared.get("seed", OptimizeSettings.seed))
-    adapter = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts) if method.kind == LORA else None
+    adapter = out.joinpath(CHECKPOINTS, *GridCell(model.name, method.name, source, seed).parts) if method.kind == LORA else None
     return Evaluation(**vars(cell), checkpoint=checkpoint_dir, folder=out.joinpath(RUNS, *cell.parts),
                       calibration=calibration, demonstrations=demonstrations, adapter=adapter)
 
@@ -401,10 +401,10 @@ def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: 
 def _interference(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, seed: int | None):
     """The edit of each of the method's zero-shot tasks scored on every other zero-shot task."""
     for source in config.zero_shot_of(method):
-        checkpoint_dir = out.joinpath(CHECKPOINTS, *Cell(model.name, method.name, source, seed).parts)
+        checkpoint_dir = out.joinpath(CHECKPOINTS, *GridCell(model.name, method.name, source, seed).parts)
         for task in config.zero_shot:
             if task != source:
-                folder = out.joinpath(INTERFERENCE, *Cell(model.name, method.name, source, seed).parts, task)
+                folder = out.joinpath(INTERFERENCE, *GridCell(model.name, method.name, source, seed).parts, task)
                 yield Evaluation(model.name, method.name, task, seed, checkpoint_dir, folder, edited_on=source)
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tarot_eval.compare.runs import MOVED_ASIDE
-from tarot_eval.orchestrate.config import EvalSpec, ModelSpec
-from tarot_eval.orchestrate.plan import (
+from tarot_eval.leaderboard.config import EvalSpec, ModelSpec
+from tarot_eval.leaderboard.plan import (
     DEMONSTRATIONS_NAME, CalibrationFit, Evaluation, LoraTraining, ModelPlan, Optimization, demonstrations_settings, kind_of,
 )
 

@@ -6,6 +6,6 @@ leaderboard through `tarot_eval.compare`, `runner` ties them together, `command`
 (`add_arguments`, `run`).
 """
 
-from tarot_eval.orchestrate.command import add_arguments, run
+from tarot_eval.leaderboard.command import add_arguments, run
 
 __all__ = ["add_arguments", "run"]

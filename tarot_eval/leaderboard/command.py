@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tarot_eval.orchestrate.config import load
+from tarot_eval.leaderboard.config import load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tarot_eval.orchestrate.runner import run_leaderboard
+    from tarot_eval.leaderboard.runner import run_leaderboard
 
     run_leaderboard(load(args.config), args.out, dry_run=args.dry_run)
     return 0
