@@ -17,7 +17,7 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from tarot_eval import calibration as calibrations, checkpoint, default_model, export
+from tarot_eval import calibration as calibrations, checkpoint, default_model, export, model_info
 
 # Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
 FROM_PRETRAINED_KEYS = frozenset(
@@ -108,21 +108,21 @@ class TarotHFLM(HFLM):
 
     def get_model_info(self) -> dict:
         info = super().get_model_info()
-        info["tarot_base_model"] = checkpoint.model_identity(self.model)
+        info[model_info.BASE_MODEL] = checkpoint.model_identity(self.model)
         if self.tarot_default_model:
-            info["tarot_base_model"]["source"] = f"{default_model.DEFAULT_NAME} from {default_model.gguf_path().name}"
-        info["tarot_rotations"] = self.tarot_rotations
-        info["tarot_fold"] = self.tarot_fold
+            info[model_info.BASE_MODEL]["source"] = f"{default_model.DEFAULT_NAME} from {default_model.gguf_path().name}"
+        info[model_info.ROTATIONS] = self.tarot_rotations
+        info[model_info.FOLD] = self.tarot_fold
         if self.tarot_exported_edit is not None:
-            info["tarot_exported_edit"] = self.tarot_exported_edit
+            info[model_info.EXPORTED_EDIT] = self.tarot_exported_edit
         if self.tarot_rotations is not None:
             config = checkpoint.TarotConfig.from_pretrained(self.tarot_rotations)
-            info["tarot_checkpoint_hash"] = checkpoint.checkpoint_hash(self.tarot_rotations)
-            info["tarot_method"] = config.method
-            info["tarot_layers"] = config.layers
-            info["tarot_provenance"] = config.provenance
+            info[model_info.CHECKPOINT_HASH] = checkpoint.checkpoint_hash(self.tarot_rotations)
+            info[model_info.METHOD] = config.method
+            info[model_info.LAYERS] = config.layers
+            info[model_info.PROVENANCE] = config.provenance
         if self.tarot_calibration is not None:
-            info["tarot_calibration"] = self.tarot_calibration.source
-            info["tarot_calibration_variant"] = self.tarot_calibration.variant
-            info["tarot_calibration_hash"] = calibrations.calibration_hash(self.tarot_calibration.source)
+            info[model_info.CALIBRATION] = self.tarot_calibration.source
+            info[model_info.CALIBRATION_VARIANT] = self.tarot_calibration.variant
+            info[model_info.CALIBRATION_HASH] = calibrations.calibration_hash(self.tarot_calibration.source)
         return info

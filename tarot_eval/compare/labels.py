@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lm_eval.utils import simple_parse_args_string
 
+from tarot_eval import model_info
 from tarot_eval.compare.errors import CompareError
 
 # model_args keys naming the weights, most specific first (an adapter is its own model)
@@ -65,8 +66,8 @@ def model_from_results(results: dict, source: Path) -> str:
     for key in MODEL_ARG_KEYS:
         if isinstance(args.get(key), str) and args[key]:
             return short_name(args[key])
-    if (config.get("tarot_base_model") or {}).get("name"):  # tarot-hf on its embedded default model
-        return short_name(config["tarot_base_model"]["name"])
+    if (config.get(model_info.BASE_MODEL) or {}).get("name"):  # tarot-hf on its embedded default model
+        return short_name(config[model_info.BASE_MODEL]["name"])
     if results.get("model_source") == "CUSTOM" and config.get("model"):
         return str(config["model"])  # an in-process model: lm-eval records its _name_or_path
     return source.parent.name
@@ -75,14 +76,14 @@ def model_from_results(results: dict, source: Path) -> str:
 def method_from_config(config: dict) -> str | None:
     """'base' for a plain `hf` run or `tarot-hf` without rotations; the edit method otherwise (with
     ' + calibrate (<variant>)' for a calibrated run, 'calibrate (<variant>)' alone, 'lora' for a peft adapter)."""
-    calibrated = f"calibrate ({config.get('tarot_calibration_variant')})" if config.get("tarot_calibration") else None
+    calibrated = f"calibrate ({config.get(model_info.CALIBRATION_VARIANT)})" if config.get(model_info.CALIBRATION) else None
     if model_args(config).get("peft"):
         return "lora"
-    if "tarot_rotations" in config or "tarot_method" in config:
-        if not config.get("tarot_rotations"):
+    if model_info.ROTATIONS in config or model_info.METHOD in config:
+        if not config.get(model_info.ROTATIONS):
             return calibrated or "base"
-        method = config.get("tarot_method") or "tarot"
-        optimizer = (config.get("tarot_provenance") or {}).get("optimizer")
+        method = config.get(model_info.METHOD) or "tarot"
+        optimizer = (config.get(model_info.PROVENANCE) or {}).get("optimizer")
         edit = f"{method} ({optimizer})" if optimizer else method
         return f"{edit} + {calibrated}" if calibrated else edit
     if config.get("model") == "hf":

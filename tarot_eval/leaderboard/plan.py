@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarot_eval import calibration as calibrations, checkpoint
+from tarot_eval import calibration as calibrations, checkpoint, model_info
 from tarot_eval.calibrate import CalibrateSettings
 from tarot_eval.compare import runs
 from tarot_eval.compare.errors import CompareError
@@ -251,8 +251,8 @@ def eval_record(results: dict) -> dict:
     """What an lm-eval results file says about how it was run, in the terms of `wanted_record`."""
     config = results.get("config", {})
     return {
-        "checkpoint": config.get("tarot_checkpoint_hash"),
-        "calibration": config.get("tarot_calibration_hash"),
+        "checkpoint": config.get(model_info.CHECKPOINT_HASH),
+        "calibration": config.get(model_info.CALIBRATION_HASH),
         "limit": config.get("limit"),
         "apply_chat_template": results.get("chat_template") is not None,
         "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
