@@ -33,7 +33,7 @@ from tqdm.auto import trange
 from transformers import PrinterCallback
 
 from tarot_eval import checkpoint
-from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.record import TRAIN_VALUE, RunRecord
 from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
 from tarot_eval.rl.fluency import Fluency
 from tarot_eval.rl.generate import GreedyScore, sampled_continuations, texts_to_score
@@ -151,7 +151,7 @@ def _train(model, tokenizer, setting: RewardSetting, settings: DPOSettings, out,
             model.eval()
             measured = setting.measure(model, tokenizer, on, handle, fluency=True)
             sampled = [value for values in rewards for value in values]
-            record.append({"train": sum(sampled) / len(sampled), "pairs": len(pairs),
+            record.append({TRAIN_VALUE: sum(sampled) / len(sampled), "pairs": len(pairs),
                            "selection": measured.reward, "flagged_rate": measured.flagged_rate,
                            "fluency": measured.fluency.as_dict(), "dpo_log": log,
                            "wall_s": round(time.perf_counter() - round_started, 3)},

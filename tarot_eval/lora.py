@@ -27,6 +27,7 @@ import torch
 
 from tarot_eval import checkpoint, run_lock, selection, settings as settings_fields
 from tarot_eval import objective as objectives
+from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE
 from tarot_eval.settings import ModelSettings, setting
 
 RESULT_NAME = "result.json"
@@ -126,10 +127,10 @@ def train(model, lm, task, options: LoraSettings, out: str | Path) -> dict:
             loss = -logterm.mean()
             loss.backward()
             optimizer.step()
-            trace.append({"phase": "lora", "train": logterm.detach().exp().mean().item(),
-                          "train_acc": scores.accuracy(train_examples), "loss": loss.item(),
+            trace.append({"phase": "lora", TRAIN_VALUE: logterm.detach().exp().mean().item(),
+                          TRAIN_ACCURACY: scores.accuracy(train_examples), "loss": loss.item(),
                           "wall_s": round(time.perf_counter() - start, 4)})
-        train_scores = [entry["train"] for entry in trace]
+        train_scores = [entry[TRAIN_VALUE] for entry in trace]
         pool = selection.candidates(train_scores, options.select_k, along_trajectory=True)
         val = {}
         for i in pool:
@@ -147,7 +148,7 @@ def train(model, lm, task, options: LoraSettings, out: str | Path) -> dict:
     result = {"settings": options.record(), "train_docs": [i for i, _ in docs.train],
               "validation_docs": [i for i, _ in docs.validation], "base_model": checkpoint.model_identity(model),
               "chosen_step": chosen, "candidates": pool, "improved": improved, "shipped": shipped,
-              "scores": {"base": base, "chosen": {"train": {"value": trace[chosen]["train"], "accuracy": trace[chosen]["train_acc"]},
+              "scores": {"base": base, "chosen": {"train": {"value": trace[chosen][TRAIN_VALUE], "accuracy": trace[chosen][TRAIN_ACCURACY]},
                                                   "validation": val[chosen]}},
               "trace": trace, "train_seconds": round(time.perf_counter() - started, 2)}
     (Path(out) / RESULT_NAME).write_text(json.dumps(result, indent=2) + "\n")

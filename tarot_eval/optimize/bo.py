@@ -45,7 +45,7 @@ from gpytorch.kernels import ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
 from tarot_eval.optimize import random_search
-from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.record import TRAIN_VALUE, RunRecord
 
 DUPLICATE_TOL = 1e-3
 
@@ -124,7 +124,7 @@ def trust_region_length(trace: list[dict], settings: BOSettings) -> float:
     length, successes, failures = settings.initial_length, 0, 0
     best = -math.inf
     for entry in trace:
-        improved = entry["train"] > best + 1e-3 * abs(best) if best > -math.inf else True
+        improved = entry[TRAIN_VALUE] > best + 1e-3 * abs(best) if best > -math.inf else True
         if entry["phase"] == "bo":
             successes, failures = (successes + 1, 0) if improved else (0, failures + 1)
             if successes >= settings.success_tolerance:
@@ -133,7 +133,7 @@ def trust_region_length(trace: list[dict], settings: BOSettings) -> float:
                 length, failures = length / 2, 0
             if length < settings.min_length:
                 length = settings.initial_length
-        best = max(best, entry["train"])
+        best = max(best, entry[TRAIN_VALUE])
     return length
 
 
@@ -223,8 +223,8 @@ def surrogate_quality(trace: list[dict]) -> dict | None:
     rows = [(i, e) for i, e in enumerate(trace) if "pred_mean" in e]
     if len(rows) < 3:
         return None
-    values = [e["train"] for e in trace]
-    actual = torch.tensor([e["train"] for _, e in rows], dtype=torch.float64)
+    values = [e[TRAIN_VALUE] for e in trace]
+    actual = torch.tensor([e[TRAIN_VALUE] for _, e in rows], dtype=torch.float64)
     predicted = torch.tensor([e["pred_mean"] for _, e in rows], dtype=torch.float64)
     running_mean = torch.tensor([sum(values[:i]) / i for i, _ in rows], dtype=torch.float64)
     quality = r2_and_correlation(actual, predicted, running_mean)

@@ -54,14 +54,14 @@ def resolve(args: argparse.Namespace) -> OptimizeSettings:
 
 def compare(run_dirs: list[str], out: str) -> int:
     from tarot_eval.optimize.plot import plot_traces
-    from tarot_eval.optimize.record import TRACE_NAME, read_lines
+    from tarot_eval.optimize.record import TRACE_NAME, TRAIN_VALUE, read_lines
 
     runs = {}
     for directory in run_dirs:
         trace = read_lines(Path(directory) / TRACE_NAME)
         if not trace:
             raise UsageError(f"--compare {directory}: no {TRACE_NAME} with evaluations")
-        runs[Path(directory).name] = [entry["train"] for entry in trace]
+        runs[Path(directory).name] = [entry[TRAIN_VALUE] for entry in trace]
     print(f"wrote {plot_traces(runs, out, title='training objective per evaluation')}")
     return 0
 

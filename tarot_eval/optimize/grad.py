@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from tarot_eval.optimize import random_search
-from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE, RunRecord
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # the sidecar keys, as torch.optim.Adam names its state
 
@@ -60,8 +60,8 @@ def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: Gr
             moments = optimizer.state_dict()["state"][0]
             entry = {
                 "phase": "grad",
-                "train": evaluation.value,
-                "train_acc": evaluation.accuracy,
+                TRAIN_VALUE: evaluation.value,
+                TRAIN_ACCURACY: evaluation.accuracy,
                 "loss": loss.item(),
                 "wall_s": round(time.perf_counter() - start, 4),
                 "time": round(time.time(), 3),

@@ -11,7 +11,7 @@ import time
 import torch
 from tqdm.auto import tqdm
 
-from tarot_eval.optimize.record import RunRecord
+from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE, RunRecord
 
 
 def draw(seed: int, index: int, dim: int) -> torch.Tensor:
@@ -25,8 +25,8 @@ def evaluate_and_record(record: RunRecord, evaluate, x: torch.Tensor, phase: str
     evaluation = evaluate(x)
     entry = {
         "phase": phase,
-        "train": evaluation.value,
-        "train_acc": evaluation.accuracy,
+        TRAIN_VALUE: evaluation.value,
+        TRAIN_ACCURACY: evaluation.accuracy,
         "wall_s": round(time.perf_counter() - start, 4),
         "time": round(time.time(), 3),
         **(extra or {}),

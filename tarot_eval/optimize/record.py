@@ -34,6 +34,8 @@ CONFIG_NAME = "run.json"
 TRACE_NAME = "trace.jsonl"
 SCORES_NAME = "scores.jsonl"
 POINTS_DIR = "points"
+# what every evaluation entry of a trace holds: the objective value and accuracy on the training examples
+TRAIN_VALUE, TRAIN_ACCURACY = "train", "train_acc"
 
 
 class RecordError(ValueError):
@@ -183,4 +185,4 @@ class RunRecord:
         return torch.stack([self.point(i).to(torch.float64) for i in range(len(self.trace))])
 
     def values(self) -> list[float]:
-        return [entry["train"] for entry in self.trace]
+        return [entry[TRAIN_VALUE] for entry in self.trace]

@@ -26,7 +26,7 @@ from tarot_eval import objective as objectives
 from tarot_eval.edit import HeadEdit
 from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
 from tarot_eval.optimize.plot import plot_traces
-from tarot_eval.optimize.record import RunConfigError, RunRecord
+from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE, RunConfigError, RunRecord
 from tarot_eval.optimize.search_space import SearchSpace
 from tarot_eval.optimize.settings import Settings
 
@@ -188,7 +188,7 @@ def _search_and_save(model, problem: Problem, record: RunRecord, budget: int, se
             chosen = selection.choose(pool, dict(enumerate(train_scores)), train_scores)
             selected_on = "train"
     entry = record.trace[chosen]
-    scores = {"base": base, "chosen": {"train": {"value": entry["train"], "accuracy": entry["train_acc"]}}}
+    scores = {"base": base, "chosen": {"train": {"value": entry[TRAIN_VALUE], "accuracy": entry[TRAIN_ACCURACY]}}}
     if validation is not None:
         scores["chosen"]["validation"] = val[chosen]
     improved, shipped = selection.decide(scores["chosen"][selected_on]["value"], base[selected_on]["value"],
