@@ -1,4 +1,4 @@
-"""What both rl trainers share: the reward setting they train on, how the result is chosen and saved.
+"""What every rl trainer shares: the reward setting they train on, how the result is chosen and saved.
 
 The reward is always measured the same way, for the base model and every candidate edit alike:
 the mean scorer reward of greedy continuations of a prompt set. A trainer maximizes it on the
