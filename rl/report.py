@@ -13,58 +13,19 @@ are matched to, document by document.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from tarot_eval.compare.errors import CompareError
-from tarot_eval.compare.runs import find_results, load_results, read_scores
+from tarot_eval.compare.generations import RunSamples, markdown, read_run, same_prompts
 from tarot_eval.rl import candidates_plot
-
-SCALAR = (int, float)
-
-
-@dataclass(frozen=True)
-class RunSamples:
-    """One run's task metrics and its continuations by doc_id."""
-
-    name: str
-    metrics: dict[str, float]  # aggregate metric -> value, from the results JSON
-    prompts: dict[int, str]
-    continuations: dict[int, str]
-    per_document: dict[str, dict[int, float]]  # metric -> doc_id -> value, for the metrics lm-eval logs per document
 
 
 def parse_run(item: str) -> tuple[str, Path]:
     name, sep, path = item.partition("=")
     return (name, Path(path)) if sep else (Path(item).name, Path(item))
-
-
-def read_run(name: str, root: Path, task: str) -> RunSamples:
-    """The newest results file under `root` that scored `task`, and its samples."""
-    for source in reversed(find_results(root)):
-        results = load_results(source)
-        if task not in results["configs"]:
-            continue
-        entry = results["results"][task]
-        metrics = {key.partition(",")[0]: float(value) for key, value in entry.items()
-                   if "," in key and "_stderr" not in key and isinstance(value, SCALAR)}
-        samples = next(iter(read_scores(results, source, next(iter(metrics))).values())).samples
-        if not samples.is_file():
-            raise CompareError(f"{samples} is missing: run lm_eval with --log_samples")
-        prompts, continuations, per_document = {}, {}, {}
-        for line in samples.read_text(encoding="utf-8").splitlines():
-            sample = json.loads(line)
-            prompts[sample["doc_id"]] = sample["doc"]["prompt"]
-            continuations[sample["doc_id"]] = sample["filtered_resps"][0]
-            for metric in metrics:
-                if isinstance(sample.get(metric), SCALAR):
-                    per_document.setdefault(metric, {})[sample["doc_id"]] = float(sample[metric])
-        return RunSamples(name, metrics, prompts, continuations, per_document)
-    raise CompareError(f"no lm-eval run under {root} scored {task}")
 
 
 def fluency(model, tokenizer, run: RunSamples) -> dict[str, float]:
@@ -77,34 +38,6 @@ def fluency(model, tokenizer, run: RunSamples) -> dict[str, float]:
     finite = [value for value in perplexity.per_text if not math.isnan(value)]
     return {"ppl_base": perplexity.corpus, "ppl_base_median": statistics.median(finite) if finite else math.nan,
             "empty": len(ids) - len(finite)}
-
-
-def paired_p(reference: RunSamples, run: RunSamples, metric: str) -> float:
-    """Paired test of `metric` per prompt, `run` against `reference` (t-test; McNemar for 0/1 values)."""
-    from tarot_eval.compare.significance import paired_test
-
-    base, other = reference.per_document[metric], run.per_document[metric]
-    return paired_test([(base[i], other[i]) for i in sorted(base)]).p_value
-
-
-def markdown(task: str, runs: list[RunSamples], fluencies: list[dict], examples: int) -> str:
-    metrics = [name for name in runs[0].metrics if all(name in run.metrics for run in runs)]
-    tested = [name for name in metrics if all(name in run.per_document for run in runs)]
-    columns = ["run", *metrics, *fluencies[0], *(f"p {name}" for name in tested)]
-    lines = [f"## {task}: {len(runs[0].prompts)} prompts", "",
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for run, extra in zip(runs, fluencies):
-        values = [run.metrics[name] for name in metrics] + list(extra.values())
-        tests = [f"{paired_p(runs[0], run, name):.3g}" if run is not runs[0] else "" for name in tested]
-        lines.append("| " + " | ".join([run.name, *(f"{value:.4g}" for value in values), *tests]) + " |")
-    lines += ["", "ppl_base: perplexity of the continuations given their prompts under the unedited model "
-                  "(token-weighted over all continuations; median per continuation). Empty continuations are left out.",
-              f"p METRIC: paired test per prompt against {runs[0].name} (t-test; exact McNemar for 0/1 metrics).",
-              "", f"### First {examples} prompts (greedy)", ""]
-    for doc_id in sorted(runs[0].prompts)[:examples]:
-        lines.append(f"- `{runs[0].prompts[doc_id]!r}`")
-        lines += [f"  - {run.name}: `{run.continuations[doc_id]!r}`" for run in runs]
-    return "\n".join(lines) + "\n"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         print("tarot-eval rl-report: error: --checkpoints and --plot go together", file=sys.stderr)
         return 2
     try:
-        runs = [read_run(name, root, args.task) for name, root in map(parse_run, args.runs)]
+        runs = same_prompts([read_run(name, root, args.task) for name, root in map(parse_run, args.runs)])
         candidates = [entry for name, folder in map(parse_run, args.checkpoints)
                       for entry in candidates_plot.read_candidates(name, folder)]
     except CompareError as error:
@@ -132,12 +65,6 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"tarot-eval rl-report: error: a --checkpoints folder has no readable result.json ({error})", file=sys.stderr)
         return 2
-    reference = runs[0]
-    for other in runs[1:]:
-        if other.prompts != reference.prompts:
-            print(f"tarot-eval rl-report: error: {other.name} and {reference.name} did not generate for the same "
-                  f"prompts (different --limit, prompt seed or data?)", file=sys.stderr)
-            return 2
     from tarot_eval.default_model import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
