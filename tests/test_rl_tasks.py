@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import tiny_model
 from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
@@ -67,6 +69,31 @@ def test_both_tasks_generate_and_score_end_to_end(tiny_tokenizer):
     words = [w.lower() for c in continuations for w in c.split()]
     if words:
         assert detox["distinct_1,none"] == pytest.approx(len(set(words)) / len(words))
+
+
+def test_trainers_generate_what_lm_eval_scores(tiny_tokenizer):
+    """rl/generate.py (what every trainer rewards) and lm-eval's generate_until over the task YAML (what the
+    held-out numbers score) give the same continuation for every prompt, with an edit attached."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+
+    from tarot_eval.edit import HeadEdit
+    from tarot_eval.rl import generate
+
+    model = tiny_model("llama")
+    edit = HeadEdit("rotation", (0, 1), torch.full((2, 4, 4), math.pi / 5))
+    tasks = load_tasks(["tarot_imdb", "tarot_detox"])
+    for name, task in tasks.items():
+        kwargs = task.config.generation_kwargs
+        assert (kwargs["max_gen_toks"], kwargs["until"]) == (generate.MAX_NEW_TOKENS, [generate.STOP]), name
+    with edit.attached(model):
+        out = lm_eval.simple_evaluate(model=HFLM(pretrained=model, tokenizer=tiny_tokenizer, batch_size=4),
+                                      tasks=list(tasks.values()), limit=6, log_samples=True)
+        for name in tasks:
+            samples = sorted(out["samples"][name], key=lambda sample: sample["doc_id"])
+            ours = generate.greedy_continuations(model, tiny_tokenizer, [s["doc"]["prompt"] for s in samples])
+            assert ours == [s["filtered_resps"][0] for s in samples], name
+            assert any(ours), name
 
 
 def test_task_documents_are_the_test_prompt_sets():
