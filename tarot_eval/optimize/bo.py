@@ -44,7 +44,7 @@ from botorch.optim import optimize_acqf
 from gpytorch.kernels import ScaleKernel
 from gpytorch.mlls import ExactMarginalLogLikelihood
 
-from tarot_eval.optimize import random_search
+from tarot_eval.optimize import loop, random_search
 from tarot_eval.optimize.record import TRAIN_VALUE, RunRecord
 
 DUPLICATE_TOL = 1e-3
@@ -193,13 +193,13 @@ def _unevaluated(ranked: torch.Tensor, X: torch.Tensor, seed: int, index: int, i
 
 
 def run(evaluate, space, record: RunRecord, budget: int, seed: int, settings: BOSettings) -> None:
-    with random_search.progress(record, budget, "bo") as bar:
+    with loop.progress(record, budget, "bo") as bar:
         for index in range(len(record.trace), budget):
             if index < settings.n_init:
-                random_search.evaluate_and_record(record, evaluate, random_search.draw(seed, index, space.dim), "init")
+                loop.evaluate_and_record(record, evaluate, random_search.draw(seed, index, space.dim), "init")
             else:
                 x, info = propose(record, settings, seed)
-                random_search.evaluate_and_record(record, evaluate, x, "bo", info)
+                loop.evaluate_and_record(record, evaluate, x, "bo", info)
             bar.update(1)
             bar.set_postfix(best=f"{max(record.values()):.4f}", **_postfix(record.trace[-1]))
 

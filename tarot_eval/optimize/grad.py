@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tarot_eval.optimize import random_search
+from tarot_eval.optimize import loop
 from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE, RunRecord
 
 ADAM_MOMENTS = ("exp_avg", "exp_avg_sq")  # the sidecar keys, as torch.optim.Adam names its state
@@ -47,7 +47,7 @@ def run(loss_and_evaluation, space, record: RunRecord, budget: int, settings: Gr
     if done:  # Adam's own state format: step count and moments of the one parameter
         moments = {"step": torch.tensor(float(done)), **{k: state[k].clone() for k in ADAM_MOMENTS}}
         optimizer.load_state_dict({"state": {0: moments}, "param_groups": optimizer.state_dict()["param_groups"]})
-    with random_search.progress(record, budget, "grad") as bar:
+    with loop.progress(record, budget, "grad") as bar:
         for _ in range(done, budget):
             start = time.perf_counter()
             evaluated = x.detach().clone()
