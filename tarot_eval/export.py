@@ -20,7 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tarot_eval import architectures, checkpoint, default_model
+from tarot_eval import architectures, checkpoint, default_model, model_loading
 
 EXPORT_RECORD = "tarot_export.json"
 
@@ -31,7 +31,7 @@ class ExportError(ValueError):
 
 def model_folder(pretrained: str | None) -> Path | None:
     """The local folder `pretrained` loads from (a .gguf file's folder; the default's conversion), else None."""
-    name, _ = default_model.resolve(pretrained)
+    name, _ = model_loading.resolve(pretrained)
     folder = Path(name)
     return folder.resolve() if folder.is_dir() else None
 
@@ -103,7 +103,7 @@ def export(
     stacked_on = exported_edit(base_folder)
     if stacked_on is not None and not allow_stacked:
         raise stacking_refusal(base_folder, stacked_on, rotations, "--allow-stacked")
-    model, tokenizer = default_model.load_model_and_tokenizer(pretrained, dtype=dtype)
+    model, tokenizer = model_loading.load_model_and_tokenizer(pretrained, dtype=dtype)
     head_edit = checkpoint.load(rotations, model, allow_transfer=allow_transfer)
     sites = architectures.attention_sites(model, head_edit.layers)
     if any(site.value_bias is not None and site.out_proj.bias is None for site in sites):

@@ -17,7 +17,7 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from tarot_eval import calibration as calibrations, checkpoint, default_model, export, model_info
+from tarot_eval import calibration as calibrations, checkpoint, default_model, export, model_info, model_loading
 
 # Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
 FROM_PRETRAINED_KEYS = frozenset(
@@ -85,7 +85,7 @@ class TarotHFLM(HFLM):
             self.tarot_exported_edit = export.exported_edit(folder)
             if self.tarot_rotations is not None and self.tarot_exported_edit is not None and not allow_stacked:
                 raise export.stacking_refusal(folder, self.tarot_exported_edit, self.tarot_rotations, "allow_stacked=true")
-            pretrained, gguf_file = default_model.resolve(pretrained)
+            pretrained, gguf_file = model_loading.resolve(pretrained)
             if gguf_file is not None:
                 kwargs["gguf_file"] = gguf_file
         super().__init__(pretrained=pretrained, **kwargs)

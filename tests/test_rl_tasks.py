@@ -142,9 +142,10 @@ def test_smollm2_continuations_are_fluent_by_every_guard():
     from lm_eval.models.huggingface import HFLM
 
     from tarot_eval import default_model
+    from tarot_eval.gguf import load_gguf
     from tarot_eval.rl.fluency import continuation_perplexity
 
-    model, tokenizer = default_model.load_gguf(default_model.gguf_path())
+    model, tokenizer = load_gguf(default_model.gguf_path())
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
     tasks = load_tasks(["tarot_imdb"])
     out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), limit=3, log_samples=True)

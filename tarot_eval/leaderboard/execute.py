@@ -29,12 +29,12 @@ class LoadedModel:
     """One model, its tokenizer and an unedited `TarotHFLM` over them, shared by all its cells."""
 
     def __init__(self, spec: ModelSpec, evaluation: EvalSpec):
-        from tarot_eval import default_model
+        from tarot_eval import model_loading
 
         self.spec = spec
         self.evaluation = evaluation
-        self.model, self.tokenizer = default_model.load_model_and_tokenizer(spec.pretrained, spec.dtype, spec.device)
-        name, gguf_file = default_model.resolve(spec.pretrained)
+        self.model, self.tokenizer = model_loading.load_model_and_tokenizer(spec.pretrained, spec.dtype, spec.device)
+        name, gguf_file = model_loading.resolve(spec.pretrained)
         self.base_args = {"pretrained": name, **({"gguf_file": gguf_file} if gguf_file else {})}
         self.base_lm = self.lm()
 

@@ -163,10 +163,10 @@ def num_layers(model: ModelSpec) -> int:
     """The model's layer count from its config alone (no weights loaded)."""
     from transformers import AutoConfig
 
-    from tarot_eval import default_model
+    from tarot_eval import default_model, model_loading
 
     try:
-        name, gguf_file = default_model.resolve(model.pretrained)
+        name, gguf_file = model_loading.resolve(model.pretrained)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         return AutoConfig.from_pretrained(name, **extra).get_text_config().num_hidden_layers
     except (OSError, default_model.DefaultModelMissing) as error:

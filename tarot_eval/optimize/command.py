@@ -88,7 +88,7 @@ def task_model_and_lm(options):
     in seconds), the model and tokenizer of `options` (ModelSettings), and lm-eval's HFLM around them."""
     from lm_eval.models.huggingface import HFLM
 
-    from tarot_eval.default_model import load_model_and_tokenizer
+    from tarot_eval.model_loading import load_model_and_tokenizer
 
     task = load_task(options.task, options.include_path)
     model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
