@@ -24,16 +24,18 @@ from tarot_eval.edit import HeadEdit
 @contextmanager
 def trainable_angles(model: nn.Module, layers, initial: torch.Tensor | None = None):
     """Yields (angles Parameter, attached edit); zero angles (the unedited model) unless `initial` is given."""
-    edit = HeadEdit.identity(model, "rotation", layers, trainable=True).to(model.device)
+    edit = HeadEdit.identity(model, "rotation", layers, trainable=True).to(next(model.parameters()).device)
     if initial is not None:
+        if initial.shape != edit.params.shape:
+            raise ValueError(f"initial angles of shape {tuple(initial.shape)}, the edit needs {tuple(edit.params.shape)}")
         with torch.no_grad():
             edit.params.copy_(initial)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    for parameter in trainable:
-        parameter.requires_grad_(False)
     handle = edit.attach(model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     try:
+        for parameter in trainable:
+            parameter.requires_grad_(False)
         yield edit.params, handle
     finally:
         handle.remove()
@@ -54,9 +56,10 @@ def training_arguments(**own) -> dict:
 
 
 def angle_optimizer(angles: nn.Parameter, args: TrainingArguments) -> torch.optim.Optimizer:
-    """The optimizer the Trainer would build from `args` (`optim`, lr, betas, eps), over the angles alone."""
+    """The optimizer the Trainer would build from `args` (`optim`, lr, betas, eps, and `weight_decay`, which the
+    Trainer sets per parameter group and the optimizer class would otherwise default), over the angles alone."""
     optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
-    return optimizer_class([angles], **kwargs)
+    return optimizer_class([{"params": [angles], "weight_decay": args.weight_decay}], **kwargs)
 
 
 class AngleStep(TrainerCallback):
@@ -69,6 +72,9 @@ class AngleStep(TrainerCallback):
         self.angles, self.bounds = angles, bounds
         self.grad_norm: float | None = None
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.angles.grad = None
+
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         limit = args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else math.inf
         self.grad_norm = float(torch.nn.utils.clip_grad_norm_([self.angles], limit))
@@ -80,7 +86,9 @@ class AngleStep(TrainerCallback):
         with torch.no_grad():
             self.angles.clamp_(*self.bounds)
 
-    def on_log(self, args, state, control, **kwargs):
-        logged = state.log_history[-1] if state.log_history else {}
-        if "grad_norm" in logged and self.grad_norm is not None:
-            logged["grad_norm"] = self.grad_norm
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.grad_norm is None:
+            return
+        for logged in (state.log_history[-1] if state.log_history else {}, logs or {}):
+            if "grad_norm" in logged:
+                logged["grad_norm"] = self.grad_norm

@@ -337,3 +337,28 @@ def test_dpo_steps_see_fresh_gradients_of_angles_outside_the_model(tiny_tokenize
     norms = [entry["grad_norm"] for entry in log]
     assert len(norms) == 3 and norms[0] > 0
     assert norms == pytest.approx([norms[0]] * 3, rel=1e-5)
+
+
+def test_the_angle_optimizer_takes_the_trainers_weight_decay(tmp_path):
+    """The Trainer sets weight decay per parameter group (0 here); built over the angles alone, the optimizer must too,
+    not fall back to AdamW's own 0.01 that would shrink every angle at each step."""
+    from transformers import TrainingArguments
+
+    from tarot_eval.rl.angles import angle_optimizer, training_arguments
+
+    args = TrainingArguments(**training_arguments(output_dir=str(tmp_path), learning_rate=0.05))
+    angles = torch.nn.Parameter(torch.full((2, 4, 4), 0.5))
+    optimizer = angle_optimizer(angles, args)
+    assert [group["weight_decay"] for group in optimizer.param_groups] == [args.weight_decay] == [0.0]
+    angles.grad = torch.zeros_like(angles)
+    optimizer.step()
+    assert torch.all(angles == 0.5)
+
+
+def test_trainable_angles_refuse_initial_angles_of_another_shape_and_leave_the_model_as_it_was():
+    model = tiny_model("llama")
+    before = {name: p.requires_grad for name, p in model.named_parameters()}
+    with pytest.raises(ValueError, match="initial angles of shape"):
+        with trainable_angles(model, (0, 1), initial=torch.zeros(3, 4, 4)):
+            pass
+    assert {name: p.requires_grad for name, p in model.named_parameters()} == before
