@@ -37,7 +37,7 @@ from tarot_eval.tasks import data_sources  # noqa: E402
 from tarot_eval.objective import PromptOptions  # noqa: E402
 from tarot_eval.optimize.bo import SURROGATES, BOSettings, held_out_quality  # noqa: E402
 from tarot_eval.optimize.command import load_task  # noqa: E402
-from tarot_eval.optimize.record import POINTS_DIR, TRACE_NAME, read_lines  # noqa: E402
+from tarot_eval.optimize.record import POINTS_DIR, TRACE_NAME, TRAIN_VALUE, read_lines  # noqa: E402
 from tarot_eval.optimize.run import RESULT_NAME, Settings, optimize  # noqa: E402
 
 OURS = ("tarot_agnews", "tarot_navigate", "tarot_color", "tarot_winowhy", "tarot_entailed_polarity")
@@ -102,7 +102,7 @@ def summary(folder: Path) -> dict:
     result = json.loads((folder / RESULT_NAME).read_text())
     quality = result.get("surrogate") or {}
     return {
-        "best_train": max(entry["train"] for entry in trace),
+        "best_train": max(entry[TRAIN_VALUE] for entry in trace),
         "val_acc": result["scores"]["chosen"]["validation"]["accuracy"],
         "base_val_acc": result["scores"]["base"]["validation"]["accuracy"],
         "bo_r2": quality.get("r2"),
@@ -115,7 +115,7 @@ def random_point_r2(folder: Path, surrogate: str) -> float:
     """Held-out R² of `surrogate` on a random-search run's points: fit on the first half, predict the rest."""
     trace = read_lines(folder / TRACE_NAME)
     points = torch.stack([load_file(str(folder / POINTS_DIR / f"{i:05d}.safetensors"))["x"] for i in range(len(trace))])
-    values = torch.tensor([e["train"] for e in trace], dtype=torch.float64)
+    values = torch.tensor([e[TRAIN_VALUE] for e in trace], dtype=torch.float64)
     return held_out_quality(points.double(), values, len(trace) // 2, BOSettings(surrogate=surrogate))["r2"]
 
 

@@ -418,14 +418,18 @@ class FixedRecord:
     """The part of optimize.record.RunRecord that bo.propose reads, over given X [n, d] and Y [n]."""
 
     def __init__(self, X: torch.Tensor, Y: torch.Tensor):
+        from tarot_eval.optimize.record import TRAIN_VALUE
+
         self._X = X
-        self.trace = [{"phase": "bo", "train": float(y)} for y in Y]
+        self.trace = [{"phase": "bo", TRAIN_VALUE: float(y)} for y in Y]
 
     def points(self) -> torch.Tensor:
         return self._X
 
     def values(self) -> list[float]:
-        return [entry["train"] for entry in self.trace]
+        from tarot_eval.optimize.record import TRAIN_VALUE
+
+        return [entry[TRAIN_VALUE] for entry in self.trace]
 
 
 def bo_child(job: dict) -> None:

@@ -28,6 +28,10 @@ def parse_run(item: str) -> tuple[str, Path]:
     return (name, Path(path)) if sep else (Path(item).name, Path(item))
 
 
+FLUENCY_LEGEND = ("ppl_base: perplexity of the continuations given their prompts under the unedited model "
+                  "(token-weighted over all continuations; median per continuation). Empty continuations are left out.")
+
+
 def fluency(model, tokenizer, run: RunSamples) -> dict[str, float]:
     """Corpus (token-weighted) and median per-continuation perplexity under `model`; empty continuations."""
     from tarot_eval.rl.fluency import continuation_perplexity
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from tarot_eval.model_loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
-    report = markdown(args.task, runs, [fluency(model, tokenizer, run) for run in runs], args.examples)
+    report = markdown(args.task, runs, [fluency(model, tokenizer, run) for run in runs], args.examples, FLUENCY_LEGEND)
     print(report)
     if args.out:
         args.out.write_text(report, encoding="utf-8")

@@ -62,7 +62,7 @@ def weight_fingerprint(model: nn.Module, layers) -> dict:
     in float64 on the CPU. Computed on the unedited weights: a model with a folded edit is refused.
     """
     if edits.merged_edits(model):
-        raise CheckpointError("the model has an edit folded into its weights; fingerprint it unfolded")
+        raise CheckpointError("the model has an edit folded into its weights; fingerprint it unmerged")
     fingerprint = {}
     for site in architectures.attention_sites(model, list(layers)):
         weight = site.weight_rows.detach().to("cpu", torch.float64)

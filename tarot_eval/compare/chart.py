@@ -13,11 +13,11 @@ import math
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from tarot_eval.compare.scoreboard import Leaderboard
+from tarot_eval.compare.scoreboard import Scoreboard
 from tarot_eval.compare.seeds import SeedCell, SeedRow, Spread, summarize
 
 
-def series_label(row: SeedRow, board: Leaderboard) -> str:
+def series_label(row: SeedRow, board: Scoreboard) -> str:
     """Row name for the legend, leaving out what every row shares."""
     parts = [row.model] if len({r.model for r in board.rows}) > 1 else []
     parts.append(row.method)
@@ -43,7 +43,7 @@ def mark_of(cell: SeedCell | None) -> str:
     return "*" if len(cell.p_values) == 1 else f"{significant}/{len(cell.p_values)}"
 
 
-def draw_levels(axes, board: Leaderboard, scale: float) -> None:
+def draw_levels(axes, board: Scoreboard, scale: float) -> None:
     """Chance and majority-class rate of each task, across its group of bars."""
     labelled = set()
     for group, task in enumerate(board.tasks):
@@ -57,7 +57,7 @@ def draw_levels(axes, board: Leaderboard, scale: float) -> None:
                 labelled.add(name)
 
 
-def draw(axes, board: Leaderboard) -> None:
+def draw(axes, board: Scoreboard) -> None:
     """Bars at the mean over seeds, a point per seed, error bars, significance marks, chance and majority lines."""
     scale = board.scale
     rows = summarize(board)
@@ -87,7 +87,7 @@ def draw(axes, board: Leaderboard) -> None:
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
-def bar_chart(board: Leaderboard) -> bytes:
+def bar_chart(board: Scoreboard) -> bytes:
     """The chart of `draw` as PNG bytes, as wide as its groups of bars need."""
     bars = (len(board.tasks) + 1) * len({(row.model, row.method, row.shots) for row in board.rows})
     figure = Figure(figsize=(max(6.0, 1.5 + 0.6 * (len(board.tasks) + 1) + 0.35 * bars), 4.5))

@@ -71,18 +71,19 @@ def paired_p(reference: RunSamples, run: RunSamples, metric: str) -> float:
     return paired_test([(base[i], other[i]) for i in sorted(base)]).p_value
 
 
-def markdown(task: str, runs: list[RunSamples], fluencies: list[dict], examples: int) -> str:
+def markdown(task: str, runs: list[RunSamples], extra_columns: list[dict], examples: int, legend: str = "") -> str:
+    """The runs' metrics, `extra_columns` (one dict per run, the caller's, explained by `legend`) and paired tests as a
+    Markdown table, then the first `examples` prompts with every run's continuation."""
     metrics = [name for name in runs[0].metrics if all(name in run.metrics for run in runs)]
     tested = [name for name in metrics if all(name in run.per_document for run in runs)]
-    columns = ["run", *metrics, *fluencies[0], *(f"p {name}" for name in tested)]
+    columns = ["run", *metrics, *extra_columns[0], *(f"p {name}" for name in tested)]
     lines = [f"## {task}: {len(runs[0].prompts)} prompts", "",
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for run, extra in zip(runs, fluencies):
+    for run, extra in zip(runs, extra_columns):
         values = [run.metrics[name] for name in metrics] + list(extra.values())
         tests = [f"{paired_p(runs[0], run, name):.3g}" if run is not runs[0] else "" for name in tested]
         lines.append("| " + " | ".join([run.name, *(f"{value:.4g}" for value in values), *tests]) + " |")
-    lines += ["", "ppl_base: perplexity of the continuations given their prompts under the unedited model "
-                  "(token-weighted over all continuations; median per continuation). Empty continuations are left out.",
+    lines += ["", *([legend] if legend else []),
               f"p METRIC: paired test per prompt against {runs[0].name} (t-test; exact McNemar for 0/1 metrics).",
               "", f"### First {examples} prompts (greedy)", ""]
     for doc_id in sorted(runs[0].prompts)[:examples]:

@@ -1,4 +1,4 @@
-"""Leaderboard -> Markdown tables, long-format CSVs (per run; over seeds), and a self-contained HTML page with the chart."""
+"""Scoreboard -> Markdown tables, long-format CSVs (per run; over seeds), and a self-contained HTML page with the chart."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typepy import String
 
 from tarot_eval.compare.chart import bar_chart
 from tarot_eval.compare.diagnostics import Answers
-from tarot_eval.compare.scoreboard import TableCell, Leaderboard
+from tarot_eval.compare.scoreboard import TableCell, Scoreboard
 from tarot_eval.compare.seeds import SeedCell, summarize, versus_reference
 from tarot_eval.compare.tables import Table, scores_table, versus_table
 
@@ -34,7 +34,7 @@ def markdown_table(table: Table) -> str:
     return f"{writer.dumps().rstrip()}\n\n{table.legend}\n"
 
 
-def markdown(board: Leaderboard, by_seed: bool = False) -> str:
+def markdown(board: Scoreboard, by_seed: bool = False) -> str:
     """The scores table (mean ± sd over seeds, or one row per seed with `by_seed`), then the reference's."""
     versus = versus_table(board)
     return markdown_table(scores_table(board, by_seed)) + ("" if versus is None else "\n" + markdown_table(versus))
@@ -64,7 +64,7 @@ def _answer_fields(answers: Answers | None) -> dict:
     }
 
 
-def csv_records(board: Leaderboard):
+def csv_records(board: Scoreboard):
     """One record per (run, task) plus one `average` record per run; raw metric values, not %."""
     for row in board.rows:
         shared = {
@@ -96,7 +96,7 @@ def seed_list(seeds) -> str:
     return ";".join("" if seed is None else str(seed) for seed in seeds)
 
 
-def seed_csv_records(board: Leaderboard):
+def seed_csv_records(board: Scoreboard):
     """Per (model, method, shots, task) over seeds against base, an `average` record per row, and the
     reference against each other method (method = the reference, versus = the other)."""
     for row in summarize(board):
@@ -155,7 +155,7 @@ img { max-width: 100%; }
 """
 
 
-def html(board: Leaderboard, png: bytes, by_seed: bool = False) -> str:
+def html(board: Scoreboard, png: bytes, by_seed: bool = False) -> str:
     """A single page: the tables and their legends, the chart embedded as base64, and the source files."""
     template = jinja2.Environment(autoescape=True).from_string(HTML_TEMPLATE)
     return template.render(
@@ -167,7 +167,7 @@ def html(board: Leaderboard, png: bytes, by_seed: bool = False) -> str:
     )
 
 
-def write_all(board: Leaderboard, out: Path, by_seed: bool = False) -> dict[str, Path]:
+def write_all(board: Scoreboard, out: Path, by_seed: bool = False) -> dict[str, Path]:
     """Write leaderboard.{md,csv,png,html} and leaderboard_seeds.csv (the rows over seeds) into `out`;
     returns them by kind."""
     out.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ class Versus:
 
 
 @dataclass(frozen=True)
-class Leaderboard:
+class Scoreboard:
     metric: str
     base_method: str
     alpha: float
@@ -177,7 +177,7 @@ class _Bases:
 def build(
     runs: list[Run], base_method: str = "base", significance: bool = True, alpha: float = 0.05,
     reference: str | None = None,
-) -> Leaderboard:
+) -> Scoreboard:
     """Rows model x shots x method x seed, base first; each cell compared to the base run of its model and task
     (same seed); `reference` (default: DEFAULT_REFERENCE where a run has it) against every other method."""
     if not 0 < alpha < 1:
@@ -203,4 +203,4 @@ def build(
             log.warning("%s lacks %s: its average covers fewer tasks than others", run.source, ", ".join(missing))
     metric = runs[0].scores[next(iter(runs[0].scores))].metric
     versus = _versus(runs, reference, significance) if reference else []
-    return Leaderboard(metric, base_method, alpha, tasks, rows, reference, versus)
+    return Scoreboard(metric, base_method, alpha, tasks, rows, reference, versus)

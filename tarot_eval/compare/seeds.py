@@ -1,4 +1,4 @@
-"""Leaderboard rows over seeds: each model x method x shots as mean ± sd over its seeds, how many
+"""Scoreboard rows over seeds: each model x method x shots as mean ± sd over its seeds, how many
 seeds are significantly better or worse than the comparison, and the reference's seed-paired tests."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean, stdev
 
 from tarot_eval.compare.diagnostics import Answers
-from tarot_eval.compare.scoreboard import TableCell, Leaderboard, Row, Versus
+from tarot_eval.compare.scoreboard import TableCell, Scoreboard, Row, Versus
 
 
 @dataclass(frozen=True)
@@ -124,13 +124,13 @@ def _cells(members, tasks: list[str], alpha: float) -> dict[str, SeedCell]:
     }
 
 
-def summarize(board: Leaderboard) -> list[SeedRow]:
+def summarize(board: Scoreboard) -> list[SeedRow]:
     """One row per model x method x shots, in the board's order."""
     groups = _grouped(board.rows, lambda row: (row.model, row.shots, row.method))
     return [SeedRow(rows, _cells(rows, board.tasks, board.alpha)) for rows in groups]
 
 
-def versus_reference(board: Leaderboard) -> list[SeedVersus]:
+def versus_reference(board: Scoreboard) -> list[SeedVersus]:
     """The reference against each other method, one entry per model x shots x method."""
     groups = _grouped(board.versus, lambda pair: (pair.model, pair.shots, pair.method))
     return [SeedVersus(pairs, _cells(pairs, board.tasks, board.alpha)) for pairs in groups]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from tarot_eval.compare.diagnostics import COLLAPSED_SHARE, Answers
-from tarot_eval.compare.scoreboard import TableCell, Leaderboard, Row
+from tarot_eval.compare.scoreboard import TableCell, Scoreboard, Row
 from tarot_eval.compare.seeds import SeedCell, SeedRow, SeedVersus, Spread, summarize, versus_reference
 
 TEST_NAMES = {"mcnemar": "exact McNemar test (right/wrong per document)",
@@ -97,7 +97,7 @@ def format_answers(answers: tuple[Answers, ...]) -> str:
     return text
 
 
-def task_header(board: Leaderboard, task: str) -> str:
+def task_header(board: Scoreboard, task: str) -> str:
     """The task with its chance rate and majority-class rate, where its samples tell them."""
     answers = board.task_answers(task)
     if answers is None:
@@ -113,7 +113,7 @@ def seed_text(seeds) -> str:
     return ", ".join(str(seed) for seed in seeds if seed is not None) or "—"
 
 
-def headers(board: Leaderboard, by_seed: bool) -> list[str]:
+def headers(board: Scoreboard, by_seed: bool) -> list[str]:
     unit = " (%)" if board.in_percent else ""
     delta_unit = "pts" if board.in_percent else "abs"
     seed = [] if not board.seeded else ["Seed" if by_seed else "Seeds"]
@@ -121,7 +121,7 @@ def headers(board: Leaderboard, by_seed: bool) -> list[str]:
     return ["Model", "Method", "Shots", *seed, *tasks, f"Average{unit}", f"Δ vs base ({delta_unit})", "Δ vs base (rel %)"]
 
 
-def run_row(board: Leaderboard, row: Row) -> list[str]:
+def run_row(board: Scoreboard, row: Row) -> list[str]:
     scale, places = board.scale, digits(board.scale)
     cells = []
     for task in board.tasks:
@@ -133,7 +133,7 @@ def run_row(board: Leaderboard, row: Row) -> list[str]:
     return [row.model, row.method, row.shots, *seed, *cells, *summary]
 
 
-def seed_row(board: Leaderboard, row: SeedRow) -> list[str]:
+def seed_row(board: Scoreboard, row: SeedRow) -> list[str]:
     scale, places = board.scale, digits(board.scale)
     cells = []
     for task in board.tasks:
@@ -159,7 +159,7 @@ def answers_legend(over_seeds: bool) -> str:
     )
 
 
-def run_legend(board: Leaderboard) -> str:
+def run_legend(board: Scoreboard) -> str:
     cells = [cell for row in board.rows for cell in row.cells.values()]
     text = f"{board.metric} in %" if board.in_percent else board.metric
     text += ", ± lm-eval's standard error."
@@ -175,7 +175,7 @@ def run_legend(board: Leaderboard) -> str:
     return text + answers_legend(over_seeds=False)
 
 
-def seed_legend(board: Leaderboard) -> str:
+def seed_legend(board: Scoreboard) -> str:
     cells = [cell for row in board.rows for cell in row.cells.values()]
     text = f"{board.metric} in %" if board.in_percent else board.metric
     text += ": mean ± sd over seeds (sample sd; none for one seed)."
@@ -192,7 +192,7 @@ def seed_legend(board: Leaderboard) -> str:
     return text + answers_legend(over_seeds=True)
 
 
-def scores_table(board: Leaderboard, by_seed: bool = False) -> Table:
+def scores_table(board: Scoreboard, by_seed: bool = False) -> Table:
     """One row per run (per seed) with `by_seed` or without seeds; else one row per model x method x shots."""
     if by_seed or not board.seeded:
         return Table(headers(board, by_seed=True), [run_row(board, row) for row in board.rows],
@@ -202,7 +202,7 @@ def scores_table(board: Leaderboard, by_seed: bool = False) -> Table:
                  seed_legend(board))
 
 
-def versus_table(board: Leaderboard) -> Table | None:
+def versus_table(board: Scoreboard) -> Table | None:
     """The reference against every other method, paired seed by seed; only for runs with seeds."""
     found: list[SeedVersus] = versus_reference(board)
     if not board.seeded or not found:

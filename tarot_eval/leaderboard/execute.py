@@ -2,7 +2,7 @@
 
 Optimizations call `tarot_eval.optimize.run.optimize`, calibrations `tarot_eval.calibrate.fit_once`;
 evaluations call `lm_eval.simple_evaluate` on a `TarotHFLM` built around the already loaded model
-(the checkpoint folded into o_proj for the run, unfolded after; a calibration applied inside its
+(the checkpoint merged into o_proj for the run, unmerged after; a calibration applied inside its
 loglikelihood; icl cells given their fixed demonstrations through the task's sampler) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
 DIR --log_samples` does. No request cache is used: lm-eval keys it on the request alone, so
 differently edited models would share answers. A folder about to be evaluated again is moved aside
@@ -39,7 +39,7 @@ class LoadedModel:
         self.base_lm = self.lm()
 
     def lm(self, rotations: Path | None = None, calibration: Path | None = None):
-        """A `TarotHFLM` over the loaded model; with `rotations`, that checkpoint is folded in until `unfold()`;
+        """A `TarotHFLM` over the loaded model; with `rotations`, that checkpoint is merged in until `tarot_handle.unmerge()`;
         with `calibration`, that file's answer prior is removed from every log-likelihood."""
         from tarot_eval.lm import TarotHFLM
 

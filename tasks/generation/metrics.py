@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from tarot_eval.rl.fluency import repetition_rate
 from tarot_eval.rl.rewards import DEFAULT_SCORERS, KINDS, Scorer, get_scorer
 
-# Per-document metric names: (mean of Score.value, mean of Score.flagged, extra Score fields reported).
+# Per-document metric names: (mean of TextScore.value, mean of TextScore.flagged, extra TextScore fields reported).
 KIND_METRICS = {
     "sentiment": ("positivity", "positive_rate", ("reward",)),
     "toxicity": ("toxicity", "toxic_rate", ()),
