@@ -90,5 +90,3 @@ def markdown(task: str, runs: list[RunSamples], extra_columns: list[dict], examp
         lines.append(f"- `{runs[0].prompts[doc_id]!r}`")
         lines += [f"  - {run.name}: `{run.continuations[doc_id]!r}`" for run in runs]
     return "\n".join(lines) + "\n"
-
-
