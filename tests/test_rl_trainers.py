@@ -310,6 +310,8 @@ def test_the_fluency_guard_refuses_disfluent_or_empty_candidates_and_may_ship_th
     assert guard.rejects(Fluency(5.9, 0.7, 0.1, 12.0), base) is None
     assert "perplexity" in guard.rejects(Fluency(6.1, 0.7, 0.1, 12.0), base)
     assert "distinct-2" in guard.rejects(Fluency(4.0, 0.64, 0.1, 12.0), base)
+    assert guard.rejects(Fluency(4.0, 0.685, 0.1, 12.0), base) is None
+    assert "distinct-2" in guard.rejects(Fluency(4.0, 0.675, 0.1, 12.0), base)  # inside the target's 0.05, outside 0.02
     assert "empty" in guard.rejects(Fluency(math.nan, 0.0, 0.0, 0.0), base)
     guarded = setting(guard=guard)
     params = {0: torch.full((2, 4, 4), 0.1), 1: torch.full((2, 4, 4), 0.2)}
