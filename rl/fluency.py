@@ -14,22 +14,34 @@ import torch
 from tqdm.auto import tqdm
 
 
-def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
+def ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     if n < 1:
         raise ValueError(f"n-gram size must be >= 1, got {n}")
     words = text.lower().split()
     return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
 
+def shared_ngram_share(groups: Sequence[Sequence[str]], n: int = 2) -> list[list[float]]:
+    """For each text of each group, the share of its n-grams that also occur in a text of another group
+    (0.0 for a text with none): how much of it is phrasing the other groups use too."""
+    grams = [[set(ngrams(text, n)) for text in texts] for texts in groups]
+    groups_of: dict[tuple[str, ...], set[int]] = {}
+    for index, sets in enumerate(grams):
+        for gram in set().union(*sets):
+            groups_of.setdefault(gram, set()).add(index)
+    return [[sum(len(groups_of[g]) > 1 for g in own) / len(own) if own else 0.0 for own in sets]
+            for sets in grams]
+
+
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct n-grams over all n-grams across `texts` (Li et al. 2016); 0.0 when there are none."""
-    grams = [gram for text in texts for gram in _ngrams(text, n)]
+    grams = [gram for text in texts for gram in ngrams(text, n)]
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
 def repetition_rate(text: str, n: int = 1) -> float:
     """Share of a text's n-grams that repeat an earlier one in the same text; 0.0 when it has none."""
-    grams = _ngrams(text, n)
+    grams = ngrams(text, n)
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 

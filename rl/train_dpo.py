@@ -1,8 +1,9 @@
 """Iterated reward-ranked preference optimization: TRL's DPOTrainer over the rotation angles only.
 
 Each round samples `samples_per_prompt` continuations of every training prompt from the current
-edited model, rates them with the reward, pairs the best with the worst of each prompt (then the
-second best with the second worst, ...; ties are not pairs), and takes DPO steps on those pairs
+edited model, rates them with the reward (optionally less a penalty for phrasing shared with other
+prompts' samples, `diversity`), pairs the best with the worst of each prompt (then the second best
+with the second worst, ...; ties are not pairs), and takes DPO steps on those pairs
 over the angles alone (`rl.angles`: base weights frozen). The reference is the unedited model:
 the trainer is built with the angles set to zero, so TRL's `precompute_ref_log_probs` computes
 the reference log-probabilities once per round from the base model, then the angles are put back
@@ -35,7 +36,7 @@ from transformers import PrinterCallback
 from tarot_eval import checkpoint
 from tarot_eval.optimize.record import TRAIN_VALUE, RunRecord
 from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
-from tarot_eval.rl.fluency import Fluency
+from tarot_eval.rl.fluency import Fluency, shared_ngram_share
 from tarot_eval.rl.generate import GreedyScore, sampled_continuations, texts_to_score
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
 
@@ -54,10 +55,22 @@ class DPOSettings:
     epochs: int = 2  # passes over a round's pairs
     pairs_per_step: int = 16
     seed: int = 0
+    # ranking only: this weight times a sample's share of bigrams that other prompts' samples of the round also use
+    # is taken off its reward, so phrasing that fits every prompt (a template) stops winning pairs
+    diversity: float = 0.0
+
+
+def ranking_values(samples: list[list[str]], rewards: list[list[float]], diversity: float) -> list[list[float]]:
+    """What a prompt's samples are ranked by: the reward, less `diversity` x the sample's share of bigrams
+    that another prompt's samples also contain (`fluency.shared_ngram_share`)."""
+    if not diversity:
+        return rewards
+    shared = shared_ngram_share(samples, 2)
+    return [[r - diversity * s for r, s in zip(values, shares)] for values, shares in zip(rewards, shared)]
 
 
 def preference_pairs(prompts, samples, rewards, pairs_per_prompt: int, min_gap: float) -> list[dict]:
-    """{"prompt", "chosen", "rejected", "gap"} from each prompt's samples ranked by reward."""
+    """{"prompt", "chosen", "rejected", "gap"} from each prompt's samples ranked by `rewards` (high first)."""
     pairs = []
     for prompt, texts, values in zip(prompts, samples, rewards):
         order = sorted(range(len(texts)), key=lambda i: (-values[i], i))
@@ -146,7 +159,8 @@ def _train(model, tokenizer, setting: RewardSetting, settings: DPOSettings, out,
                                             settings.temperature, setting.max_new_tokens, setting.batch_size)
             rewards = [[s.reward for s in setting.scorer.score(texts_to_score(setting.scorer.kind, [p] * len(texts), texts))]
                        for p, texts in zip(prompts, samples)]
-            pairs = preference_pairs(prompts, samples, rewards, settings.pairs_per_prompt, settings.min_gap)
+            ranked = ranking_values(samples, rewards, settings.diversity)
+            pairs = preference_pairs(prompts, samples, ranked, settings.pairs_per_prompt, settings.min_gap)
             log = _dpo_round(model, tokenizer, angles, pairs, settings, round_index) if pairs else []
             model.eval()
             measured = setting.measure(model, tokenizer, on, handle, fluency=True)

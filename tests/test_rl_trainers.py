@@ -24,7 +24,7 @@ from tarot_eval.optimize.bo import BOSettings
 from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
 from tarot_eval.rl.angles import trainable_angles
-from tarot_eval.rl.fluency import Fluency, FluencyGuard
+from tarot_eval.rl.fluency import Fluency, FluencyGuard, shared_ngram_share
 from tarot_eval.rl.rewards import TextScore, Scorer
 from tarot_eval.rl.generate import GreedyScore
 from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, guarded_selection, save_result
@@ -302,6 +302,20 @@ def test_dpo_pairs_rank_each_prompts_samples_and_skip_ties():
                                        [[0.1, 0.9, 0.5, 0.3], [0.2, 0.2]], pairs_per_prompt=2, min_gap=1e-6)
     assert [(p["prompt"], p["chosen"], p["rejected"]) for p in pairs] == [("p", "b", "a"), ("p", "c", "d")]
     assert pairs[0]["gap"] == pytest.approx(0.8)
+
+
+def test_dpo_diversity_ranks_a_template_below_prompt_specific_text_and_zero_keeps_the_reward_order():
+    template = "a testament to the power of community"
+    samples = [[f"{template} here", "the acting in this film was wooden"],
+               [f"{template} again", "my kids loved the soundtrack"]]
+    rewards = [[0.9, 0.7], [0.8, 0.6]]
+    shared = shared_ngram_share(samples, 2)
+    assert shared[0][0] == pytest.approx(6 / 7) and shared[0][1] == 0.0 and shared[1][1] == 0.0
+    assert train_dpo.ranking_values(samples, rewards, 0.0) is rewards
+    pairs = train_dpo.preference_pairs(["p", "q"], samples, train_dpo.ranking_values(samples, rewards, 0.5), 1, 1e-6)
+    assert [pair["chosen"] for pair in pairs] == [samples[0][1], samples[1][1]]  # 0.9 - 0.5 * 6/7 < 0.7
+    pairs = train_dpo.preference_pairs(["p", "q"], samples, rewards, 1, 1e-6)
+    assert [pair["chosen"] for pair in pairs] == [samples[0][0], samples[1][0]]
 
 
 def test_the_fluency_guard_refuses_disfluent_or_empty_candidates_and_may_ship_the_identity():
