@@ -74,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "its reward when ranking pairs (default 0: the reward alone)")
     parser.add_argument("--select-every", type=int, default=4,
                         help="grpo: steps between candidates measured on validation (early stopping)")
-    for group in (shared.ModelSettings, shared.EditSettings, SearchSettings):  # the same flags as `optimize`
+    parser.add_argument("--layers", help="edited layers: '0-4', '0,2,5', 'all', or 'auto' (train a block at the start, "
+                                         "the middle and two thirds in; ship the best on validation); default: the "
+                                         "middle sixth of the layers (SmolLM2: 12-16 of 30)")
+    shared.add_arguments(parser, shared.EditSettings, [name for name in shared.fields(shared.EditSettings) if name != "layers"])
+    for group in (shared.ModelSettings, SearchSettings):  # the same flags as `optimize`
         shared.add_arguments(parser, group)
 
 
@@ -141,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
     geo = architectures.geometry(model)
     try:
         auto = edit.layers == AUTO
-        blocks = layer_choice.candidate_blocks(geo.num_layers) if auto else [edit.layer_indices(geo.num_layers)]
+        if auto:
+            blocks = layer_choice.candidate_blocks(geo.num_layers)
+        else:
+            blocks = [edit.layer_indices(geo.num_layers) if edit.layers else layer_choice.middle_block(geo.num_layers)]
         bounds = parse_bounds(edit.angle_limit, "rotation")
         SearchSpace.parse(search.space, "rotation", (1,), bounds)  # only checks the spec
     except ValueError as error:

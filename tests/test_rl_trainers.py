@@ -249,6 +249,19 @@ def test_cli_layers_auto_trains_each_block_and_ships_the_best_on_validation(tmp_
 def test_layer_blocks_spread_over_the_depth():
     assert layer_choice.candidate_blocks(30) == [tuple(range(0, 5)), tuple(range(12, 17)), tuple(range(20, 25))]
     assert layer_choice.candidate_blocks(2) == [(0,), (1,)]
+    assert layer_choice.middle_block(30) == tuple(range(12, 17)) and layer_choice.middle_block(3) == (1,)
+
+
+def test_cli_without_layers_edits_the_middle_block(tmp_path, saved_tiny_llama, data_dir):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    out = tmp_path / "imdb"
+    args = parser.parse_args(["--reward", "sentiment", "--model", str(saved_tiny_llama), "--out", str(out),
+                              "--n-train", "2", "--n-val", "2", "--budget", "1", "--max-new-tokens", "4",
+                              "--samples-per-prompt", "2", "--ship-unimproved"])
+    assert args.layers is None and command.run(args) == 0
+    config = checkpoint.TarotConfig.from_pretrained(out)
+    assert config.layers == [1] == list(layer_choice.middle_block(config.base_model["num_layers"]))  # of 3; not 0
 
 
 def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
