@@ -69,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs-per-prompt", type=int, default=2, help="dpo: preference pairs per prompt and round")
     parser.add_argument("--beta", type=float, default=0.1, help="dpo: strength of the pull towards the unedited model")
     parser.add_argument("--epochs", type=int, default=2, help="dpo: passes over a round's pairs")
-    parser.add_argument("--diversity", type=float, default=0.0,
+    parser.add_argument("--diversity", type=float,
                         help="dpo: weight of a sample's share of bigrams other prompts' samples also use, taken off "
-                             "its reward when ranking pairs (default 0: the reward alone)")
+                             "its reward when ranking pairs (default 0.5; 0: the reward alone)")
     parser.add_argument("--select-every", type=int, default=4,
                         help="grpo: steps between candidates measured on validation (early stopping)")
     parser.add_argument("--layers", help="edited layers: '0-4', '0,2,5', 'all', or 'auto' (train a block at the start, "
@@ -188,8 +188,8 @@ def trainer_run(args: argparse.Namespace, search: SearchSettings, layers, bounds
         return functools.partial(train_grpo.train, settings=settings)
     settings = train_dpo.DPOSettings(
         layers=layers, bounds=bounds, rounds=budget, samples_per_prompt=args.samples_per_prompt,
-        pairs_per_prompt=args.pairs_per_prompt, beta=args.beta, epochs=args.epochs, diversity=args.diversity,
-        seed=search.seed, **given)
+        pairs_per_prompt=args.pairs_per_prompt, beta=args.beta, epochs=args.epochs, seed=search.seed,
+        **given, **({"diversity": args.diversity} if args.diversity is not None else {}))
     return functools.partial(train_dpo.train, settings=settings)
 
 

@@ -56,8 +56,10 @@ class DPOSettings:
     pairs_per_step: int = 16
     seed: int = 0
     # ranking only: this weight times a sample's share of bigrams that other prompts' samples of the round also use
-    # is taken off its reward, so phrasing that fits every prompt (a template) stops winning pairs
-    diversity: float = 0.0
+    # is taken off its reward, so phrasing that fits every prompt (a template) stops winning pairs. 0.5: a template
+    # sample (share ~0.8) loses ~0.4, about half a typical spread of rewards within a prompt, while natural text
+    # (share 0.14 +- 0.11 on IMDB reviews) moves by a few hundredths
+    diversity: float = 0.5
 
 
 def ranking_values(samples: list[list[str]], rewards: list[list[float]], diversity: float) -> list[list[float]]:

@@ -262,6 +262,7 @@ def test_cli_without_layers_edits_the_middle_block(tmp_path, saved_tiny_llama, d
     assert args.layers is None and command.run(args) == 0
     config = checkpoint.TarotConfig.from_pretrained(out)
     assert config.layers == [1] == list(layer_choice.middle_block(config.base_model["num_layers"]))  # of 3; not 0
+    assert config.provenance["diversity"] == 0.5 == train_dpo.DPOSettings((1,), BOUNDS).diversity
 
 
 def test_cli_refuses_a_reward_that_does_not_fit_the_prompts():
