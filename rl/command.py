@@ -148,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
         if auto:
             blocks = layer_choice.candidate_blocks(geo.num_layers)
         else:
-            blocks = [edit.layer_indices(geo.num_layers) if edit.layers else layer_choice.middle_block(geo.num_layers)]
+            blocks = [edit.layer_indices(geo.num_layers) if edit.layers is not None
+                      else layer_choice.middle_block(geo.num_layers)]
         bounds = parse_bounds(edit.angle_limit, "rotation")
         SearchSpace.parse(search.space, "rotation", (1,), bounds)  # only checks the spec
     except ValueError as error:

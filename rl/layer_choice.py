@@ -1,4 +1,4 @@
-"""`--layers auto`: train one edit per candidate layer block and ship the block that wins on validation.
+"""`--layers auto`: train one edit per candidate layer block and ship the block that wins on validation; the default block.
 
 Classification edits worked in the first layers, but activation-steering work (ActAdd, CAA, ITI)
 finds style and sentiment steer best further in, so the candidates are spread over the depth:
@@ -35,7 +35,7 @@ def candidate_blocks(num_layers: int) -> list[tuple[int, ...]]:
 
 def middle_block(num_layers: int) -> tuple[int, ...]:
     """The middle candidate block (SmolLM2: 12-16 of 30), what `tarot-eval rl` edits without `--layers`: on both
-    rewards it beat the first sixth on validation and on the held-out prompts (docs/rl.md)."""
+    rewards DPO (one seed) beat the first sixth there on validation and on the held-out prompts (docs/rl.md)."""
     width = _width(num_layers)
     start = (num_layers - width) // 2
     return tuple(range(start, start + width))

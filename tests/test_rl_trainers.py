@@ -330,6 +330,23 @@ def test_dpo_diversity_ranks_a_template_below_prompt_specific_text_and_zero_keep
     assert [pair["chosen"] for pair in pairs] == [samples[0][1], samples[1][1]]  # 0.9 - 0.5 * 6/7 < 0.7
     pairs = train_dpo.preference_pairs(["p", "q"], samples, rewards, 1, 1e-6)
     assert [pair["chosen"] for pair in pairs] == [samples[0][0], samples[1][0]]
+    # shared within one prompt's samples only, or repeated inside one text: neither counts as cross-prompt phrasing
+    within = shared_ngram_share([["the plot was thin", "the plot was thin again"], ["so so so so good"]], 2)
+    assert within == [[0.0, 0.0], [0.0]]
+    repeated = shared_ngram_share([["so so so good", "fine"], ["so so"]], 2)
+    assert repeated[0][0] == pytest.approx(1 / 2)  # distinct bigrams {so so, so good}: one shared, counted once
+
+
+def test_cli_diversity_reaches_the_dpo_settings_and_a_negative_one_is_refused(tmp_path, tiny_tokenizer):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    for flags, expected in (([], 0.5), (["--diversity", "0"], 0.0), (["--diversity", "0.2"], 0.2)):
+        args = parser.parse_args(["--reward", "sentiment", "--out", "x", *flags])
+        run = command.trainer_run(args, command.SearchSettings(), (0,), BOUNDS, 1)
+        assert run.keywords["settings"].diversity == expected
+    with pytest.raises(ValueError, match="diversity >= 0"):
+        train_dpo.train(tiny_model("llama"), tiny_tokenizer, setting(),
+                        train_dpo.DPOSettings((0,), BOUNDS, diversity=-0.1), tmp_path / "dpo")
 
 
 def test_the_fluency_guard_refuses_disfluent_or_empty_candidates_and_may_ship_the_identity():
