@@ -9,6 +9,7 @@ from tarot_eval import checkpoint, cli
 from tarot_eval.compare import interference, runs
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.plan import plan_model
+from tarot_eval.leaderboard.runner import task_manager
 
 TASKS = ["lb_a", "lb_b"]
 
@@ -70,6 +71,8 @@ def test_the_ordinary_table_leaves_the_crossed_runs_out(grid, capsys):
 
 def test_a_method_may_run_on_some_tasks_and_choose_its_own_interference(tmp_path):
     model_dir, tasks_dir = tiny_leaderboard_files(tmp_path, [*TASKS, "lb_c"])
+    for task in TASKS:  # planning renders every cell's requests, so the few-shot tasks must exist
+        (tasks_dir / f"{task}_shots.yaml").write_text(f"include: {task}.yaml\ntask: {task}_shots\nnum_fewshot: 2\nfewshot_split: train\n")
     config = {
         "include_path": str(tasks_dir), "interference": True,
         "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1"}},
@@ -81,7 +84,7 @@ def test_a_method_may_run_on_some_tasks_and_choose_its_own_interference(tmp_path
                     "cf": {"method": "calibrate", "variant": "contextual", "tasks": ["lb_b"]}},
     }
     lb = load(write_config(tmp_path / "lb.yaml", config))
-    planned = plan_model(lb, lb.models[0], tmp_path / "out")
+    planned = plan_model(lb, lb.models[0], tmp_path / "out", task_manager(lb))
 
     def cells(method, steps):
         return [step.job.cell for step in steps if step.job.method == method]

@@ -66,12 +66,12 @@ def mtimes(out: Path) -> dict[str, int]:
 
 
 def results(folder: Path) -> dict:
-    (found,) = folder.rglob("results_*.json")
+    (found,) = folder.glob("results_*.json")  # the cell's copy; lm-eval's own is in lm_eval_output/
     return json.loads(found.read_text())
 
 
 def loglikelihoods(folder: Path, task: str) -> list:
-    (found,) = folder.rglob(f"samples_{task}_*.jsonl")
+    (found,) = folder.glob(f"samples_{task}_*.jsonl")
     return [json.loads(line)["filtered_resps"] for line in found.read_text().splitlines()]
 
 
@@ -159,7 +159,7 @@ def test_deleting_one_results_folder_recomputes_only_that_cell(setup, tmp_path):
     before = mtimes(out)
     printed = leaderboard(setup["config_path"], out)
     assert "optimizations: 0 run, 2 skipped; evaluations: 1 run, 5 skipped" in printed
-    assert f"run  evaluate tiny/base/{TASK}: no results yet" in printed
+    assert f"run  evaluate tiny/base/{TASK}: not computed yet" in printed
     after = mtimes(out)
     assert {key: after[key] for key in before} == before  # nothing else touched
     # a fresh model gives the base scores the first run gave after evaluating folded edits: they were unfolded
@@ -172,7 +172,7 @@ def test_folders_the_config_no_longer_names_are_left_out(setup, tmp_path):
     del config["methods"]["rescale"]
     printed = leaderboard(write_config(tmp_path / "fewer.yaml", config), out)
     assert "optimizations: 0 run, 1 skipped; evaluations: 0 run, 4 skipped" in printed
-    table = (out / "leaderboard.md").read_text()
+    table = (out / "leaderboard-fewer.md").read_text()  # each config its own board
     assert "rotation" in table and "rescale" not in table
 
 
@@ -181,42 +181,53 @@ def test_a_new_checkpoint_makes_its_evaluations_stale(setup, tmp_path):
     config = dict(setup["config"], optimizer={**setup["config"]["optimizer"], "budget": 4})
     printed = leaderboard(write_config(tmp_path / "more.yaml", config), out)
     assert "optimizations: 2 run, 0 skipped; evaluations: 4 run, 2 skipped" in printed
-    assert f"run  optimize tiny/rotation/{TASK}: budget 3 -> 4" in printed
+    assert f"run  optimize tiny/rotation/{TASK}: computed from another settings.budget (folder moved aside)" in printed
+    assert f"run  evaluate tiny/rotation/{TASK}: computed from another depends.optimize tiny/rotation/{TASK}" in printed
     provenance = checkpoint.TarotConfig.from_pretrained(out / "checkpoints" / "tiny" / "rotation" / TASK).provenance
-    assert provenance["evaluations"] == 4  # resumed: the 3 recorded evaluations plus one
+    assert provenance["evaluations"] == 4
+    (old,) = (out / "checkpoints" / "tiny" / "rotation").glob(f"{TASK}.moved-aside-*")
+    assert checkpoint.TarotConfig.from_pretrained(old).provenance["evaluations"] == 3
     for method in ("rotation", "rescale"):
         for task in (TASK, FEWSHOT):  # the stale results are moved aside, not deleted
             (kept,) = (out / "runs" / "tiny" / method).glob(f"{task}.moved-aside-*")
             assert results(kept) == results(setup["out"] / "runs" / "tiny" / method / task)
-    assert "moved-aside" not in (out / "leaderboard.md").read_text()
+    assert "moved-aside" not in (out / "leaderboard-more.md").read_text()
 
 
-def test_a_half_written_evaluation_is_run_again_and_its_files_kept(setup, tmp_path):
-    """lm-eval writes the results first and appends the samples: a kill leaves results over partial samples."""
+def test_an_interrupted_cell_is_redone_from_its_partial_folder_and_whole_cells_are_kept(setup, tmp_path):
+    """A cell is computed in `<cell>.partial/` and renamed into place whole: a kill leaves the partial folder,
+    which the next run replaces (an evaluation) or resumes (an optimization); no finished cell is touched."""
     out = copy_of(setup, tmp_path)
-    (torn,) = (out / "runs" / "tiny" / "base" / TASK).rglob("samples_*.jsonl")
+    cell = out / "runs" / "tiny" / "base" / TASK
+    partial = cell.with_name(cell.name + ".partial")
+    cell.rename(partial)
+    (partial / "tarot_cell.json").unlink()
+    (torn,) = partial.glob("samples_*.jsonl")
     torn.write_text(torn.read_text()[: torn.stat().st_size // 2])  # killed mid-line
-    (short,) = (out / "runs" / "tiny" / "rescale" / TASK).rglob("samples_*.jsonl")
-    short.write_text("".join(short.read_text().splitlines(keepends=True)[:5]))  # killed between lines
-    damaged = {"base": (torn, torn.read_text()), "rescale": (short, short.read_text())}
+    before = mtimes(out)
     printed = leaderboard(setup["config_path"], out)
-    assert "optimizations: 0 run, 2 skipped; evaluations: 2 run, 4 skipped" in printed
-    assert f"run  evaluate tiny/base/{TASK}: torn samples file {torn.name}" in printed
-    assert f"run  evaluate tiny/rescale/{TASK}: samples of 5 of the 8 documents" in printed
-    for method, (path, text) in damaged.items():
-        (kept,) = (out / "runs" / "tiny" / method).glob(f"{TASK}.moved-aside-*")
-        assert (kept / path.relative_to(out / "runs" / "tiny" / method / TASK)).read_text() == text
-        assert len(loglikelihoods(out / "runs" / "tiny" / method / TASK, TASK)) == 8
+    assert "optimizations: 0 run, 2 skipped; evaluations: 1 run, 5 skipped" in printed
+    assert f"run  evaluate tiny/base/{TASK}: resume the interrupted cell" in printed
+    assert not partial.exists() and len(loglikelihoods(cell, TASK)) == 8
+    after = mtimes(out)
+    assert {key: after[key] for key in before if key in after} == {key: before[key] for key in before if key in after}
     assert (out / "leaderboard.md").read_text() == (setup["out"] / "leaderboard.md").read_text()
 
 
-def test_a_lower_budget_than_recorded_is_refused_before_any_work(setup, tmp_path):
+def test_a_changed_task_prompt_reruns_exactly_that_tasks_cells(setup, tmp_path):
+    """A cell's identity hashes the requests it rendered: a new description in the few-shot task's YAML
+    re-runs its evaluations (lm-eval would now score other prompts) and nothing else."""
     out = copy_of(setup, tmp_path)
-    before = mtimes(out)
-    config = dict(setup["config"], optimizer={**setup["config"]["optimizer"], "budget": 2})
-    with pytest.raises(PlanError, match=rf"tiny/rotation/{TASK}: .* holds 3 evaluations, more than budget 2"):
-        leaderboard(write_config(tmp_path / "less.yaml", config), out)
-    assert mtimes(out) == before
+    tasks_dir = tmp_path / "tasks"
+    shutil.copytree(setup["root"] / "tasks", tasks_dir)
+    fewshot = tasks_dir / f"{FEWSHOT}.yaml"
+    fewshot.write_text(fewshot.read_text() + "description: 'Answer the question.\\n\\n'\n")
+    config = dict(setup["config"], include_path=str(tasks_dir))
+    printed = leaderboard(write_config(tmp_path / "changed.yaml", config), out)
+    assert "optimizations: 0 run, 2 skipped; evaluations: 3 run, 3 skipped" in printed
+    rerun = sorted(line.split()[2] for line in printed.splitlines() if line.startswith("run  "))
+    assert rerun == [f"tiny/{method}/{FEWSHOT}:" for method in ("base", "rescale", "rotation")]
+    assert f"run  evaluate tiny/base/{FEWSHOT}: computed from another requests (folder moved aside)" in printed
 
 
 def test_a_second_leaderboard_on_one_out_is_refused_at_once(setup, tmp_path, capsys):
@@ -231,11 +242,12 @@ def test_a_second_leaderboard_on_one_out_is_refused_at_once(setup, tmp_path, cap
         assert "would run: optimizations: 0 run, 2 skipped" in capsys.readouterr().out  # a dry run needs no lock
 
 
-def test_changed_optimizer_settings_are_refused_not_overwritten(setup, tmp_path):
+def test_changed_optimizer_settings_rerun_the_cell_and_keep_the_old_one(setup, tmp_path):
     out = copy_of(setup, tmp_path)
     config = dict(setup["config"], optimizer={**setup["config"]["optimizer"], "n_train": 5})
-    with pytest.raises(PlanError, match=r"tiny/rotation/lb_toy: .* other settings \(n_train: 4 there, 5 now\)"):
-        leaderboard(write_config(tmp_path / "changed.yaml", config), out)
+    printed = leaderboard(write_config(tmp_path / "changed.yaml", config), out)
+    assert f"run  optimize tiny/rotation/{TASK}: computed from another requests, settings.n_train (folder moved aside)" in printed
+    assert len(list((out / "checkpoints" / "tiny" / "rotation").glob(f"{TASK}.moved-aside-*"))) == 1
 
 
 @pytest.mark.parametrize(

@@ -70,14 +70,14 @@ def test_calibrated_cells_apply_their_seeds_file_and_the_search_reads_it(grid):
         assert fitted.provenance["seed"] == seed
         run = results(out / "runs" / "tiny" / "cal-batch" / f"seed-{seed}" / TASK)["config"]
         assert run["tarot_calibration_hash"] == calibrations.calibration_hash(cal_dir)
-        assert run["model_args"]["calibration"] == str(cal_dir)
+        assert run["model_args"]["calibration"] == str(cal_dir.relative_to(out))  # the cell records paths under out relative
         rotated = out / "checkpoints" / "tiny" / "rotation+cal" / f"seed-{seed}" / TASK
         record = json.loads((rotated / "run.json").read_text())  # by content: the out folder may move
         assert record["calibration_hash"] == calibrations.calibration_hash(cal_dir) and record["seed"] == seed
         assert checkpoint.TarotConfig.from_pretrained(rotated).provenance["calibration"] == str(cal_dir)
         evaluated = results(out / "runs" / "tiny" / "rotation+cal" / f"seed-{seed}" / TASK)["config"]
         assert evaluated["tarot_calibration_hash"] == calibrations.calibration_hash(cal_dir)
-        assert evaluated["tarot_rotations"] == str(rotated)
+        assert evaluated["tarot_rotations"] == str(rotated.relative_to(out))
     # the few-shot task gets its own calibration (its prompt has the demonstrations)
     assert calibrations.load(out / "checkpoints" / "tiny" / "cal-cf" / FEWSHOT).task == FEWSHOT
 
@@ -89,7 +89,9 @@ def test_icl_shows_each_document_the_first_training_documents_of_its_seed(grid):
         folder = grid["out"] / "runs" / "tiny" / "icl-2" / f"seed-{seed}" / TASK
         chosen = objective.choose_docs(task, 4, 4, seed).train[:2]
         assert json.loads((folder / "tarot_demonstrations.json").read_text())["train_docs"] == [i for i, _ in chosen]
-        (samples,) = folder.rglob(f"samples_{TASK}_*.jsonl")
+        (samples,) = (folder / "lm_eval_output").rglob(f"samples_{TASK}_*.jsonl")  # lm-eval's own, git-ignored
+        (kept,) = folder.glob(f"samples_{TASK}_*.jsonl")  # the cell's compact copy: no document text
+        assert all("arguments" not in json.loads(line) and "doc" not in json.loads(line) for line in kept.read_text().splitlines())
         for line in samples.read_text().splitlines():
             context = json.loads(line)["arguments"]["gen_args_0"]["arg_0"]
             assert all(f"Question: {doc['question']}" in context for _, doc in chosen)
@@ -102,7 +104,7 @@ def test_lora_cells_are_scored_through_peft(grid):
         assert (adapter / "adapter_config.json").is_file()
         assert json.loads((adapter / "result.json").read_text())["settings"]["seed"] == seed
         config = results(grid["out"] / "runs" / "tiny" / "lora" / f"seed-{seed}" / TASK)["config"]
-        assert config["model_args"]["peft"] == str(adapter)
+        assert config["model_args"]["peft"] == str(adapter.relative_to(grid["out"]))
 
 
 def test_the_board_compares_every_baseline_with_base_on_the_same_task(grid):

@@ -67,7 +67,10 @@ def logliks(sample: dict) -> list[float] | None:
 
 
 def gold_index(sample: dict, n_choices: int) -> int | None:
-    """The gold choice: an index, or the one choice whose continuation is the target text."""
+    """The gold choice: an index, or the one choice whose continuation is the target text (a leaderboard
+    cell's compact samples record it as `gold`)."""
+    if isinstance(sample.get("gold"), int):
+        return sample["gold"] if sample["gold"] < n_choices else None
     target = str(sample.get("target", "")).strip()
     if target.isdigit():
         return int(target) if int(target) < n_choices else None

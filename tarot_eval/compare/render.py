@@ -167,12 +167,12 @@ def html(board: Scoreboard, png: bytes, by_seed: bool = False) -> str:
     )
 
 
-def write_all(board: Scoreboard, out: Path, by_seed: bool = False) -> dict[str, Path]:
-    """Write leaderboard.{md,csv,png,html} and leaderboard_seeds.csv (the rows over seeds) into `out`;
+def write_all(board: Scoreboard, out: Path, by_seed: bool = False, stem: str = "leaderboard") -> dict[str, Path]:
+    """Write <stem>.{md,csv,png,html} and <stem>_seeds.csv (the rows over seeds) into `out`;
     returns them by kind."""
     out.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out / f"leaderboard.{kind}" for kind in ("md", "csv", "png", "html")}
-    paths["seeds_csv"] = out / "leaderboard_seeds.csv"
+    paths = {kind: out / f"{stem}.{kind}" for kind in ("md", "csv", "png", "html")}
+    paths["seeds_csv"] = out / f"{stem}_seeds.csv"
     paths["md"].write_text(markdown(board, by_seed), encoding="utf-8")
     write_csv(paths["csv"], CSV_COLUMNS, csv_records(board))
     write_csv(paths["seeds_csv"], SEED_CSV_COLUMNS, seed_csv_records(board))

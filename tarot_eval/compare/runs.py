@@ -25,6 +25,9 @@ from tarot_eval.compare.labels import (
 RESULTS_PREFIX = "results_"
 MOVED_ASIDE = ".moved-aside-"  # folder-name mark of a replaced run, see `tarot_eval.leaderboard.execute`
 INTERFERENCE = "interference"  # folder of an edit's runs on tasks it was not optimized on (`compare --interference`)
+LM_EVAL_OUTPUT = "lm_eval_output"  # lm-eval's own output inside a leaderboard cell (`leaderboard/compact.py`)
+CELL_RECORD = "tarot_cell.json"  # a leaderboard cell's record (`leaderboard/cells.py`)
+PARTIAL = ".partial"  # a leaderboard cell still being computed
 DEMONSTRATIONS_NAME = "tarot_demonstrations.json"  # beside an icl run (the leaderboard's): the training documents shown
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ def find_results(root: Path, interference: bool = False) -> list[Path]:
     if not any(root.iterdir()):
         raise CompareError(f"results folder {root} is empty")
     found = sorted(path for path in root.rglob(f"{RESULTS_PREFIX}*.json") if path.is_file())
+    found = [path for path in found if not inside_a_cell(path, root)]
     moved = [path for path in found if any(MOVED_ASIDE in part for part in path.relative_to(root).parts[:-1])]
     if moved:
         log.warning("left out %d results file(s) in folders moved aside (%s*)", len(moved), MOVED_ASIDE)
@@ -86,6 +90,16 @@ def find_results(root: Path, interference: bool = False) -> list[Path]:
             "write them with `lm_eval ... --output_path DIR --log_samples`"
         )
     return found
+
+
+def inside_a_cell(path: Path, root: Path) -> bool:
+    """Whether `path` is lm-eval's own output inside a leaderboard cell (which keeps its compact copy beside
+    it) or inside a cell still being computed (`<cell>.partial`)."""
+    folders = path.relative_to(root).parts[:-1]
+    if any(part.endswith(PARTIAL) for part in folders):
+        return True
+    return any(part == LM_EVAL_OUTPUT and root.joinpath(*folders[:index], CELL_RECORD).is_file()
+               for index, part in enumerate(folders))
 
 
 def split_metric(metric: str) -> tuple[str, str | None]:

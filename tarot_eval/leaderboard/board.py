@@ -30,7 +30,13 @@ def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
     return found
 
 
+def stem(config: LeaderboardConfig) -> str:
+    """The board's file name: one per config, so configs sharing an output folder keep their own."""
+    name = config.source.stem.removeprefix("leaderboard_")
+    return "leaderboard" if name == "leaderboard" else f"leaderboard-{name}"
+
+
 def write(config: LeaderboardConfig, out: Path) -> tuple[str, dict[str, Path]]:
-    """Write `out/leaderboard.{md,csv,png,html}`; returns the Markdown table and the files."""
+    """Write `out/leaderboard-<config>.{md,csv,png,html}`; returns the Markdown table and the files."""
     board = scoreboard.build(read_cells(config, out / RUNS), base_method=BASE_METHOD)
-    return render.markdown(board), render.write_all(board, out)
+    return render.markdown(board), render.write_all(board, out, stem=stem(config))

@@ -1,28 +1,41 @@
-"""Run a model's cells in-process: the model, tokenizer and lm-eval wrapper are loaded once per model.
+"""Run one grid cell in the process it is given: the model, tokenizer and lm-eval wrapper are loaded once
+per model and process, and shared by the cells it runs.
 
-Optimizations call `tarot_eval.optimize.run.optimize`, calibrations `tarot_eval.calibrate.fit_once`;
-evaluations call `lm_eval.simple_evaluate` on a `TarotHFLM` built around the already loaded model
-(the checkpoint merged into o_proj for the run, unmerged after; a calibration applied inside its
-loglikelihood; icl cells given their fixed demonstrations through the task's sampler) and save through lm-eval's own `EvaluationTracker`, as `lm_eval --output_path
-DIR --log_samples` does. No request cache is used: lm-eval keys it on the request alone, so
-differently edited models would share answers. A folder about to be evaluated again is moved aside
-(`move_aside`), never deleted.
+Each cell works in `<folder>.partial/` (`cells.open_partial`; an interrupted optimization resumes from
+its record there) and is renamed into place when whole, with its record (identity, cost, commit and
+machine). Optimizations call `tarot_eval.optimize.run.optimize`, calibrations
+`tarot_eval.calibrate.fit_once`, LoRA trainings `tarot_eval.lora.train_once`; evaluations call
+`lm_eval.simple_evaluate` on a `TarotHFLM` built around the loaded model (the checkpoint merged into
+o_proj for the run, unmerged after; a calibration applied inside its loglikelihood; icl cells given
+their fixed demonstrations through the task's sampler) and save through lm-eval's own
+`EvaluationTracker` into `lm_eval_output/`, of which the cell keeps the compact form (`compact.py`).
+No request cache is used: lm-eval keys it on the request alone, so differently edited models would
+share answers.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime
 import json
+import resource
+import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from tarot_eval.compare.runs import MOVED_ASIDE
+from tarot_eval.compare.runs import LM_EVAL_OUTPUT
+from tarot_eval.leaderboard import cells, compact
 from tarot_eval.leaderboard.config import EvalSpec, ModelSpec
+from tarot_eval.optimize.record import POINTS_DIR
 from tarot_eval.leaderboard.plan import (
-    DEMONSTRATIONS_NAME, CalibrationFit, Evaluation, LoraTraining, ModelPlan, Optimization, demonstrations_settings, kind_of,
+    DEMONSTRATIONS_NAME, CalibrationFit, Evaluation, LoraTraining, Optimization, Step, demonstrations_settings,
 )
+
+# what a finished optimization does not keep: the plot (redrawn from its record) and the per-evaluation
+# parameter files (the record holds every evaluation's value; the checkpoint is the chosen one)
+DROPPED = ("trace.png", POINTS_DIR)
 
 
 class LoadedModel:
@@ -59,29 +72,33 @@ class LoadedModel:
                 **({"peft": str(job.adapter)} if job.adapter else {})}
 
 
-def optimize(loaded: LoadedModel, job: Optimization, manager) -> None:
+def optimize(loaded: LoadedModel, job: Optimization, manager, work: Path) -> None:
     from tarot_eval.optimize.run import optimize as run_optimization
 
     task = manager.load(job.task)["tasks"][job.task]
     result = run_optimization(
-        loaded.model, loaded.base_lm, task, job.settings, job.directory, job.budget, job.select_k, loaded.evaluation.batch_size
+        loaded.model, loaded.base_lm, task, job.settings, work, job.budget, job.select_k, loaded.evaluation.batch_size
     )
+    for name in DROPPED:
+        if (work / name).is_dir():
+            shutil.rmtree(work / name)
+        (work / name).unlink(missing_ok=True)
     if not result.improved:
         tqdm.write(f"  note: {job.cell}: the chosen edit does not beat the base model on {result.selected_on} documents")
 
 
-def fit_calibration(loaded: LoadedModel, job: CalibrationFit, manager) -> None:
+def fit_calibration(loaded: LoadedModel, job: CalibrationFit, manager, work: Path) -> None:
     from tarot_eval.calibrate import fit_once
 
     task = manager.load(job.task)["tasks"][job.task]
-    fit_once(loaded.model, loaded.base_lm, task, job.options, job.directory)
+    fit_once(loaded.model, loaded.base_lm, task, job.options, work)
 
 
-def train_lora(loaded: LoadedModel, job: LoraTraining, manager) -> None:
+def train_lora(loaded: LoadedModel, job: LoraTraining, manager, work: Path) -> None:
     from tarot_eval.lora import train_once
 
     task = manager.load(job.task)["tasks"][job.task]
-    result = train_once(loaded.model, loaded.base_lm, task, job.options, job.directory)
+    result = train_once(loaded.model, loaded.base_lm, task, job.options, work)
     if result is not None and not result["improved"]:
         tqdm.write(f"  note: {job.cell}: the trained adapter does not beat the base model on validation documents")
 
@@ -116,29 +133,16 @@ def icl_task(job: Evaluation, manager):
     return task, chosen
 
 
-def move_aside(folder: Path) -> Path | None:
-    """Rename a folder of results about to be replaced to `<folder>.moved-aside-<UTC time>` (never
-    deleted; `tarot-eval compare` skips it); returns the new path, None when there was nothing."""
-    if not folder.is_dir() or not any(folder.iterdir()):
-        return None
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-    target = folder.with_name(f"{folder.name}{MOVED_ASIDE}{stamp}")
-    folder.rename(target)
-    return target
-
-
-def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
-    """lm-eval on one task into `job.folder` (what was there moved aside first), results JSON plus samples."""
+def evaluate(loaded: LoadedModel, job: Evaluation, manager, work: Path, out: Path) -> None:
+    """lm-eval on one task into `work/lm_eval_output` (results JSON plus samples), kept in `work` in compact form."""
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
     from tarot_eval.objective import fixed_demonstrations
 
-    if moved := move_aside(job.folder):
-        tqdm.write(f"  moved the previous {job.cell} results to {moved}")
     lm = loaded.base_lm if job.checkpoint is None and job.calibration is None else loaded.lm(job.checkpoint, job.calibration)
     spec = loaded.evaluation
-    tracker = EvaluationTracker(output_path=str(job.folder))
+    tracker = EvaluationTracker(output_path=str(work / LM_EVAL_OUTPUT))
     task, demonstrations = (job.task, None) if job.demonstrations is None else icl_task(job, manager)
     try:
         with contextlib.nullcontext() if demonstrations is None else fixed_demonstrations(task, [doc for _, doc in demonstrations]), \
@@ -164,25 +168,77 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager) -> None:
     tracker.save_results_aggregated(results=results, samples=samples)
     for task_name in results["configs"]:
         tracker.save_results_samples(task_name=task_name, samples=samples[task_name])
-    if demonstrations is not None:  # after the samples: a kill before it leaves the cell to be run again
+    compact.compact_run(work / LM_EVAL_OUTPUT, work, [out.resolve(), out.absolute(), work.resolve()])
+    if demonstrations is not None:
         record = {**demonstrations_settings(job.demonstrations), "train_docs": [index for index, _ in demonstrations]}
-        (job.folder / DEMONSTRATIONS_NAME).write_text(json.dumps(record, indent=2) + "\n")
+        (work / DEMONSTRATIONS_NAME).write_text(json.dumps(record, indent=2) + "\n")
 
 
-def execute(plan: ModelPlan, evaluation: EvalSpec, manager) -> None:
-    """Run the cells of `plan` that are not done, in `plan.todo` order."""
-    todo = plan.todo
-    if not todo:
-        return
-    loaded = LoadedModel(plan.spec, evaluation)
-    for step in tqdm(todo, desc=f"{plan.spec.name} cells", unit="cell"):
-        job = step.job
-        tqdm.write(f"running {kind_of(job)} {job.cell} ({step.reason})")
-        if isinstance(job, Optimization):
-            optimize(loaded, job, manager)
-        elif isinstance(job, CalibrationFit):
-            fit_calibration(loaded, job, manager)
-        elif isinstance(job, LoraTraining):
-            train_lora(loaded, job, manager)
-        else:
-            evaluate(loaded, job, manager)
+@dataclass
+class Worker:
+    """What one process keeps between the cells it runs: the loaded models (by name) and lm-eval's task index."""
+
+    evaluation: EvalSpec
+    include_path: list[str]
+    include_defaults: bool
+    models: dict
+    manager: object = None
+
+    def task_manager(self):
+        if self.manager is None:
+            from lm_eval.tasks import TaskManager
+
+            from tarot_eval.autoload import tasks_dir
+
+            self.manager = TaskManager(include_path=[str(tasks_dir()), *self.include_path],
+                                       include_defaults=self.include_defaults)
+        return self.manager
+
+    def loaded(self, spec: ModelSpec) -> LoadedModel:
+        if spec.name not in self.models:
+            self.models[spec.name] = LoadedModel(spec, self.evaluation)
+        return self.models[spec.name]
+
+
+def peak_memory_reset() -> None:
+    """Start a new peak-resident-memory window for this process (Linux: VmHWM), where the kernel allows it."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_memory_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_cell(worker: Worker, spec: ModelSpec, step: Step, out: Path) -> dict:
+    """Run `step` in its partial folder and rename it into place; returns its cost (raises on failure)."""
+    job = step.job
+    work = cells.open_partial(step.folder, step.identity, resumable=isinstance(job, Optimization))
+    peak_memory_reset()
+    started, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
+    loaded, manager = worker.loaded(spec), worker.task_manager()
+    if isinstance(job, Optimization):
+        optimize(loaded, job, manager, work)
+    elif isinstance(job, CalibrationFit):
+        fit_calibration(loaded, job, manager, work)
+    elif isinstance(job, LoraTraining):
+        train_lora(loaded, job, manager, work)
+    else:
+        evaluate(loaded, job, manager, work, out)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cost = {"wall_s": round(time.monotonic() - started, 2),
+            "cpu_s": round(after.ru_utime + after.ru_stime - usage.ru_utime - usage.ru_stime, 2),
+            "peak_rss_mb": round(peak_memory_mb(), 1)}
+    cells.write_record(work, step.parts["kind"], job.cell, step.parts, step.identity, cost)
+    moved = cells.put_in_place(work, step.folder)
+    if moved is not None:
+        tqdm.write(f"  moved the previous {job.cell} folder to {moved}")
+    return cost
+
+

@@ -9,37 +9,30 @@ methods that read the seed's training documents):
     interference/<model>/<method>/[seed-<k>/]<edited task>/<task>/   (`interference: true`) the edit of
                                                       <edited task> scored on another zero-shot task
 
-An optimization is done when its checkpoint was made with the same settings and budget (other
-settings, or a record of more evaluations than the budget, are refused, never overwritten). An
-evaluation is done when its folder holds one results file made with the same checkpoint (by hash)
-and eval settings, and beside it the task's samples file, whole (every line JSON) and covering
-every document the results report (lm-eval writes the results first and appends the samples, so
-a kill leaves results over a partial file); otherwise the folder is moved aside (`execute`) and
-evaluated again. Planning only reads.
+A cell is done when its folder holds a record (`cells.RECORD_NAME`) of the same identity: the
+rendered requests of the documents it reads, the model's file hash, its settings and the identities
+of the cells it reads (`identity.py`). Otherwise it runs, in `<folder>.partial/`, and the folder is
+renamed into place when whole (what was there moved aside first). Planning only reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarot_eval import calibration as calibrations, checkpoint, model_info
 from tarot_eval.calibrate import CalibrateSettings
 from tarot_eval.compare import runs
-from tarot_eval.compare.errors import CompareError
-from tarot_eval.optimize.record import CONFIG_NAME as RUN_CONFIG_NAME, TRACE_NAME, RecordError, read_lines
-from tarot_eval.optimize.run import RESULT_NAME
+from tarot_eval.leaderboard import cells, identity as identities
+from tarot_eval.lora import LoraSettings
 from tarot_eval.optimize.settings import OptimizeSettings, Settings
-from tarot_eval.lora import LoraError, LoraSettings, done as lora_done
 from tarot_eval.leaderboard.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
 INTERFERENCE = runs.INTERFERENCE  # an edit's runs on the tasks it was not optimized on
 DEMONSTRATIONS_NAME = runs.DEMONSTRATIONS_NAME  # beside an icl run: the demonstrations it was shown
-REDONE = {EDIT: "its checkpoint is optimized in this run", CALIBRATE: "its calibration is fitted in this run",
-          LORA: "its adapter is trained in this run"}
 
 
 class PlanError(ValueError):
@@ -111,10 +104,22 @@ class Evaluation(GridCell):
 
 @dataclass(frozen=True)
 class Step:
-    """One cell and why it runs (None: already done, skipped)."""
+    """One cell, what it is computed from (`identity.py`), the cells it reads, and why it runs (None: done)."""
 
     job: Optimization | CalibrationFit | LoraTraining | Evaluation
     reason: str | None
+    parts: dict
+    identity: str
+    depends: tuple[str, ...] = ()  # the `name`s of the steps whose folders it reads
+
+    @property
+    def folder(self) -> Path:
+        return self.job.folder if isinstance(self.job, Evaluation) else self.job.directory
+
+    @property
+    def name(self) -> str:
+        """Unique within a plan: the cell's folder (an optimization and its evaluation share `job.cell`)."""
+        return str(self.folder)
 
 
 def kind_of(job) -> str:
@@ -173,55 +178,6 @@ def num_layers(model: ModelSpec) -> int:
         raise PlanError(f"models.{model.name}: cannot read the config of {model.pretrained or 'the embedded model'}: {error}") from None
 
 
-def optimization_reason(job: Optimization) -> str | None:
-    """Why the optimization must run; None when its checkpoint is there for these settings and budget."""
-    directory = job.directory
-    refuse_cut_back(job)
-    if not (directory / checkpoint.CONFIG_NAME).is_file() or not (directory / RESULT_NAME).is_file():
-        return "resume the interrupted run" if (directory / RUN_CONFIG_NAME).is_file() else "no checkpoint yet"
-    if not (directory / RUN_CONFIG_NAME).is_file():
-        raise PlanError(f"{directory}: a checkpoint without the {RUN_CONFIG_NAME} run record; move it away to re-optimize")
-    try:
-        recorded = json.loads((directory / RUN_CONFIG_NAME).read_text())
-    except json.JSONDecodeError as error:
-        raise PlanError(f"{directory / RUN_CONFIG_NAME}: not JSON ({error}); the run record is damaged") from None
-    wanted = json.loads(json.dumps(job.settings.record_config()))
-    if job.settings.calibration and calibrations.path_of(job.settings.calibration).is_file():
-        wanted["calibration_hash"] = calibrations.calibration_hash(job.settings.calibration)
-    # a setting added since that run was recorded counts as its default there
-    defaults = json.loads(json.dumps(Settings(task=job.settings.task).record_config()))
-    differences = [f"{key}: {recorded.get(key, defaults.get(key))!r} there, {value!r} now" for key, value in wanted.items()
-                   if recorded.get(key, defaults.get(key)) != value]
-    if differences:
-        raise PlanError(
-            f"{job.cell}: {directory} was optimized with other settings ({'; '.join(differences)}); "
-            "delete that folder to re-optimize, or write to another --out"
-        )
-    done = checkpoint.TarotConfig.from_pretrained(directory).provenance.get("budget")
-    return None if done == job.budget else f"budget {done} -> {job.budget}"
-
-
-def refuse_cut_back(job: Optimization) -> None:
-    """Refuses a run record of more evaluations than the cell's budget (a run is never cut back)."""
-    try:
-        count = len(read_lines(job.directory / TRACE_NAME))
-    except RecordError as error:
-        raise PlanError(f"{job.cell}: {error}") from None
-    if count > job.budget:
-        raise PlanError(
-            f"{job.cell}: {job.directory} holds {count} evaluations, more than budget {job.budget} (a run is never "
-            f"cut back); set a budget of {count} or more, or delete that folder to re-optimize"
-        )
-
-
-def lora_reason(job: LoraTraining) -> str | None:
-    """Why the adapter must be trained; None when it is there from these settings."""
-    try:
-        return None if lora_done(job.directory, job.options) else "no adapter yet"
-    except LoraError as error:
-        raise PlanError(f"{job.cell}: {error}") from None
-
-
 def lora_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed: int | None) -> LoraSettings:
     """The lora cell's settings: the documents (n_train, n_val, seed), objective and select_k shared with the
     edits; its own rank, alpha, lr and budget (an edit's budget counts other steps)."""
@@ -230,97 +186,6 @@ def lora_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed:
     return LoraSettings(task=task, batch_size=config.eval.batch_size, apply_chat_template=config.eval.apply_chat_template,
                         fewshot_as_multiturn=config.eval.fewshot_as_multiturn,
                         system_instruction=config.eval.system_instruction, **{**documents, **method.settings})
-
-
-def calibration_reason(job: CalibrationFit) -> str | None:
-    """Why the calibration must be fitted; None when its file is there from these settings."""
-    path = calibrations.path_of(job.directory)
-    if not path.is_file():
-        return "no calibration yet"
-    try:
-        found = calibrations.load(job.directory)
-    except calibrations.CalibrationError as error:
-        raise PlanError(f"{job.cell}: {error}") from None
-    wanted = json.loads(json.dumps(job.options.record()))
-    if {key: found.provenance.get(key) for key in wanted} != wanted:
-        raise PlanError(f"{job.cell}: {path} was fitted with other settings; delete it to fit again, or write to another --out")
-    return None
-
-
-def eval_record(results: dict) -> dict:
-    """What an lm-eval results file says about how it was run, in the terms of `wanted_record`."""
-    config = results.get("config", {})
-    return {
-        "checkpoint": config.get(model_info.CHECKPOINT_HASH),
-        "calibration": config.get(model_info.CALIBRATION_HASH),
-        "limit": config.get("limit"),
-        "apply_chat_template": results.get("chat_template") is not None,
-        "fewshot_as_multiturn": results.get("fewshot_as_multiturn"),
-        "system_instruction": results.get("system_instruction"),
-    }
-
-
-def wanted_record(spec: EvalSpec, checkpoint_hash: str | None, calibration_hash: str | None = None) -> dict:
-    return {
-        "checkpoint": checkpoint_hash,
-        "calibration": calibration_hash,
-        "limit": spec.limit,
-        "apply_chat_template": spec.apply_chat_template,
-        "fewshot_as_multiturn": spec.fewshot_as_multiturn,
-        "system_instruction": spec.system_instruction,
-    }
-
-
-def results_files(folder: Path) -> list[Path]:
-    return sorted(folder.rglob("results_*.json")) if folder.is_dir() else []
-
-
-def evaluation_reason(job: Evaluation, spec: EvalSpec) -> str | None:
-    """Why the evaluation must run; None when its folder holds results of this very setup."""
-    found = results_files(job.folder)
-    if not found:
-        return "no results yet"
-    if len(found) > 1:
-        return f"{len(found)} results files in one folder"
-    try:
-        results = json.loads(found[0].read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return "unreadable results file"
-    expected = wanted_record(spec, checkpoint.checkpoint_hash(job.checkpoint) if job.checkpoint else None,
-                             calibrations.calibration_hash(job.calibration) if job.calibration else None)
-    stale = [key for key, value in expected.items() if eval_record(results).get(key) != value]
-    if job.demonstrations is not None and demonstrations_record(job.folder) != demonstrations_settings(job.demonstrations):
-        stale.append("demonstrations")
-    return f"made with another {', '.join(stale)}" if stale else incomplete_samples(found[0], results, job.task)
-
-
-def demonstrations_settings(demonstrations: Demonstrations) -> dict:
-    return {"shots": demonstrations.shots, "n_train": demonstrations.n_train, "n_val": demonstrations.n_val,
-            "seed": demonstrations.seed}
-
-
-def demonstrations_record(folder: Path) -> dict | None:
-    """The settings of the demonstrations an icl evaluation used (its DEMONSTRATIONS_NAME file), None if absent."""
-    try:
-        recorded = json.loads((folder / DEMONSTRATIONS_NAME).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return {key: recorded.get(key) for key in ("shots", "n_train", "n_val", "seed")}
-
-
-def incomplete_samples(source: Path, results: dict, task: str) -> str | None:
-    """Why the samples beside the results file `source` are not all of `task`'s documents; None if they are."""
-    samples = runs.samples_path(source, task)
-    if not samples.is_file():
-        return "results without samples"
-    try:
-        found = runs.documents(samples)
-    except CompareError:
-        return f"torn samples file {samples.name}"
-    expected = runs.n_documents(results, task)
-    if expected is None:
-        return f"results without a document count for {task}"
-    return None if len(found) == expected else f"samples of {len(found)} of the {expected} documents"
 
 
 def seeds_of(config: LeaderboardConfig, method: MethodSpec) -> list[int | None]:
@@ -346,28 +211,57 @@ def calibration_folder(config: LeaderboardConfig, out: Path, model: ModelSpec, n
     return out.joinpath(CHECKPOINTS, *cell.parts)
 
 
-def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Path, layers: int) -> list[Step]:
+class Identities:
+    """Builds each step's identity parts; the model's identity and rendered requests are computed once."""
+
+    def __init__(self, model: ModelSpec, manager, evaluation: EvalSpec):
+        self.model = identities.model_identity(model)
+        self.requests = identities.RequestHasher(model, manager)
+        self.evaluation = evaluation
+        self.by_folder: dict[Path, Step] = {}
+
+    def step(self, job, requests: str, settings: dict, reads: list[Path]) -> Step:
+        found = [self.by_folder[folder] for folder in reads if folder is not None and folder in self.by_folder]
+        parts = {"kind": kind_of(job), "requests": requests, "model": self.model,
+                 "settings": json.loads(json.dumps(settings, default=str)),
+                 "depends": {f"{dep.parts['kind']} {dep.job.cell}": dep.identity for dep in found}}
+        ident = identities.identity(parts)
+        folder = job.folder if isinstance(job, Evaluation) else job.directory
+        step = Step(job, cells.reason(folder, parts, ident), parts, ident, tuple(dep.name for dep in found))
+        self.by_folder[folder] = step
+        return step
+
+    def training(self, task: str, n_train: int, n_val: int, seed: int, prompt) -> str:
+        return self.requests.training(task, n_train, n_val, seed, prompt)
+
+
+def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Path, layers: int,
+                            made: Identities) -> list[Step]:
     steps = []
     for method in config.methods:
         for seed in seeds_of(config, method):
             if method.kind == CALIBRATE:
                 for task in config.tasks_of(method):
                     cell = GridCell(model.name, method.name, task, seed)
-                    job = CalibrationFit(**vars(cell), options=calibrate_options(config, method, task, seed),
-                                         directory=out.joinpath(CHECKPOINTS, *cell.parts))
-                    steps.append(Step(job, calibration_reason(job)))
+                    options = calibrate_options(config, method, task, seed)
+                    job = CalibrationFit(**vars(cell), options=options, directory=out.joinpath(CHECKPOINTS, *cell.parts))
+                    requests = made.training(task, options.n_train, options.n_val, options.seed, options.prompt())
+                    steps.append(made.step(job, requests, options.record(), []))
             if method.kind == LORA:
                 for task in config.zero_shot_of(method):
                     cell = GridCell(model.name, method.name, task, seed)
-                    job = LoraTraining(**vars(cell), options=lora_options(config, method, task, seed),
-                                       directory=out.joinpath(CHECKPOINTS, *cell.parts))
-                    steps.append(Step(job, lora_reason(job)))
+                    options = lora_options(config, method, task, seed)
+                    job = LoraTraining(**vars(cell), options=options, directory=out.joinpath(CHECKPOINTS, *cell.parts))
+                    requests = made.training(task, options.n_train, options.n_val, options.seed, options.prompt())
+                    steps.append(made.step(job, requests, options.record(), []))
             if method.kind != EDIT:
                 continue
             values = config.method_settings(method, seed)
             for task in config.zero_shot_of(method):
+                calibration = None
                 if method.calibrate:
-                    values = {**values, "calibration": str(calibration_folder(config, out, model, method.calibrate, task, seed))}
+                    calibration = calibration_folder(config, out, model, method.calibrate, task, seed)
+                    values = {**values, "calibration": str(calibration)}
                 try:
                     settings, budget, select_k = optimizer_settings(values, model, task, layers, config.eval)
                 except ValueError as error:
@@ -375,8 +269,22 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
                 cell = GridCell(model.name, method.name, task, seed)
                 job = Optimization(**vars(cell), settings=settings, budget=budget, select_k=select_k,
                                    directory=out.joinpath(CHECKPOINTS, *cell.parts))
-                steps.append(Step(job, optimization_reason(job)))
+                requests = made.training(task, settings.n_train, settings.n_val, settings.seed, settings.prompt)
+                recorded = {**settings.record_config(), "budget": budget, "select_k": select_k}
+                steps.append(made.step(job, requests, recorded, [calibration]))
     return steps
+
+
+def evaluation_settings(job: Evaluation, spec: EvalSpec, method: MethodSpec) -> dict:
+    """What an evaluation's numbers depend on besides its requests, model and the cells it reads."""
+    return {"task": job.task, "method_kind": method.kind, "edited_on": job.edited_on,
+            "demonstrations": None if job.demonstrations is None else demonstrations_settings(job.demonstrations),
+            **dataclasses.asdict(spec)}
+
+
+def demonstrations_settings(demonstrations: Demonstrations) -> dict:
+    return {"shots": demonstrations.shots, "n_train": demonstrations.n_train, "n_val": demonstrations.n_val,
+            "seed": demonstrations.seed}
 
 
 def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, task: str, seed: int | None):
@@ -408,27 +316,22 @@ def _interference(config: LeaderboardConfig, model: ModelSpec, out: Path, method
                 yield Evaluation(model.name, method.name, task, seed, checkpoint_dir, folder, edited_on=source)
 
 
-def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path) -> ModelPlan:
-    """Every cell of `model`, each with why it runs or None; refuses settings the optimizer would refuse."""
-    prepared = _fits_and_optimizations(config, model, out, num_layers(model))
-    redone = {(step.job.method, step.job.task, step.job.seed) for step in prepared if step.reason is not None}
+def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path, manager) -> ModelPlan:
+    """Every cell of `model`, each with its identity and why it runs or None; refuses settings the optimizer
+    would refuse. Renders every task's requests (no model weights are loaded)."""
+    made = Identities(model, manager, config.eval)
+    prepared = _fits_and_optimizations(config, model, out, num_layers(model), made)
     evaluations = []
     for method in config.methods:
         for seed in seeds_of(config, method):
             # a few-shot task already has its shots, so icl runs on the zero-shot tasks only
             for task in config.tasks_of(method) if method.kind != ICL else config.zero_shot_of(method):
                 job = _evaluation(config, model, out, method, task, seed)
-                source = config.few_shot.get(task, task)
-                calibrated_by = method.name if method.kind == CALIBRATE else method.calibrate
-                if (method.name, source, seed) in redone:
-                    reason = REDONE[method.kind]
-                elif calibrated_by and (calibrated_by, task, seed if config.method(calibrated_by).seeded else None) in redone:
-                    reason = "its calibration is fitted in this run"
-                else:
-                    reason = evaluation_reason(job, config.eval)
-                evaluations.append(Step(job, reason))
+                evaluations.append(made.step(job, made.requests.evaluation(job, config.eval),
+                                             evaluation_settings(job, config.eval, method),
+                                             [job.checkpoint, job.calibration, job.adapter]))
             if config.interferes(method):
                 for job in _interference(config, model, out, method, seed):
-                    redo = (method.name, job.edited_on, seed) in redone
-                    evaluations.append(Step(job, REDONE[EDIT] if redo else evaluation_reason(job, config.eval)))
+                    evaluations.append(made.step(job, made.requests.evaluation(job, config.eval),
+                                                 evaluation_settings(job, config.eval, method), [job.checkpoint]))
     return ModelPlan(model, prepared, evaluations)
