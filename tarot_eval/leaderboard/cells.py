@@ -63,15 +63,22 @@ def reason(folder: Path, parts: dict, ident: str) -> str | None:
     return f"computed from another {', '.join(changed) or 'identity scheme'} (folder moved aside)"
 
 
+PINNED_COMMIT = "TAROT_EVAL_COMMIT"  # in a pinned install's prefix (scripts/pinned_install.sh): its commit
+
+
 def code_commit() -> str | None:
-    """The commit of the tarot-eval code running (a git checkout's HEAD; + '-dirty' with local changes)."""
+    """The commit of the tarot-eval code running: a git checkout's HEAD (+ '-dirty' with local changes), or
+    the commit a pinned install was built from."""
+    import sys
+
     from tarot_eval import __file__ as package_file
 
     root = Path(package_file).resolve().parent.parent
+    pinned = Path(sys.prefix) / PINNED_COMMIT
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
-            return None
+            return pinned.read_text().strip() if pinned.is_file() else None
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head.stdout.strip() + ("-dirty" if dirty else "")
