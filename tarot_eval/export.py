@@ -4,7 +4,8 @@
     lm_eval --model hf --model_args pretrained=merged/ --tasks tarot_navigate   # same numbers as tarot-hf
 
 The model is written to a temporary folder beside `--out` and renamed into place, so `--out`
-never holds half a model or a mix of old and new files. A non-empty `--out` needs `--overwrite`;
+never holds half a model or a mix of old and new files. A non-empty `--out` needs `--overwrite`,
+which replaces only an earlier export (a folder holding `tarot_export.json`);
 a `--out` that is, or holds, the base model's folder or the checkpoint is always refused (that
 would destroy the export's own inputs). The exported folder records its edit in
 `tarot_export.json`; exporting or evaluating another checkpoint on top of it is refused unless
@@ -60,8 +61,12 @@ def _check_destination(out: Path, protected: dict[str, Path], overwrite: bool) -
             raise ExportError(f"--out {out} is or holds the {what} {path}; write the export to another folder")
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"--out {out} is not empty; pass --overwrite to replace it, or choose an empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ExportError(f"--out {out} is not empty; pass --overwrite to replace it, or choose an empty folder")
+        if not (out / EXPORT_RECORD).is_file():
+            raise ExportError(f"--out {out} is not an earlier export (it has no {EXPORT_RECORD}); --overwrite replaces "
+                              "only an export, so choose an empty folder")
 
 
 def _write_in_place(out: Path, write) -> None:

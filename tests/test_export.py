@@ -67,7 +67,14 @@ def test_non_empty_out_needs_overwrite_and_is_then_replaced_whole(tmp_path, save
     (out / "notes.txt").write_text("mine")
     _refused(capsys, r"--out .*merged is not empty; pass --overwrite", ckpt, out, saved_tiny_llama)
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
-    assert _export(ckpt, out, saved_tiny_llama, "--overwrite") == 0
+    # a folder that is not an earlier export is never replaced, --overwrite or not
+    _refused(capsys, r"--out .*merged is not an earlier export \(it has no tarot_export.json\)", ckpt, out, saved_tiny_llama,
+             "--overwrite")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    (out / "notes.txt").unlink()
+    assert _export(ckpt, out, saved_tiny_llama) == 0
+    (out / "notes.txt").write_text("beside an export")
+    assert _export(ckpt, out, saved_tiny_llama, "--overwrite") == 0  # an earlier export is replaced whole
     assert not (out / "notes.txt").exists() and (out / export.EXPORT_RECORD).is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "merged", "tiny-llama"]  # no staging left behind
 
@@ -76,6 +83,7 @@ def test_a_failed_write_leaves_the_old_out_untouched(tmp_path, saved_tiny_llama,
     out = tmp_path / "merged"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
+    (out / export.EXPORT_RECORD).write_text("{}")  # an earlier export, which --overwrite may replace
 
     def broken(self, *args, **kwargs):
         raise OSError("disk full")
@@ -83,7 +91,7 @@ def test_a_failed_write_leaves_the_old_out_untouched(tmp_path, saved_tiny_llama,
     monkeypatch.setattr(type(AutoModelForCausalLM.from_pretrained(saved_tiny_llama)), "save_pretrained", broken)
     assert _export(ckpt, out, saved_tiny_llama, "--overwrite") == 2  # the CLI reports the OSError in one line
     assert "tarot-eval export: error: disk full" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", export.EXPORT_RECORD]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "merged", "tiny-llama"]
 
 
