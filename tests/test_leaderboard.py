@@ -289,6 +289,34 @@ def test_config_error_names_the_file(tmp_path):
         load(tmp_path / "missing.yaml")
 
 
+MINIMAL = "models:\n  tiny: {pretrained: null}\ntasks:\n  zero_shot: [%s]\nmethods:\n  base: null\n%s"
+
+
+@pytest.mark.parametrize("text, message", [
+    (MINIMAL % ("'../../../../victim'", ""), r"tasks\.zero_shot\.\.\./\.\./\.\./\.\./victim: name '\.\./\.\./\.\./\.\./victim' must be"),
+    (MINIMAL % ("a/b", ""), r"tasks\.zero_shot\.a/b: name 'a/b' must be letters"),
+    (MINIMAL % ("tarot_navigate", "  rotation: {method: rotation}\n  rotation: {method: rescale}\n"),
+     r"not valid YAML \(key 'rotation' appears twice in one mapping .* line 8"),
+    (MINIMAL.replace("  tiny: {pretrained: null}\n", "  tiny: {pretrained: null}\n  tiny: {pretrained: x}\n") % ("t", ""),
+     r"not valid YAML \(key 'tiny' appears twice"),
+])
+def test_names_that_leave_out_and_repeated_keys_are_refused(tmp_path, text, message):
+    """A task name becomes a folder under --out, so one with separators or '..' could write outside it; a key
+    written twice would silently lose one entry (PyYAML keeps the last)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=rf"bad\.yaml: {message}"):
+        load(path)
+
+
+def test_a_config_that_is_not_utf8_is_one_line(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes((MINIMAL % ("t", "")).encode() + b"# caf\xe9\n")
+    assert cli.main(["leaderboard", "--config", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"tarot-eval leaderboard: error: {path}: not UTF-8 text") and len(error.splitlines()) == 1
+
+
 SHIPPED = {  # config -> (layers in the model, edited layers, angle limit, training documents): the paper's setups
     "leaderboard_smollm2.yaml": (30, tuple(range(5)), math.pi / 4, 20),
     "leaderboard_qwen2_1.5b.yaml": (28, tuple(range(5)), math.pi / 4, 20),

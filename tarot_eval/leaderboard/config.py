@@ -64,6 +64,21 @@ class ConfigError(ValueError):
     """A leaderboard config that cannot be run as written."""
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object construction), refusing a key written twice in one mapping: PyYAML
+    would keep the last silently, so a method or model listed twice would lose one entry."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -207,6 +222,8 @@ def _task_list(raw, where: str) -> list[str]:
         raise ConfigError(f"{where}: expected a non-empty list of task names")
     if len(set(raw)) != len(raw):
         raise ConfigError(f"{where}: a task is listed twice")
+    for task in raw:  # a task name becomes a folder under --out: nothing may lead outside it
+        _check_name(task, f"{where}.{task}")
     return list(raw)
 
 
@@ -228,7 +245,7 @@ def _tasks(raw) -> tuple[list[str], dict[str, str]]:
                     "{FEWSHOT_TASK: ZERO_SHOT_TASK} to name the checkpoint it uses"
                 )
     else:
-        few_shot = {str(task): source for task, source in _mapping(few, "tasks.few_shot").items()}
+        few_shot = {_check_name(task, f"tasks.few_shot.{task}"): source for task, source in _mapping(few, "tasks.few_shot").items()}
     for task, source in few_shot.items():
         if source not in zero_shot:
             raise ConfigError(
@@ -382,9 +399,11 @@ def load(path: str | Path) -> LeaderboardConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader)
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(error).split())})") from None
     try:
         return parse(raw, path)
     except ConfigError as error:
