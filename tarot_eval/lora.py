@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,9 +62,12 @@ class LoraSettings(ModelSettings):
     batch_size: int = setting(16, "sequences per forward pass")
 
     def __post_init__(self):
-        if self.budget < 1 or self.rank < 1 or self.n_val < 1:
-            raise settings_fields.SettingsError(f"--budget, --rank and --n-val must be at least 1, got {self.budget}, "
-                                                f"{self.rank} and {self.n_val}")
+        for name in ("budget", "rank", "n_val", "n_train", "select_k"):
+            if getattr(self, name) < 1:
+                raise settings_fields.SettingsError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
+        for name in ("lr", "alpha"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise settings_fields.SettingsError(f"--{name} {getattr(self, name)}: must be a finite number above 0")
 
     def record(self) -> dict:
         """What determines the adapter (the model is recorded beside it)."""

@@ -138,9 +138,16 @@ def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...]:
     try:
         for part in text.split(","):
             low, dash, high = part.strip().partition("-")
+            if dash and int(high) < int(low):
+                raise SettingsError(f"--layers {text!r}: the range {part.strip()} is reversed (an empty edit); write {high}-{low}")
             layers.extend(range(int(low), int(high) + 1) if dash else [int(low)])
     except ValueError as error:
-        raise SettingsError(f"--layers {text!r}: write e.g. 0-4, 0,2,5 or all") from error
+        if isinstance(error, SettingsError):
+            raise
+        raise SettingsError(f"--layers {text!r}: write e.g. 0-4, 0,2,5 or all") from None
+    repeated = sorted({layer for layer in layers if layers.count(layer) > 1})
+    if repeated:
+        raise SettingsError(f"--layers {text!r}: layer(s) {repeated} listed more than once")
     bad = [layer for layer in layers if not 0 <= layer < num_layers]
     if bad:
         raise SettingsError(f"--layers {text!r}: {bad} outside the model's 0..{num_layers - 1}")

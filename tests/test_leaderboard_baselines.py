@@ -10,7 +10,8 @@ from test_leaderboard import FEWSHOT, TASK, copy_of, leaderboard, mtimes, result
 from tarot_eval import calibration as calibrations, checkpoint, objective
 from tarot_eval.compare import runs
 from tarot_eval.leaderboard.config import ConfigError, load
-from tarot_eval.leaderboard.runner import task_manager
+from tarot_eval.leaderboard.plan import PlanError
+from tarot_eval.leaderboard.runner import run_leaderboard, task_manager
 
 SEEDS = [0, 1]
 
@@ -139,12 +140,30 @@ def test_a_second_run_of_the_grid_does_no_work(grid, tmp_path):
     ({"methods": {"cal": {"method": "calibrate", "variant": "platt"}}}, "methods.cal.variant: 'platt' is not one of"),
     ({"methods": {"icl": {"method": "icl", "shots": 0}}}, "methods.icl.shots: expected a number of demonstrations"),
     ({"methods": {"lora": {"method": "lora", "rank": "8"}}}, "methods.lora.rank: expected int"),
+    ({"methods": {"lora": {"method": "lora", "rank": -2}}}, "methods.lora: --rank -2: must be at least 1"),
+    ({"methods": {"lora": {"method": "lora", "lr": float("nan")}}}, "methods.lora: --lr nan: must be a finite number above 0"),
+    ({"methods": {"icl": {"method": "icl", "shots": 9}}}, "methods.icl.shots: 9 demonstrations, but .* the 4 training"),
+    ({"methods": {"rot": {"method": "rotation", "calibration": "x"}}}, "methods.rot.calibration: name a calibrate method"),
+    ({"methods": {"rot": {"method": "rotation", "layers": "0,0"}}}, "methods.rot.layers: --layers '0,0': layer"),
+    ({"methods": {"rot": {"method": "rotation", "layers": "1-0"}}}, "methods.rot.layers: --layers '1-0': the range 1-0 is reversed"),
+    ({"models": {"tiny": {"pretrained": "x", "dtype": "float33"}}}, "models.tiny.dtype: 'float33' is not a torch dtype"),
+    ({"models": {"tiny": {"pretrained": "x", "angle_limit": "pi/0"}}}, "models.tiny.angle_limit: angle limit 'pi/0' is not"),
 ])
 def test_bad_baseline_settings_are_named(grid, tmp_path, change, message):
     raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")
     raw.update(change)
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("+", r"\+")):
         load(write_config(tmp_path / "bad.yaml", raw))
+
+
+def test_lora_target_modules_the_model_lacks_are_refused_before_any_work(grid, tmp_path):
+    raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")
+    raw["methods"] = {"base": None, "lora": {"method": "lora", "target_modules": "q_proj,nosuch_proj"}}
+    out = tmp_path / "out"
+    with pytest.raises(PlanError, match=r"methods\.lora\.target_modules: nosuch_proj not a module of models\.tiny \(its "
+                                        r"linear layers: .*q_proj"):
+        run_leaderboard(load(write_config(tmp_path / "bad.yaml", raw)), out, dry_run=True)
+    assert not out.exists()
 
 
 def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):

@@ -34,12 +34,14 @@ from __future__ import annotations
 import dataclasses
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tarot_eval import settings as settings_fields
+from tarot_eval.optimize.search_space import parse_bounds
 from tarot_eval.optimize.settings import OptimizeSettings
 
 BASE_METHOD = "base"
@@ -211,10 +213,30 @@ def _models(raw) -> list[ModelSpec]:
         for key in ("layers", "angle_limit"):  # YAML reads 0-4 as text but 3 or 0.5 as numbers
             if values[key] is not None:
                 values[key] = str(_typed(values[key], (str, int, float), f"{where}.{key}"))
+        _check_value(f"{where}.angle_limit", parse_bounds, values["angle_limit"], "rotation")
+        _check_layers(values["layers"], f"{where}.layers")
+        import torch
+
+        if not isinstance(getattr(torch, values["dtype"], None), torch.dtype):
+            raise ConfigError(f"{where}.dtype: {values['dtype']!r} is not a torch dtype (e.g. float32, bfloat16, float16)")
         models.append(ModelSpec(name=name, **values))
     if not models:
         raise ConfigError("models: name at least one model")
     return models
+
+
+def _check_value(where: str, check, *args) -> None:
+    """Runs `check(*args)`; the ValueError it raises becomes a ConfigError naming `where`."""
+    try:
+        check(*args)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _check_layers(text: str | None, where: str) -> None:
+    """A layer spec's syntax, reversed ranges and repeats, before any model is read (its bound comes with the model)."""
+    if text is not None:
+        _check_value(where, settings_fields.parse_layers, str(text), sys.maxsize)
 
 
 def _task_list(raw, where: str) -> list[str]:
@@ -270,8 +292,9 @@ def _baseline(name: str, kind: str, entry: dict, where: str) -> MethodSpec:
 
         try:
             values = settings_fields.checked(LoraSettings, {k: v for k, v in entry.items() if k != "method"}, where, LORA_KEYS)
+            LoraSettings(**values)  # its own value checks (rank, lr, ...)
         except settings_fields.SettingsError as error:
-            raise ConfigError(str(error)) from None
+            raise ConfigError(f"{where}: {error}" if not str(error).startswith(where) else str(error)) from None
         return MethodSpec(name, values, LORA)
     shots = entry.get("shots")
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
@@ -294,12 +317,17 @@ def _methods(raw, zero_shot: list[str]) -> list[MethodSpec]:
         if entry.get("method") in BASELINE_KEYS:
             methods.append(dataclasses.replace(_baseline(name, entry["method"], entry, where), **scope))
             continue
+        if "calibration" in entry:  # an optimize setting, but here only `calibrate:` also calibrates the evaluation
+            raise ConfigError(f"{where}.calibration: name a calibrate method listed before it with calibrate: NAME "
+                              "(calibration: would calibrate the search but not the evaluation)")
         calibrate = entry.pop("calibrate", None)
         earlier = [method.name for method in methods if method.kind == CALIBRATE]
         if calibrate is not None and calibrate not in earlier:
             raise ConfigError(f"{where}.calibrate: {calibrate!r} is not a calibrate method listed before it "
                               f"(listed: {', '.join(earlier) or 'none'})")
-        methods.append(MethodSpec(name, _optimizer_settings(entry, where), EDIT, calibrate, **scope))
+        settings = _optimizer_settings(entry, where)
+        _check_layers(settings.get("layers"), f"{where}.layers")
+        methods.append(MethodSpec(name, settings, EDIT, calibrate, **scope))
     if not methods:
         raise ConfigError("methods: name at least one method (base = the unedited model)")
     return methods
@@ -379,6 +407,12 @@ def parse(raw, source: Path) -> LeaderboardConfig:
     zero_shot, few_shot = _tasks(raw["tasks"])
     methods = _methods(raw["methods"], zero_shot)
     optimizer = _optimizer_settings(raw.get("optimizer"), "optimizer")
+    _check_layers(optimizer.get("layers"), "optimizer.layers")
+    n_train = optimizer.get("n_train", OptimizeSettings.n_train)
+    for method in methods:
+        if method.kind == ICL and method.settings["shots"] > n_train:
+            raise ConfigError(f"methods.{method.name}.shots: {method.settings['shots']} demonstrations, but the "
+                              f"demonstrations are the first of the {n_train} training documents (optimizer.n_train)")
     return LeaderboardConfig(
         source=source,
         models=_models(raw["models"]),

@@ -164,8 +164,8 @@ def optimizer_settings(values: dict, model: ModelSpec, task: str, num_layers: in
     return options.run_settings(num_layers), options.budget, options.select_k
 
 
-def num_layers(model: ModelSpec) -> int:
-    """The model's layer count from its config alone (no weights loaded)."""
+def model_config(model: ModelSpec):
+    """The model's transformers config alone (no weights loaded)."""
     from transformers import AutoConfig
 
     from tarot_eval import default_model, model_loading
@@ -173,9 +173,31 @@ def num_layers(model: ModelSpec) -> int:
     try:
         name, gguf_file = model_loading.resolve(model.pretrained)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
-        return AutoConfig.from_pretrained(name, **extra).get_text_config().num_hidden_layers
-    except (OSError, default_model.DefaultModelMissing) as error:
-        raise PlanError(f"models.{model.name}: cannot read the config of {model.pretrained or 'the embedded model'}: {error}") from None
+        return AutoConfig.from_pretrained(name, **extra)
+    except (OSError, ValueError, default_model.DefaultModelMissing) as error:
+        raise PlanError(f"models.{model.name}: cannot read the config of {model.pretrained or 'the embedded model'}: "
+                        f"{str(error).splitlines()[0]}") from None
+
+
+def num_layers(model: ModelSpec) -> int:
+    return model_config(model).get_text_config().num_hidden_layers
+
+
+def check_target_modules(model: ModelSpec, method: MethodSpec) -> None:
+    """A lora method's target_modules must name modules of the model (checked on an empty skeleton of it)."""
+    wanted = (method.settings or {}).get("target_modules")
+    if not wanted:
+        return
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(model_config(model))
+    names = {name.rsplit(".", 1)[-1] for name, _ in skeleton.named_modules()}
+    missing = [name.strip() for name in wanted.split(",") if name.strip() not in names]
+    if missing:
+        raise PlanError(f"methods.{method.name}.target_modules: {', '.join(missing)} not a module of models.{model.name} "
+                        f"(its linear layers: {', '.join(sorted({n.rsplit('.', 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)}))})")
 
 
 def lora_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed: int | None) -> LoraSettings:
@@ -248,6 +270,7 @@ def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Pa
                     requests = made.training(task, options.n_train, options.n_val, options.seed, options.prompt())
                     steps.append(made.step(job, requests, options.record(), []))
             if method.kind == LORA:
+                check_target_modules(model, method)
                 for task in config.zero_shot_of(method):
                     cell = GridCell(model.name, method.name, task, seed)
                     options = lora_options(config, method, task, seed)

@@ -34,8 +34,8 @@ def parse_bounds(text: str | float, method: str) -> tuple[float, float]:
                 limit = float(factor) * math.pi / (float(denominator) if denominator else 1.0)
             else:
                 limit = float(cleaned)
-        except ValueError as error:
-            raise ValueError(f"angle limit {text!r} is not a number or a multiple of pi like 'pi/4'") from error
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"angle limit {text!r} is not a number or a multiple of pi like 'pi/4'") from None
     if not 0 < limit <= math.pi:
         raise ValueError(f"angle limit must be in (0, pi], got {limit}")
     return (-limit, limit)
