@@ -6,7 +6,9 @@ A checkpoint is refused on a model folder that already has an edit folded in (an
 unless `allow_stacked=true`, and on weights other than the ones it was found on unless
 `allow_transfer=true`. `calibration=DIR` (a `tarot-eval calibrate` folder) removes the answer
 prior from every loglikelihood request (`tarot_eval.calibration`), with or without rotations.
-Everything else (batching, chat templates, generation) is lm-eval's HFLM unchanged.
+Log-likelihood requests are scored through the prefix tree of their tokens (`prefix_scoring`: what
+documents share computed once, the same answers as HFLM's); `stock_scoring=true` leaves them to HFLM.
+Everything else (tokenization, chat templates, rolling log-likelihoods, generation) is lm-eval's HFLM.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ FROM_PRETRAINED_KEYS = frozenset(
         "variant",
     }
 )
-TAROT_KEYS = frozenset({"pretrained", "rotations", "calibration", "fold", "allow_stacked", "allow_transfer"})
+TAROT_KEYS = frozenset({"pretrained", "rotations", "calibration", "fold", "allow_stacked", "allow_transfer", "stock_scoring"})
 
 
 def _accepted_keys() -> frozenset[str]:
@@ -63,7 +65,7 @@ class TarotHFLM(HFLM):
     (default false)."""
 
     def __init__(self, pretrained: str | None = None, rotations: str | None = None, calibration: str | None = None,
-                 fold=True, allow_stacked=False, allow_transfer=False, **kwargs):
+                 fold=True, allow_stacked=False, allow_transfer=False, stock_scoring=False, **kwargs):
         unknown = sorted(set(kwargs) - _accepted_keys())
         if unknown:
             raise ValueError(
@@ -77,6 +79,9 @@ class TarotHFLM(HFLM):
             raise ValueError("tarot-hf: calibration= is empty; name a `tarot-eval calibrate` folder, or leave it out")
         self.tarot_calibration = None if calibration is None else calibrations.load(str(calibration))
         self.tarot_fold = _as_bool(fold, "fold")
+        self.tarot_stock_scoring = _as_bool(stock_scoring, "stock_scoring")
+        self.tarot_requests = {"prefix-tree": 0, "stock": 0}  # log-likelihood requests served by each path
+        self.tarot_tokens: dict = {}  # input tokens the prefix tree fed the model ("tokens"; "positions" with padding)
         allow_stacked, allow_transfer = _as_bool(allow_stacked, "allow_stacked"), _as_bool(allow_transfer, "allow_transfer")
         self.tarot_default_model = pretrained in (None, "")
         self.tarot_exported_edit = None
@@ -95,6 +100,27 @@ class TarotHFLM(HFLM):
             self.tarot_edit = checkpoint.load(self.tarot_rotations, self.model, allow_transfer=allow_transfer)
             apply = self.tarot_edit.merge if self.tarot_fold else self.tarot_edit.attach
             self.tarot_handle = apply(self.model)
+
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+        """HFLM's tokenized requests scored through the prefix tree (`prefix_scoring`); those it cannot serve
+        (a non-causal model, a request HFLM would truncate, `stock_scoring=true`) go to HFLM unchanged."""
+        rolling = any(request[0] is None for request in requests)  # loglikelihood_rolling's windows stay HFLM's
+        if self.tarot_stock_scoring or self.backend != "causal" or rolling or not requests:
+            self.tarot_requests["stock"] += len(requests)
+            return super()._loglikelihood_tokens(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
+        from tarot_eval import prefix_scoring
+
+        batch_size = override_bs or (self.batch_size if self.batch_size != "auto" else self._detect_batch_size(requests))
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        answers, left = prefix_scoring.loglikelihood_tokens(
+            self.model, requests, int(batch_size), pad, self.max_length, self.cache_hook, disable_tqdm or self.rank != 0,
+            self.tarot_tokens)
+        if left:
+            answers.update(zip(left, super()._loglikelihood_tokens([requests[i] for i in left], disable_tqdm=disable_tqdm,
+                                                                    override_bs=override_bs)))
+        self.tarot_requests["prefix-tree"] += len(requests) - len(left)
+        self.tarot_requests["stock"] += len(left)
+        return [answers[index] for index in range(len(requests))]
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         """HFLM's log-likelihoods, less the calibration's answer prior when one is given."""
@@ -121,6 +147,9 @@ class TarotHFLM(HFLM):
             info[model_info.METHOD] = config.method
             info[model_info.LAYERS] = config.layers
             info[model_info.PROVENANCE] = config.provenance
+        served = sum(self.tarot_requests.values())
+        info[model_info.SCORER] = "stock" if self.tarot_stock_scoring else "prefix-tree"
+        info[model_info.PREFIX_TREE_SHARE] = self.tarot_requests["prefix-tree"] / served if served else None
         if self.tarot_calibration is not None:
             info[model_info.CALIBRATION] = self.tarot_calibration.source
             info[model_info.CALIBRATION_VARIANT] = self.tarot_calibration.variant

@@ -12,3 +12,5 @@ PROVENANCE = "tarot_provenance"  # how the checkpoint was found (optimizer, task
 CALIBRATION = "tarot_calibration"  # the calibration folder applied, or absent
 CALIBRATION_VARIANT = "tarot_calibration_variant"
 CALIBRATION_HASH = "tarot_calibration_hash"
+SCORER = "tarot_scorer"  # how log-likelihoods were computed: prefix-tree (tarot_eval.prefix_scoring) or stock (HFLM)
+PREFIX_TREE_SHARE = "tarot_prefix_tree_share"  # the share of log-likelihood requests the prefix tree served

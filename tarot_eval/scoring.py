@@ -67,6 +67,7 @@ class Scores:
 
     choice_loglik: list[torch.Tensor]  # per example [choices]: summed log-likelihood of each continuation
     first_token_logprob: list[torch.Tensor]  # per example [choices]: log p(first token) over the vocabulary
+    choice_greedy: list[list[bool]] | None = None  # per example, per choice: every token is the argmax (lm-eval's is_greedy)
 
     def per_example_logterm(self, examples: list[Example], objective: str) -> torch.Tensor:
         """log of the per-document objective term, shape [examples] (differentiable)."""
@@ -83,7 +84,8 @@ class Scores:
 
     def calibrated(self, offsets: list[torch.Tensor]) -> Scores:
         """These scores less a calibration's per-choice offsets (`tarot_eval.calibration`), per example."""
-        return Scores([loglik - offset for loglik, offset in zip(self.choice_loglik, offsets)], self.first_token_logprob)
+        return Scores([loglik - offset for loglik, offset in zip(self.choice_loglik, offsets)], self.first_token_logprob,
+                      self.choice_greedy)
 
     def value(self, examples: list[Example], objective: str) -> float:
         return self.per_example_logterm(examples, objective).exp().mean().item()
@@ -158,14 +160,17 @@ class _Reads:
     def __init__(self, examples: list[Example]):
         self.loglik = [[[] for _ in ex.pairs] for ex in examples]
         self.first = [[None] * len(ex.pairs) for ex in examples]
+        self.greedy = [[True] * len(ex.pairs) for ex in examples]
 
     def add(self, logits: torch.Tensor, reads: list[tuple[int, int, int, int, int, bool]]) -> None:
         """`logits` [rows, kept, vocab]; each read: (row, kept column, token, example, choice, is first token)."""
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         index = torch.tensor([r[:3] for r in reads], device=logprobs.device)
         values = logprobs[index[:, 0], index[:, 1], index[:, 2]]
-        for value, (_, _, _, e, choice, is_first) in zip(values, reads):
+        argmax = logits.detach().argmax(dim=-1)[index[:, 0], index[:, 1]] == index[:, 2]
+        for value, top, (_, _, _, e, choice, is_first) in zip(values, argmax.tolist(), reads):
             self.loglik[e][choice].append(value)
+            self.greedy[e][choice] = self.greedy[e][choice] and top
             if is_first:
                 self.first[e][choice] = value
 
@@ -173,6 +178,7 @@ class _Reads:
         return Scores(
             choice_loglik=[torch.stack([torch.stack(parts).sum() for parts in per]) for per in self.loglik],
             first_token_logprob=[torch.stack(per) for per in self.first],
+            choice_greedy=self.greedy,
         )
 
 
