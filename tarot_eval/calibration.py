@@ -80,6 +80,8 @@ def load(location: str | Path) -> Calibration:
         raise CalibrationError(f"{path}: no calibration file (write one with `tarot-eval calibrate`)")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise CalibrationError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
     except json.JSONDecodeError as error:
         raise CalibrationError(f"{path}: corrupt JSON ({error})") from None
     if not isinstance(record, dict) or record.get("format_version") != FORMAT_VERSION:

@@ -127,9 +127,13 @@ class TarotConfig:
         if not path.is_file():
             raise CheckpointError(f"{directory}: not a tarot checkpoint (no {CONFIG_NAME})")
         try:
-            mapping = json.loads(path.read_text())
+            mapping = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise CheckpointError(f"{path}: not UTF-8 text (byte {error.start}: {error.reason})") from None
         except json.JSONDecodeError as error:
-            raise CheckpointError(f"{path}: corrupt JSON ({error})") from error
+            raise CheckpointError(f"{path}: corrupt JSON ({error})") from None
+        if not isinstance(mapping, dict):
+            raise CheckpointError(f"{path}: a JSON object of config keys expected, found {type(mapping).__name__} {mapping!r:.40}")
         return cls.from_mapping(mapping, path)
 
     @classmethod

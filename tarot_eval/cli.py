@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pickle
 import sys
+import traceback
 
 SUBCOMMANDS = {
     "lm-eval": ("tarot_eval.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
@@ -52,6 +54,27 @@ EXPECTED = (
 
 class UsageError(ValueError):
     """A flag value, or a combination of flags, that a subcommand refuses."""
+
+
+def library_failure(error: BaseException) -> str | None:
+    """The known failures of the libraries underneath, caused by the user's input or machine, in words (None
+    for anything else): a task's Jinja template, a file that is not UTF-8, a pickled file (never loaded), a
+    full disk while writing safetensors, peft's target modules that match nothing."""
+    jinja = sys.modules.get("jinja2")
+    if jinja is not None and isinstance(error, jinja.exceptions.TemplateError):
+        where = f" (line {error.lineno})" if getattr(error, "lineno", None) else ""
+        return f"a task's Jinja template: {type(error).__name__}: {error}{where}"
+    if isinstance(error, UnicodeDecodeError):
+        return f"a file that is not UTF-8 text: {error.reason} at byte {error.start}"
+    if isinstance(error, pickle.UnpicklingError):
+        return f"refused to unpickle a file (tarot-eval loads weights from safetensors only): {str(error).splitlines()[0]}"
+    safetensors = sys.modules.get("safetensors")
+    if safetensors is not None and isinstance(error, safetensors.SafetensorError):
+        return f"writing or reading safetensors failed (a full disk?): {error}"
+    frames = traceback.extract_tb(error.__traceback__)
+    if isinstance(error, ValueError) and frames and "/peft/" in frames[-1].filename:
+        return f"peft: {error}"
+    return None
 
 
 def is_expected(error: BaseException) -> bool:
@@ -123,9 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run() or 0
     except Exception as error:
-        if debug or not is_expected(error):
+        translated = library_failure(error)
+        if debug or not (is_expected(error) or translated):
             raise
-        print(f"tarot-eval {command}: error: {one_line(error)}", file=sys.stderr)
+        print(f"tarot-eval {command}: error: {' '.join((translated or one_line(error)).split())}", file=sys.stderr)
         return ERROR_EXIT
 
 

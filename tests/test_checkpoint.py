@@ -200,6 +200,16 @@ def test_corrupt_json_and_missing_dir_are_refused(saved, model, tmp_path):
         checkpoint.load(tmp_path / "nowhere", model)
 
 
+@pytest.mark.parametrize("content, message", [(b"5", "a JSON object of config keys expected, found int 5"),
+                                              (b"null", "a JSON object of config keys expected, found NoneType"),
+                                              (b'{"method": "caf\xe9"}', "not UTF-8 text")])
+def test_a_config_that_is_no_object_or_no_utf8_is_named(saved, model, content, message):
+    directory, _ = saved
+    (directory / checkpoint.CONFIG_NAME).write_bytes(content)
+    with pytest.raises(CheckpointError, match=rf"{checkpoint.CONFIG_NAME}: {message}"):
+        checkpoint.load(directory, model)
+
+
 def test_no_pickle_in_the_checkpoint(saved):
     directory, _ = saved
     for path in directory.iterdir():

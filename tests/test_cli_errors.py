@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from test_rl_rewards import WritesMarker
@@ -99,3 +101,47 @@ def test_help_documents_debug(capsys):
         cli.main(["--help"])
     out = capsys.readouterr().out
     assert "--debug" in out and f"{cli.DEBUG_ENV}=1" in out and "exits 2" in out
+
+
+def last_line_cli(capsys, *argv) -> tuple[int, str]:
+    """Exit code and the last line of stderr (a task's dataset is built first, with its own progress lines)."""
+    code = cli.main([str(arg) for arg in argv])
+    return code, capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def task_folder(tmp_path):
+    from test_objective import write_task
+
+    (tmp_path / "tasks").mkdir()
+    write_task(tmp_path / "tasks")
+    return tmp_path / "tasks"
+
+
+@pytest.mark.parametrize("template, message", [
+    ("Question: {{question | nosuchfilter}}", r"a task's Jinja template: TemplateAssertionError: No filter named 'nosuchfilter'"),
+    ("Question: {{question }", r"a task's Jinja template: TemplateSyntaxError: unexpected '}'"),
+])
+def test_a_task_template_jinja_refuses_is_one_line(task_folder, saved_tiny_llama, tmp_path, capsys, template, message):
+    yaml_file = task_folder / "tiny_mc.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace('"Question: {{question}}\\nAnswer:"', repr(template)))
+    code, line = last_line_cli(capsys, "optimize", "--task", "tiny_mc", "--include-path", task_folder, "--model", saved_tiny_llama,
+                         "--out", tmp_path / "out", "--n-train", 4, "--n-val", 4, "--budget", 2, "--layers", "0")
+    assert code == 2 and re.search(rf"^tarot-eval optimize: error: {message}", line), line
+
+
+def test_lora_target_modules_peft_cannot_match_are_one_line(task_folder, saved_tiny_llama, tmp_path, capsys):
+    code, line = last_line_cli(capsys, "lora", "--task", "tiny_mc", "--include-path", task_folder, "--model", saved_tiny_llama,
+                         "--out", tmp_path / "out", "--n-train", 4, "--n-val", 4, "--budget", 1,
+                         "--target-modules", "nosuch_proj")
+    assert code == 2 and line.startswith("tarot-eval lora: error: peft: Target modules {'nosuch_proj'} not found"), line
+
+
+def test_lora_and_optimize_value_checks_are_one_line(task_folder, saved_tiny_llama, tmp_path, capsys):
+    common = ["--task", "tiny_mc", "--include-path", task_folder, "--model", saved_tiny_llama, "--out", tmp_path / "out"]
+    assert last_line_cli(capsys, "lora", *common, "--lr", "nan") == (2, "tarot-eval lora: error: --lr nan: must be a finite number above 0")
+    code, line = last_line_cli(capsys, "optimize", *common, "--layers", "1-0")
+    assert code == 2 and "--layers '1-0': the range 1-0 is reversed (an empty edit); write 0-1" in line
+    code, line = last_line_cli(capsys, "optimize", *common, "--angle-limit", "pi/0")
+    assert code == 2 and "angle limit 'pi/0' is not a number or a multiple of pi" in line
+    assert not (tmp_path / "out").exists()
