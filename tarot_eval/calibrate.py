@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import calibration as calibrations, checkpoint, run_lock, settings as settings_fields
+from tarot_eval import architectures, calibration as calibrations, checkpoint, run_lock, settings as settings_fields
 from tarot_eval import objective as objectives
 from tarot_eval.calibration import Calibration, CalibrationError
 from tarot_eval.settings import ModelSettings, setting
@@ -97,8 +97,10 @@ def fit(model, lm, task, options: CalibrateSettings) -> Calibration:
         scores = objectives.ChoiceScorer(model, examples, options.batch_size, pad).score()
     mean = torch.stack([torch.softmax(loglik.double(), dim=0) for loglik in scores.choice_loglik]).mean(dim=0)
     probabilities = dict(zip(continuations, mean.tolist()))
+    geometry = architectures.geometry(model)
     provenance = {**options.record(), "task_split": split, **used, "choice_probabilities": probabilities,
-                  "base_model": checkpoint.model_identity(model)}
+                  "base_model": checkpoint.model_identity(model),
+                  calibrations.WEIGHTS_KEY: checkpoint.weight_fingerprint(model, range(geometry.num_layers))}
     return Calibration(task.config.task, options.variant, calibrations.log_prior_from(probabilities), provenance)
 
 

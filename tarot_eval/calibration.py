@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 FORMAT_VERSION = 1
 FILE_NAME = "calibration.json"
+log = logging.getLogger(__name__)
 VARIANTS = ("contextual", "batch")  # content-free inputs / mean choice probabilities over training documents
 
 
@@ -49,6 +51,31 @@ class Calibration:
 
     def offsets_for(self, task: str, continuations: list[str]) -> list[float]:
         return [self.offset(task, continuation) for continuation in continuations]
+
+
+WEIGHTS_KEY = "weights"  # provenance: `checkpoint.weight_fingerprint` of the unedited model it was fitted on
+
+
+def check_weights(calibration: Calibration, model, allow_transfer: bool = False) -> None:
+    """Refuses `calibration` on a model whose weights are not the ones it was fitted on (checked on the unedited
+    weights, so before a rotation is merged); `allow_transfer` applies it anyway. A calibration written before
+    fingerprints were recorded is applied with a warning."""
+    from tarot_eval import checkpoint
+
+    stored = calibration.provenance.get(WEIGHTS_KEY)
+    where = calibration.source or FILE_NAME
+    if not isinstance(stored, dict) or not isinstance(stored.get("layers"), dict):
+        log.warning("%s records no weight fingerprint (written before they were): not checked against the model", where)
+        return
+    try:
+        actual = checkpoint.weight_fingerprint(model, [int(layer) for layer in stored["layers"]])
+        why = checkpoint.weight_difference(stored["layers"], actual["layers"])
+    except (KeyError, ValueError, IndexError, TypeError) as error:
+        why = f"its fingerprint does not fit this model ({error})"
+    if why and not allow_transfer:
+        name = (calibration.provenance.get("base_model") or {}).get("name", "another model")
+        raise CalibrationError(f"{where}: fitted on {name}, whose weights differ from this model's ({why}); "
+                               "pass allow_transfer=true (tarot-hf) or --allow-transfer to apply it anyway")
 
 
 def log_prior_from(probabilities: dict[str, float]) -> dict[str, float]:

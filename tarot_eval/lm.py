@@ -94,6 +94,8 @@ class TarotHFLM(HFLM):
             if gguf_file is not None:
                 kwargs["gguf_file"] = gguf_file
         super().__init__(pretrained=pretrained, **kwargs)
+        if self.tarot_calibration is not None:  # on the unedited weights, before any rotation is merged
+            calibrations.check_weights(self.tarot_calibration, self.model, allow_transfer)
         self.tarot_edit = None
         self.tarot_handle = None
         if self.tarot_rotations is not None:

@@ -180,3 +180,21 @@ def test_the_calibrate_command_then_stock_lm_eval_with_calibration(setup, tmp_pa
         raw = [ll for ll, _ in plain.loglikelihood([Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(pairs)])]
         stored = [float(resp[0]) for resp in sample["filtered_resps"]]
         assert stored == pytest.approx([r - prior[cont] for r, (_, cont) in zip(raw, pairs)], abs=1e-4)
+
+
+def test_a_calibration_is_refused_on_other_weights_unless_transfer_is_allowed(setup, tmp_path, caplog):
+    """Fitted on one model, a calibration records that model's weight fingerprint; another model of the same
+    shapes (another seed) is refused in tarot-hf, allow_transfer=true applies it, an old file only warns."""
+    options = CalibrateSettings(task="tiny_mc", variant="batch", n_train=4, n_val=4)
+    fitted, _ = fit_once(setup["model"], setup["lm"], setup["task"], options, tmp_path / "cal")
+    assert set(fitted.provenance["weights"]["layers"]) == {"0", "1"}
+    (tmp_path / "other").mkdir()
+    other = saved_task_and_model(tmp_path / "other", seed=4)["model_dir"]
+    with pytest.raises(CalibrationError, match=r"cal/calibration.json: fitted on .*, whose weights differ from this model's"):
+        TarotHFLM(pretrained=str(other), device="cpu", batch_size=8, calibration=str(tmp_path / "cal"))
+    TarotHFLM(pretrained=str(other), device="cpu", batch_size=8, calibration=str(tmp_path / "cal"), allow_transfer=True)
+    TarotHFLM(pretrained=str(setup["model_dir"]), device="cpu", batch_size=8, calibration=str(tmp_path / "cal"))
+    old = Calibration("tiny_mc", "batch", fitted.log_prior, {k: v for k, v in fitted.provenance.items() if k != "weights"})
+    calibrations.save(tmp_path / "old", old)
+    TarotHFLM(pretrained=str(other), device="cpu", batch_size=8, calibration=str(tmp_path / "old"))
+    assert "records no weight fingerprint" in caplog.text

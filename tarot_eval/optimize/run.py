@@ -72,6 +72,8 @@ class Problem:
             wanted = max(objectives.MIX_SHOTS) if settings.prompt.demonstrations == "mix" else settings.prompt.shots(task, -1)
             docs = objectives.with_demonstrations(docs, ordered, wanted)
         self.docs = docs
+        if settings.calibration:  # on the unedited weights: a calibration fitted on another model is refused
+            calibrations.check_weights(calibrations.load(settings.calibration), model)
         self.train = objectives.build_examples(task, lm, docs.train, settings.prompt, docs.demonstrations)
         self.validation = (
             objectives.build_examples(task, lm, docs.validation, settings.prompt, docs.demonstrations) if docs.validation else []
