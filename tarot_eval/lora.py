@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -26,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import checkpoint, run_lock, selection, settings as settings_fields
+from tarot_eval import architectures, checkpoint, run_lock, selection, settings as settings_fields
 from tarot_eval import objective as objectives
 from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE
 from tarot_eval.settings import ModelSettings, setting
 
+log = logging.getLogger(__name__)
 RESULT_NAME = "result.json"
 ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes
 
@@ -151,6 +153,7 @@ def train(model, lm, task, options: LoraSettings, out: str | Path) -> dict:
         model.train(was_training)
     result = {"settings": options.record(), "train_docs": [i for i, _ in docs.train],
               "validation_docs": [i for i, _ in docs.validation], "base_model": checkpoint.model_identity(model),
+              "weights": checkpoint.weight_fingerprint(model, range(architectures.geometry(model).num_layers)),
               "chosen_step": chosen, "candidates": pool, "improved": improved, "shipped": shipped,
               "scores": {"base": base, "chosen": {"train": {"value": trace[chosen][TRAIN_VALUE], "accuracy": trace[chosen][TRAIN_ACCURACY]},
                                                   "validation": val[chosen]}},
@@ -159,24 +162,38 @@ def train(model, lm, task, options: LoraSettings, out: str | Path) -> dict:
     return result
 
 
-def done(out: str | Path, options: LoraSettings) -> bool:
-    """Whether `out` holds this run's adapter; one from other settings is refused, never overwritten."""
+def done(out: str | Path, options: LoraSettings, model) -> bool:
+    """Whether `out` holds this run's adapter, trained on `model`; one from other settings or another model is
+    refused, never overwritten (one written before the model was recorded is taken, with a warning)."""
     path = Path(out) / RESULT_NAME
     if not path.is_file():
         return False
     try:
-        recorded = json.loads(path.read_text(encoding="utf-8")).get("settings")
+        result = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise LoraError(f"{path}: corrupt JSON ({error}); move the folder away to train again") from None
-    if recorded != json.loads(json.dumps(options.record())):
+    if result.get("settings") != json.loads(json.dumps(options.record())):
         raise LoraError(f"{path}: trained with other settings; delete that folder to train again, or use another --out")
+    mine = checkpoint.model_identity(model)
+    if not isinstance(result.get("base_model"), dict) or not isinstance(result.get("weights"), dict):
+        log.warning("%s records no weight fingerprint of its model (written before it was): not checked", path)
+        return True
+    why = (f"its shapes are those of {result['base_model'].get('name')}"
+           if result["base_model"].get("fingerprint") != mine["fingerprint"] else None)
+    if why is None:
+        stored = result["weights"].get("layers", {})
+        actual = checkpoint.weight_fingerprint(model, [int(layer) for layer in stored])
+        why = checkpoint.weight_difference(stored, actual["layers"])
+    if why:
+        raise LoraError(f"{path}: an adapter trained on another model ({why}); delete that folder to train again, "
+                        "or use another --out")
     return True
 
 
 def train_once(model, lm, task, options: LoraSettings, out: str | Path) -> dict | None:
-    """`train` unless `out` already holds this run (None then); holds `out`'s lock throughout."""
+    """`train` unless `out` already holds this run on this model (None then); holds `out`'s lock throughout."""
     with run_lock.hold(out):
-        return None if done(out, options) else train(model, lm, task, options, out)
+        return None if done(out, options, model) else train(model, lm, task, options, out)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -69,12 +69,25 @@ def test_lm_evals_own_peft_model_arg_scores_the_saved_adapter(setup):
 def test_a_finished_run_is_kept_and_other_settings_are_refused(setup):
     adapter = setup["root"] / "adapter"
     stamp = (adapter / "result.json").stat().st_mtime_ns
-    assert done(adapter, setup["options"])
+    assert done(adapter, setup["options"], setup["model"])
     assert train_once(setup["model"], setup["lm"], load_task(setup["include"]), setup["options"], adapter) is None
     assert (adapter / "result.json").stat().st_mtime_ns == stamp
     other = LoraSettings(**{**json.loads(json.dumps(setup["options"].record())), "lr": 0.5})
     with pytest.raises(LoraError, match="trained with other settings"):
-        done(adapter, other)
+        done(adapter, other, setup["model"])
+
+
+def test_an_adapter_of_another_model_is_not_taken_for_this_ones(setup, tmp_path):
+    """The done-check compares the model too: another family (other shapes), or the same shapes with other
+    weights, is refused rather than answered 'already there'."""
+    from conftest import tiny_model as tiny_family
+
+    adapter = setup["root"] / "adapter"
+    with pytest.raises(LoraError, match=r"an adapter trained on another model \(its shapes are those of"):
+        done(adapter, setup["options"], tiny_family("gpt2"))
+    reseeded = saved_task_and_model(tmp_path, seed=7)["model"]
+    with pytest.raises(LoraError, match=r"an adapter trained on another model \(layer 0 output projection"):
+        done(adapter, setup["options"], reseeded)
 
 
 def test_the_lora_command_trains_once_and_names_bad_settings(setup, tmp_path, capsys):
@@ -87,4 +100,4 @@ def test_the_lora_command_trains_once_and_names_bad_settings(setup, tmp_path, ca
     assert "chosen" in printed and f"peft={tmp_path / 'a'}" in printed
     assert cli.main(argv) == 0 and "already there" in capsys.readouterr().out
     assert cli.main([*argv, "--budget", "0"]) == 2
-    assert "--budget, --rank and --n-val must be at least 1" in capsys.readouterr().err
+    assert "--budget 0: must be at least 1" in capsys.readouterr().err
