@@ -243,6 +243,26 @@ def test_a_torn_samples_file_is_named(runs_root, tmp_path, capsys):
     assert code == 2 and f"{samples}:11: not a JSON line" in err
 
 
+def test_a_samples_file_torn_inside_a_utf8_character_is_named(runs_root, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_root, copy)
+    (samples,) = (copy / "rotation").rglob("samples_toy_a_*.jsonl")
+    lines = samples.read_bytes().splitlines(keepends=True)
+    samples.write_bytes(b"".join(lines[:4]) + "é".encode()[:1])  # killed between the two bytes of a character
+    code, _, err = compare(capsys, copy, "--out", tmp_path / "board")
+    assert code == 2 and f"{samples}:5: not UTF-8 text; the samples file is torn" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_samples_covering_fewer_documents_than_the_results_are_refused(runs_root, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    shutil.copytree(runs_root, copy)
+    (samples,) = (copy / "rotation").rglob("samples_toy_a_*.jsonl")
+    samples.write_text("".join(samples.read_text().splitlines(keepends=True)[:3]))  # cut short between lines
+    code, _, err = compare(capsys, copy, "--out", tmp_path / "board")
+    assert code == 2 and f"{samples}: holds 3 documents, but its results file reports 40 for toy_a" in err
+
+
 def test_folders_moved_aside_are_left_out(runs_root, tmp_path, capsys):
     copy = tmp_path / "copy"
     shutil.copytree(runs_root, copy)

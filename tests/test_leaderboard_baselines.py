@@ -116,10 +116,18 @@ def test_the_board_compares_every_baseline_with_base_on_the_same_task(grid):
         assert "Δ" in rows[method] and "sig +" in rows[method], method
 
 
-def test_compare_of_the_runs_folder_names_icl_runs_icl_not_base(grid):
+def test_compare_of_the_runs_folder_labels_cells_by_the_leaderboards_own_names(grid, tmp_path, capsys):
+    """A cell's record names its model and method, so a peft adapter's run (whose lm-eval config names no model
+    of its own) is the config's model and is tested against base like every other row."""
+    from tarot_eval import cli
+
     found = runs.read_runs(grid["out"] / "runs", "acc")
-    methods = {run.source.relative_to(grid["out"] / "runs").parts[1]: run.method for run in found}
-    assert methods["icl-2"] == "icl" and methods["base"] == "base"
+    labels = {run.source.relative_to(grid["out"] / "runs").parts[1]: (run.model, run.method) for run in found}
+    assert labels["icl-2"] == ("tiny", "icl-2") and labels["base"] == ("tiny", "base")
+    assert labels["lora"] == ("tiny", "lora")
+    assert cli.main(["compare", str(grid["out"] / "runs"), "--out", str(tmp_path / "board")]) == 0
+    lora_row = next(line for line in capsys.readouterr().out.splitlines() if "| lora " in line)
+    assert lora_row.startswith("| tiny") and "(Δ " in lora_row  # tested against base
 
 
 def test_a_second_run_of_the_grid_does_no_work(grid, tmp_path):

@@ -102,6 +102,17 @@ def inside_a_cell(path: Path, root: Path) -> bool:
                for index, part in enumerate(folders))
 
 
+def leaderboard_cell(source: Path) -> tuple[str, ...] | None:
+    """(model, method, ...) of a results file in a leaderboard cell, from the cell's record (the leaderboard's
+    own names: a peft adapter's run has no model name of its own), None elsewhere."""
+    try:
+        record = json.loads((source.parent / CELL_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    cell = record.get("cell") if isinstance(record, dict) else None
+    return tuple(cell.split(" (edit of ")[0].split("/")) if isinstance(cell, str) and cell.count("/") >= 2 else None
+
+
 def split_metric(metric: str) -> tuple[str, str | None]:
     name, _, filter_key = metric.partition(",")
     return name, filter_key or None
@@ -149,10 +160,15 @@ def n_documents(results: dict, task: str) -> int | None:
 
 def sample_lines(samples: Path) -> Iterator[tuple[int, dict]]:
     """(line number, sample) of a samples file; a line that is not JSON raises `CompareError` naming it."""
-    with samples.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
+    with samples.open("rb") as lines:
+        for number, raw in enumerate(lines, 1):
             try:
-                sample = json.loads(line)
+                sample = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise CompareError(
+                    f"{samples}:{number}: not UTF-8 text; the samples file is torn (an evaluation killed while "
+                    "writing it?): run that evaluation again"
+                ) from None
             except json.JSONDecodeError as error:
                 raise CompareError(
                     f"{samples}:{number}: not a JSON line ({error.msg}); the samples file is torn "
@@ -234,7 +250,10 @@ def read_runs(
             or _icl(source, root, method_from_config(results.get("config", {})))
             or run_folder_label(source, root, results)
         )
-        model = label_for(source, model_labels) or model_from_results(results, source)
+        cell = leaderboard_cell(source)
+        if cell is not None and not label_for(source, method_labels):
+            method = cell[1]
+        model = label_for(source, model_labels) or (cell[0] if cell else model_from_results(results, source))
         config = results.get("config", {})
         edited_on = (config.get("tarot_provenance") or {}).get("task") if config.get("tarot_rotations") else None
         runs.append(Run(source=source, model=model, method=method, scores=scores, seed=seed_from_path(source, root),

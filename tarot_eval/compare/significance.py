@@ -58,6 +58,9 @@ def read_outcomes(score: TaskScore) -> dict[int, Outcome]:
         if doc_id in outcomes:
             raise CompareError(f"{score.samples}: doc_id {doc_id} appears twice")
         outcomes[doc_id] = Outcome(sample["doc_hash"], sample["target_hash"], float(value))
+    if score.n_documents is not None and len(outcomes) != score.n_documents:
+        raise CompareError(f"{score.samples}: holds {len(outcomes)} documents, but its results file reports "
+                           f"{score.n_documents} for {score.task} (a samples file cut short?); run that evaluation again")
     return outcomes
 
 
