@@ -122,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
     if n_train < 1 or n_val < 0:
         raise UsageError(f"need --n-train >= 1 and --n-val >= 0, got {n_train} and {n_val}")
     budget = args.budget if args.budget is not None else DEFAULT_BUDGET[args.trainer]
+    for flag, value in (("--max-new-tokens", args.max_new_tokens), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} {value}: must be at least 1")
     scorer = get_scorer(args.reward, name, **options)
     load_split = prompt_sets.imdb_prompts if prompt_set == "imdb" else prompt_sets.toxicity_prompts
     try:

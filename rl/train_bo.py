@@ -45,51 +45,51 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: BOTrain
     space = SearchSpace.parse(settings.space, "rotation", edit.params.shape, settings.bounds, seed=settings.seed)
     config = {"trainer": "bo", **asdict(settings), **setting.describe(), "base_model": checkpoint.model_identity(model)}
     config.pop("budget")  # a resumed run may extend its budget
-    record = RunRecord(out, config)
-    started = time.perf_counter()
-    with edit.attached(model) as handle:
-        def measure(params, split: str = "train", fluency: bool = False) -> GreedyScore:
-            handle.params = params
-            return setting.measure(model, tokenizer, split, handle, fluency)
+    with RunRecord(out, config) as record:  # a new run that fails before its first evaluation leaves no record
+        started = time.perf_counter()
+        with edit.attached(model) as handle:
+            def measure(params, split: str = "train", fluency: bool = False) -> GreedyScore:
+                handle.params = params
+                return setting.measure(model, tokenizer, split, handle, fluency)
 
-        identity = edit.params.clone()
-        base = record.score("base:train", lambda: timed_entry(lambda: measure(identity)))
+            identity = edit.params.clone()
+            base = record.score("base:train", lambda: timed_entry(lambda: measure(identity)))
 
-        def evaluate(x) -> ObjectiveValue:
-            score = measure(space.to_params(x).float())
-            return ObjectiveValue(score.reward, score.flagged_rate)
+            def evaluate(x) -> ObjectiveValue:
+                score = measure(space.to_params(x).float())
+                return ObjectiveValue(score.reward, score.flagged_rate)
 
-        bayesian.run(evaluate, space, record, settings.budget, settings.seed, settings.bo)
-        train_scores = record.values()
-        pool = selection.candidates(train_scores, settings.select_k)
-        params = {i: space.to_params(record.point(i)).float().clone() for i in pool}
-        if setting.validation_prompts:
-            def validation(key: str, params_) -> dict:
-                return record.score(key, lambda: timed_entry(lambda: measure(params_, "validation", fluency=True)))
+            bayesian.run(evaluate, space, record, settings.budget, settings.seed, settings.bo)
+            train_scores = record.values()
+            pool = selection.candidates(train_scores, settings.select_k)
+            params = {i: space.to_params(record.point(i)).float().clone() for i in pool}
+            if setting.validation_prompts:
+                def validation(key: str, params_) -> dict:
+                    return record.score(key, lambda: timed_entry(lambda: measure(params_, "validation", fluency=True)))
 
-            base_entry = validation("base:validation", identity)
-            entries = {i: validation(f"validation:{i}", params[i]) for i in pool}
-            base_reward, rewards = base_entry["reward"], {i: entries[i]["reward"] for i in pool}
-            fluency = {i: Fluency(**entries[i]["fluency"]) for i in pool if "fluency" in entries[i]}
-            base_fluency = Fluency(**base_entry["fluency"]) if "fluency" in base_entry else None
-        else:  # chosen on the training reward alone, as the paper (no fluency guard)
-            base_reward, rewards, fluency, base_fluency = base["reward"], {i: train_scores[i] for i in pool}, {}, None
-    chosen = guarded_selection(setting, settings.layers, params, rewards, fluency, base_reward, base_fluency,
-                               "chosen_evaluation", train_scores)
-    before = GreedyScore(base["reward"], base["flagged_rate"], base["continuations"])
-    details = {
-        "search_space": space.spec,
-        "layers": list(settings.layers),
-        "bounds": list(settings.bounds),
-        "seed": settings.seed,
-        "budget": settings.budget,
-        "evaluations": len(record.trace),
-        "select_k": settings.select_k,
-        "bo": settings.bo.as_dict(),
-        "surrogate": bayesian.surrogate_quality(record.trace),
-        "session_seconds": round(time.perf_counter() - started, 2),
-    }
-    # every reward evaluation of every session of a resumed run
-    seconds = sum(entry.get("wall_s", 0.0) for entry in [*record.scores.values(), *record.trace])
-    return save_result(model, tokenizer, chosen, settings.bounds, out, "bo", setting, before, seconds, details)
+                base_entry = validation("base:validation", identity)
+                entries = {i: validation(f"validation:{i}", params[i]) for i in pool}
+                base_reward, rewards = base_entry["reward"], {i: entries[i]["reward"] for i in pool}
+                fluency = {i: Fluency(**entries[i]["fluency"]) for i in pool if "fluency" in entries[i]}
+                base_fluency = Fluency(**base_entry["fluency"]) if "fluency" in base_entry else None
+            else:  # chosen on the training reward alone, as the paper (no fluency guard)
+                base_reward, rewards, fluency, base_fluency = base["reward"], {i: train_scores[i] for i in pool}, {}, None
+        chosen = guarded_selection(setting, settings.layers, params, rewards, fluency, base_reward, base_fluency,
+                                   "chosen_evaluation", train_scores)
+        before = GreedyScore(base["reward"], base["flagged_rate"], base["continuations"])
+        details = {
+            "search_space": space.spec,
+            "layers": list(settings.layers),
+            "bounds": list(settings.bounds),
+            "seed": settings.seed,
+            "budget": settings.budget,
+            "evaluations": len(record.trace),
+            "select_k": settings.select_k,
+            "bo": settings.bo.as_dict(),
+            "surrogate": bayesian.surrogate_quality(record.trace),
+            "session_seconds": round(time.perf_counter() - started, 2),
+        }
+        # every reward evaluation of every session of a resumed run
+        seconds = sum(entry.get("wall_s", 0.0) for entry in [*record.scores.values(), *record.trace])
+        return save_result(model, tokenizer, chosen, settings.bounds, out, "bo", setting, before, seconds, details)
 

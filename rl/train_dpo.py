@@ -137,11 +137,8 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: DPOSett
                          f"{settings.diversity}")
     config = {"trainer": "dpo", **asdict(settings), **setting.describe(), "base_model": checkpoint.model_identity(model)}
     config.pop("rounds")  # a resumed run may add rounds
-    record = RunRecord(out, config)
-    try:
+    with RunRecord(out, config) as record:  # a new run that fails before its first round leaves no record
         return _train(model, tokenizer, setting, settings, out, record)
-    finally:
-        record.close()
 
 
 def _train(model, tokenizer, setting: RewardSetting, settings: DPOSettings, out, record: RunRecord) -> TrainResult:

@@ -145,3 +145,9 @@ def test_lora_and_optimize_value_checks_are_one_line(task_folder, saved_tiny_lla
     code, line = last_line_cli(capsys, "optimize", *common, "--angle-limit", "pi/0")
     assert code == 2 and "angle limit 'pi/0' is not a number or a multiple of pi" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_rl_generation_flags_below_one_are_refused_before_any_run_record(tmp_path, capsys):
+    code, line = last_line_cli(capsys, "rl", "--reward", "sentiment", "--max-new-tokens", "0", "--out", tmp_path / "rl")
+    assert (code, line) == (2, "tarot-eval rl: error: --max-new-tokens 0: must be at least 1")
+    assert not (tmp_path / "rl").exists()

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -91,6 +91,7 @@ class RunRecord:
 
     def __init__(self, directory: str | Path, config: dict):
         self.directory = Path(directory)
+        self.started_here = False  # this record's run.json was written now (not resumed)
         self._lock = run_lock.acquire(self.directory)
         try:
             self._open(json.loads(json.dumps(config)))  # normalize tuples etc. to what JSON stores
@@ -116,6 +117,7 @@ class RunRecord:
             tmp = config_path.with_suffix(".tmp")
             tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
             os.replace(tmp, config_path)
+            self.started_here = True
         self.config = config
         self.trace = read_lines(self.directory / TRACE_NAME, repair=True)
         for position, entry in enumerate(self.trace):
@@ -137,8 +139,20 @@ class RunRecord:
     def __enter__(self) -> RunRecord:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is not None:
+            self.discard_if_unused()
         self.close()
+
+    def discard_if_unused(self) -> None:
+        """A run started here that failed before its first evaluation leaves no record (its run.json would refuse
+        the corrected command); a resumed run's record, or one holding evaluations, is never removed."""
+        if not self.started_here or self.trace:
+            return
+        for name in (CONFIG_NAME, TRACE_NAME, SCORES_NAME):
+            (self.directory / name).unlink(missing_ok=True)
+        with suppress(OSError):
+            (self.directory / POINTS_DIR).rmdir()
 
     @contextmanager
     def _readable(self, index: int) -> Iterator[Path]:
