@@ -72,6 +72,8 @@ def _check_destination(out: Path, protected: dict[str, Path], overwrite: bool) -
 def _write_in_place(out: Path, write) -> None:
     """Run `write(folder)` on a temporary folder beside `out`, then swap it in; the old `out` goes last."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.export-*"):  # the scratch of an export that was killed (model-sized)
+        shutil.rmtree(stale, ignore_errors=True)
     scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export-"))
     staging, aside = scratch / "new", scratch / "old"
     try:

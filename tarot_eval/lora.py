@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         for split, score in result["scores"][who].items():
             print(f"  {who:6s} {split:10s} objective {score['value']:.4f}  acc {score['accuracy']:.3f}")
     if not result["improved"]:
-        print(selection.not_improved_banner("validation documents", result["shipped"]))
+        print(selection.not_improved_banner("validation documents", result["shipped"], flag=None,
+                                            kept_as="the untrained adapter (B = 0)"))
     print(f"adapter: {options.out} (lm_eval --model hf --model_args pretrained=...,peft={options.out})")
     return 0

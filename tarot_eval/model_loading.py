@@ -13,6 +13,9 @@ def resolve(pretrained: str | None) -> tuple[str, str | None]:
     """(pretrained, gguf_file) for transformers / lm-eval: None -> embedded default; a .gguf path -> (dir, name)."""
     if pretrained is None or pretrained == "":
         return str(converted_dir()), None
+    text = str(pretrained)
+    if text.startswith((".", "/", "~")) and not Path(text).expanduser().exists():
+        raise FileNotFoundError(f"model not found: {pretrained} (no such file or folder)")
     if str(pretrained).endswith(".gguf"):
         path = Path(pretrained).expanduser()  # configs name cached files as ~/.cache/...
         if not path.is_file():

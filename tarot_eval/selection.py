@@ -37,11 +37,11 @@ def decide(chosen_score: float, base_score: float, ship_unimproved: bool) -> tup
     return improved, "chosen" if improved or ship_unimproved else "identity"
 
 
-def not_improved_banner(what: str, shipped: str) -> str:
+def not_improved_banner(what: str, shipped: str, flag: str | None = SHIP_UNIMPROVED_FLAG, kept_as: str = "the identity edit") -> str:
     """The loud notice a command prints when no candidate beat the base model on `what`
-    (e.g. "validation documents", "validation reward")."""
+    (e.g. "validation documents", "validation reward"); `flag`: the command's flag that ships it anyway (None: none)."""
     line = "!" * 78
-    kept = (f"It is saved anyway ({SHIP_UNIMPROVED_FLAG}), with `improved: false` in its provenance."
-            if shipped == "chosen" else
-            f"The checkpoint holds the identity edit (the base model); {SHIP_UNIMPROVED_FLAG} saves the chosen edit.")
+    anyway = f" ({flag})" if flag else ""
+    kept = (f"It is saved anyway{anyway}, with `improved: false` in its provenance." if shipped == "chosen" else
+            f"The output holds {kept_as} (the base model)" + (f"; {flag} saves the chosen edit." if flag else "."))
     return f"{line}\nNOT IMPROVED: the chosen edit does not beat the base model on {what}.\n{kept}\n{line}"

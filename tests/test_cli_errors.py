@@ -151,3 +151,10 @@ def test_rl_generation_flags_below_one_are_refused_before_any_run_record(tmp_pat
     code, line = last_line_cli(capsys, "rl", "--reward", "sentiment", "--max-new-tokens", "0", "--out", tmp_path / "rl")
     assert (code, line) == (2, "tarot-eval rl: error: --max-new-tokens 0: must be at least 1")
     assert not (tmp_path / "rl").exists()
+
+
+def test_a_missing_model_path_is_named_as_a_path(task_folder, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, line = last_line_cli(capsys, "optimize", "--task", "tiny_mc", "--include-path", task_folder,
+                               "--model", "./no/such/model", "--out", tmp_path / "out")
+    assert (code, line) == (2, "tarot-eval optimize: error: model not found: ./no/such/model (no such file or folder)")

@@ -79,6 +79,14 @@ def test_non_empty_out_needs_overwrite_and_is_then_replaced_whole(tmp_path, save
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "merged", "tiny-llama"]  # no staging left behind
 
 
+def test_the_scratch_of_a_killed_export_is_cleared(tmp_path, saved_tiny_llama, ckpt):
+    stale = tmp_path / ".merged.export-killed" / "new"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(b"\0" * 1024)  # what a SIGKILL mid-write leaves
+    assert _export(ckpt, tmp_path / "merged", saved_tiny_llama) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "merged", "tiny-llama"]
+
+
 def test_a_failed_write_leaves_the_old_out_untouched(tmp_path, saved_tiny_llama, ckpt, monkeypatch, capsys):
     out = tmp_path / "merged"
     out.mkdir()
