@@ -46,6 +46,7 @@ EXPECTED = (
     ("tarot_eval.leaderboard.config", "ConfigError"),
     ("tarot_eval.leaderboard.plan", "PlanError"),
     ("tarot_eval.default_model", "DefaultModelMissing"),
+    ("tarot_eval.model_loading", "ModelLoadingError"),
     ("tarot_eval.tasks.data_sources", "TaskDataError"),
     ("tarot_eval.rl.rewards", "ScorerUnavailable"),
     ("tarot_eval.tasks.prompts", "PromptsUnavailable"),

@@ -114,7 +114,7 @@ def export(
     head_edit = checkpoint.load(rotations, model, allow_transfer=allow_transfer)
     sites = architectures.attention_sites(model, head_edit.layers)
     if any(site.value_bias is not None and site.out_proj.bias is None for site in sites):
-        raise ValueError(
+        raise ExportError(
             f"{model.config.model_type}: folding around the value bias adds a bias to o_proj, which this "
             "architecture's HF class cannot load; evaluate with `--model tarot-hf` instead of exporting"
         )

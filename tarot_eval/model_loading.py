@@ -24,16 +24,29 @@ def resolve(pretrained: str | None) -> tuple[str, str | None]:
     return str(pretrained), None
 
 
+class ModelLoadingError(ValueError):
+    """A model setting that names nothing loadable (an unknown dtype)."""
+
+
+def torch_dtype(dtype):
+    """The torch dtype named `dtype` ("float32", "bfloat16", ...), or `dtype` itself when it already is one."""
+    import torch
+
+    found = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(found, torch.dtype):
+        raise ModelLoadingError(f"--dtype {dtype!r}: not a torch dtype (e.g. float32, bfloat16, float16)")
+    return found
+
+
 def load_model_and_tokenizer(pretrained: str | None = None, dtype="float32", device: str = "cpu"):
     """Model (eval mode) and tokenizer from an HF id, a local dir, a .gguf file, or None for the default."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    dtype = torch_dtype(dtype)
     name, gguf_file = resolve(pretrained)
     if gguf_file is not None:
-        model, tokenizer = load_gguf(Path(name) / gguf_file, dtype=torch_dtype)
+        model, tokenizer = load_gguf(Path(name) / gguf_file, dtype=dtype)
     else:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     return model.to(device).eval(), tokenizer

@@ -158,3 +158,13 @@ def test_a_missing_model_path_is_named_as_a_path(task_folder, tmp_path, capsys, 
     code, line = last_line_cli(capsys, "optimize", "--task", "tiny_mc", "--include-path", task_folder,
                                "--model", "./no/such/model", "--out", tmp_path / "out")
     assert (code, line) == (2, "tarot-eval optimize: error: model not found: ./no/such/model (no such file or folder)")
+
+
+@pytest.mark.parametrize("flags, message", [(["--select-k", "0"], "--select-k 0: must be at least 1"),
+                                            (["--batch-size", "0"], "--batch-size 0: must be at least 1"),
+                                            (["--dtype", "float33"], "--dtype 'float33': not a torch dtype")])
+def test_optimize_values_that_name_nothing_are_one_line(task_folder, saved_tiny_llama, tmp_path, capsys, flags, message):
+    code, line = last_line_cli(capsys, "optimize", "--task", "tiny_mc", "--include-path", task_folder, "--model",
+                               saved_tiny_llama, "--out", tmp_path / "out", *flags)
+    assert code == 2 and line == f"tarot-eval optimize: error: {message}" + (
+        " (e.g. float32, bfloat16, float16)" if "dtype" in message else ""), line

@@ -38,8 +38,17 @@ def test_value_bias_models_are_not_exported_silently(tmp_path, tiny_tokenizer):
     tiny_tokenizer.save_pretrained(tmp_path / "qwen")
     edit = HeadEdit.identity(model, "rotation", (0,))
     ckpt = checkpoint.save(tmp_path / "ckpt", edit, model)
-    with pytest.raises(ValueError, match="adds a bias to o_proj"):
+    with pytest.raises(export.ExportError, match="adds a bias to o_proj"):
         export.export(ckpt, tmp_path / "merged", str(tmp_path / "qwen"))
+
+
+def test_export_dtype_and_value_bias_refusals_are_one_line(tmp_path, tiny_tokenizer, saved_tiny_llama, ckpt, capsys):
+    _refused(capsys, r"--dtype 'float33': not a torch dtype", ckpt, tmp_path / "m1", saved_tiny_llama, "--dtype", "float33")
+    model = tiny_model("qwen2")
+    model.save_pretrained(tmp_path / "qwen")
+    tiny_tokenizer.save_pretrained(tmp_path / "qwen")
+    qwen_ckpt = checkpoint.save(tmp_path / "qckpt", HeadEdit.identity(model, "rotation", (0,)), model)
+    _refused(capsys, r"qwen2: folding around the value bias adds a bias to o_proj", qwen_ckpt, tmp_path / "m2", tmp_path / "qwen")
 
 
 @pytest.fixture

@@ -75,6 +75,9 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
     def __post_init__(self):  # checked where the settings are made, before any model loads
         if self.budget < 1:
             raise SettingsError(f"--budget must be at least 1 evaluation, got {self.budget}")
+        for name in ("select_k", "batch_size", "n_train"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
 
     def run_settings(self, num_layers: int) -> Settings:
         """The typed run config for a model of `num_layers` layers; a value it refuses is a SettingsError."""
