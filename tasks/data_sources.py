@@ -120,11 +120,12 @@ def _read_bigbench_json(path: Path) -> list[dict]:
         isinstance(example, dict)
         and isinstance(example.get("input"), str)
         and isinstance(example.get("target_scores"), dict)
+        and all(isinstance(score, (int, float)) and not isinstance(score, bool) for score in example["target_scores"].values())
         for example in examples
     )
     if not well_formed:
         raise TaskDataError(
             f"{path} is not a BIG-bench multiple-choice task: expected a non-empty "
-            '"examples" list of {"input": str, "target_scores": {choice: score}}.'
+            '"examples" list of {"input": str, "target_scores": {choice: number}}.'
         )
     return examples

@@ -327,6 +327,7 @@ def test_data_dir_that_is_missing_or_lacks_the_file_is_named(monkeypatch, tmp_pa
         ('{"examples": [', "is not valid JSON"),
         ('{"examples": [{"input": "x", "target": "y"}]}', "is not a BIG-bench multiple-choice task"),
         ("[1, 2]", "is not a BIG-bench multiple-choice task"),
+        ('{"examples": [{"input": "x", "target_scores": {"a": "1", "b": "0"}}]}', "is not a BIG-bench multiple-choice task"),
     ],
 )
 def test_malformed_bigbench_json_names_the_file_and_problem(monkeypatch, tmp_path, content, problem):
