@@ -182,16 +182,101 @@ def main() -> None:
     assert not (work / "PWNED").exists(), "the payload ran"
     case("tarot-eval lm-eval: unknown task", tarot("lm-eval", "--model", "tarot-hf", "--model_args", "pretrained=tiny/model",
          "--tasks", "tarot_nope"), work, "test_cli_errors::test_lm_eval_unknown_task_is_one_line")
+    # round two (issue #33): each of these gave a traceback, wrote outside its folder or went unchecked
+    tasks = REPO / "tasks"
+    (work / "victim").mkdir()
+    (work / "victim/mine.txt").write_text("the user's own file")
+    (work / "escape/deep/er").mkdir(parents=True)
+    (work / "escape/deep/er/lb.yaml").write_text(
+        "models:\n  tiny: {pretrained: ../../../tiny/model}\ntasks:\n  zero_shot: ['../../../../victim']\nmethods:\n  base: null\n")
+    case("leaderboard: a task named ../../../../victim (wrote outside --out)", tarot("leaderboard", "--config",
+         "escape/deep/er/lb.yaml", "--out", "escape/deep/er/out"), work,
+         "test_leaderboard::test_names_that_leave_out_and_repeated_keys_are_refused")
+    (work / "project/src").mkdir(parents=True)
+    (work / "project/src/main.py").write_text("print('mine')\n")
+    (work / "project/NOTES.md").write_text("mine\n")
+    case("export --overwrite into a folder that is no export (deleted it)", tarot("export", "--model", "tiny/model",
+         "--rotations", "tiny/rotations", "--out", "project", "--overwrite"), work,
+         "test_export::test_non_empty_out_needs_overwrite_and_is_then_replaced_whole")
+    run(tarot("calibrate", "--model", "tiny/model", "--task", "tarot_navigate", "--variant", "batch", "--n-train", "2",
+              "--n-val", "2", "--out", "cal"), work).check_returncode()
+    case("a calibration fitted on one model applied to another", tarot("lm-eval", *lm_eval("pretrained=other,calibration=cal")[1:]),
+         work, "test_calibration::test_a_calibration_is_refused_on_other_weights_unless_transfer_is_allowed")
+    lora = tarot("lora", "--task", "tarot_navigate", "--n-train", "2", "--n-val", "2", "--budget", "1", "--out", "lo")
+    run([*lora, "--model", "tiny/model"], work).check_returncode()
+    case("lora: a folder holding another model's adapter (answered 'already there')", [*lora, "--model", "other"], work,
+         "test_lora::test_an_adapter_of_another_model_is_not_taken_for_this_ones")
+    case("optimize: --layers 1-0 (an empty edit, saved)", [*optimize, "--layers", "1-0", "--out", "r2a"], work,
+         "test_cli_errors::test_lora_and_optimize_value_checks_are_one_line")
+    case("optimize: --layers 1,1,0", [*optimize, "--layers", "1,1,0", "--out", "r2b"], work, "test_settings / parse_layers")
+    case("optimize: --angle-limit pi/0", [*optimize, "--angle-limit", "pi/0", "--out", "r2c"], work,
+         "test_cli_errors::test_lora_and_optimize_value_checks_are_one_line")
+    for flag, value in (("--dtype", "float33"), ("--select-k", "0"), ("--batch-size", "0")):
+        case(f"optimize: {flag} {value}", [*optimize, flag, value, "--out", f"r2-{flag[2:]}"], work,
+             "test_cli_errors::test_optimize_values_that_name_nothing_are_one_line")
+    (work / "jinja").mkdir()
+    for name, template in (("jinja_filter", "{{input | nosuchfilter}}"), ("jinja_syntax", "{{input }")):
+        (work / "jinja" / f"{name}.yaml").write_text(f"include: {tasks / 'tarot_navigate.yaml'}\ntask: {name}\n"
+                                                     f"doc_to_text: {template!r}\n")
+        case(f"optimize: a task template with {'an unknown Jinja filter' if 'filter' in name else 'a Jinja syntax error'}",
+             [*optimize[:4], "--task", name, "--include-path", "jinja", "--n-train", "2", "--n-val", "2", "--out", f"r2-{name}"],
+             work, "test_cli_errors::test_a_task_template_jinja_refuses_is_one_line")
+    for name, content in (("five", b"5"), ("null", b"null"), ("latin1", b'{"method": "caf\xe9"}')):
+        shutil.copytree(ckpt, work / f"ckpt_{name}")
+        (work / f"ckpt_{name}" / "tarot_config.json").write_bytes(content)
+        case(f"tarot-hf: tarot_config.json that is {name}", tarot("lm-eval", *lm_eval(f"pretrained=tiny/model,rotations=ckpt_{name}")[1:]),
+             work, "test_checkpoint::test_a_config_that_is_no_object_or_no_utf8_is_named")
+    run([sys.executable, "-c", (
+        "import shutil, torch; from transformers import AutoModelForCausalLM; "
+        f"m = AutoModelForCausalLM.from_pretrained('{work}/tiny/model'); shutil.copytree('{work}/tiny/model', '{work}/pickled'); "
+        f"[p.unlink() for p in __import__('pathlib').Path('{work}/pickled').glob('*.safetensors')]; "
+        f"torch.save(m.state_dict(), '{work}/pickled/pytorch_model.bin')")], REPO).check_returncode()
+    case("tarot-hf: a model folder holding a pickled pytorch_model.bin", tarot("lm-eval", *lm_eval("pretrained=pickled")[1:]),
+         work, "test_cli_errors (library_failure: UnpicklingError)")
+    case("export --dtype float33", tarot("export", "--model", "tiny/model", "--rotations", "tiny/rotations", "--out", "x1",
+         "--dtype", "float33"), work, "test_export::test_export_dtype_and_value_bias_refusals_are_one_line")
+    case("lora --target-modules nosuch_proj", [*lora[:-2], "--out", "lo2", "--model", "tiny/model", "--target-modules",
+         "nosuch_proj"], work, "test_cli_errors::test_lora_target_modules_peft_cannot_match_are_one_line")
+    case("lora --lr nan", [*lora[:-2], "--out", "lo3", "--model", "tiny/model", "--lr", "nan"], work,
+         "test_cli_errors::test_lora_and_optimize_value_checks_are_one_line")
+    board = (REPO / "configs/ci_tiny_leaderboard.yaml").read_text()
+    for fault, text in (("a non-UTF-8 byte", board.encode() + b"# caf\xe9\n"),
+                        ("dtype: float33", board.replace("angle_limit: pi/4", "angle_limit: pi/4\n    dtype: float33").encode()),
+                        ("angle_limit: pi/0", board.replace("angle_limit: pi/4", "angle_limit: pi/0").encode()),
+                        ("layers: '0,0'", board.replace("layers: 0-1", "layers: '0,0'").encode()),
+                        ("a method listed twice", board.replace("  base: null\n", "  base: null\n  rotation: {method: rescale}\n").encode()),
+                        ("lora rank: -2", board.replace("  base: null\n", "  base: null\n  lora: {method: lora, rank: -2}\n").encode()),
+                        ("lora target_modules: nosuch", board.replace(
+                            "  base: null\n", "  base: null\n  lora: {method: lora, target_modules: nosuch}\n").encode())):
+        path = work / f"board-{len(ROWS)}.yaml"
+        path.write_bytes(text)
+        case(f"leaderboard config: {fault}", tarot("leaderboard", "--config", path.name, "--out", f"b-{len(ROWS)}", "--dry-run"),
+             work, "test_leaderboard / test_leaderboard_baselines (bad settings named before any work)")
+    shutil.copytree(work / "torn_runs", work / "torn_utf8")
+    for samples in (work / "torn_utf8").rglob("samples_*.jsonl"):
+        samples.write_bytes(samples.read_bytes().splitlines(keepends=True)[0] + "é".encode()[:1])
+    case("compare: a samples file torn inside a UTF-8 character", tarot("compare", "torn_utf8", "--out", "board5"), work,
+         "test_compare::test_a_samples_file_torn_inside_a_utf8_character_is_named")
+    rl = tarot("rl", "--reward", "sentiment", "--model", "tiny/model", "--n-train", "2", "--n-val", "0", "--budget", "1")
+    case("rl --max-new-tokens 0 (left a run.json refusing the corrected command)", [*rl, "--max-new-tokens", "0", "--out", "rl1"],
+         work, "test_cli_errors::test_rl_generation_flags_below_one_are_refused_before_any_run_record")
+    assert not (work / "rl1" / "run.json").exists(), "a refused rl run left a record"
+    case("rl --layers 1-0", [*rl, "--layers", "1-0", "--out", "rl2"], work, "settings.parse_layers (every command)")
+    case("a model path that does not exist", [*optimize[:1], "optimize", "--model", "./no/such/model", "--task", "tarot_navigate",
+         "--out", "o9"], work, "test_cli_errors::test_a_missing_model_path_is_named_as_a_path")
     # the traceback on request
     proc = run([*optimize[:4], "--task", "tarot_nope", "--out", "o7"], work, {"TAROT_EVAL_DEBUG": "1"})
     ROWS.append(("the traceback on request", "TAROT_EVAL_DEBUG=1 tarot-eval optimize ... --task tarot_nope", proc.returncode,
                  f"{len(proc.stderr.splitlines())} lines, starting {proc.stderr.splitlines()[0]!r}",
                  "test_cli_errors::test_debug_reraises_with_the_traceback"))
 
+    tracebacks = sum("Traceback" in line or line.startswith(("File ", "raise ")) for _, _, _, line, _ in ROWS)
     print("| # | fault | command | rc | printed (last line) | test |\n|---|---|---|---|---|---|")
     for i, (fault, command, rc, line, test) in enumerate(ROWS, 1):
         cell = line.replace("|", "\\|")[:400]
         print(f"| {i} | {fault} | `{command}` | {rc} | {cell} | {test} |")
+    print(f"\n{len(ROWS)} rows; {sum(rc == 2 for _, _, rc, _, _ in ROWS)} exit 2 with one line; "
+          f"rows whose last line is part of a traceback: {tracebacks}")
     shutil.rmtree(work)
 
 

@@ -19,7 +19,7 @@ from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint
 from tarot_eval.leaderboard.config import ConfigError, load
-from tarot_eval.leaderboard.plan import PlanError, optimizer_settings
+from tarot_eval.leaderboard.plan import optimizer_settings
 from tarot_eval.leaderboard.runner import check_tasks, run_leaderboard, task_manager
 
 TASK = "lb_toy"
