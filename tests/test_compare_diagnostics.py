@@ -133,3 +133,14 @@ def test_chart_marks_chance_and_majority(labelled_root):
     assert levels["chance"][:, 1].tolist() == [25.0, 25.0]
     assert levels["majority class"][:, 1].tolist() == pytest.approx([40.0, 40.0])
     assert levels["chance"][:, 0].tolist() == [-0.45, 0.45]  # across the task's group of bars
+
+
+def test_chart_hatches_and_flags_collapsed_cells_and_keeps_its_title_whole(labelled_root):
+    board = scoreboard.build(runs.read_runs(labelled_root, "acc"))
+    axes = Figure(figsize=(6, 4.5)).add_subplot()
+    chart.draw(axes, board)
+    hatched = {container.get_label(): container.patches[0].get_hatch() for container in axes.containers
+               if hasattr(container, "patches") and container.get_label() in PREDICTIONS}
+    assert hatched == {"majority": "xx", "collapsed": "xx", "almost": None, "spread": None}
+    assert sum(text.get_text().endswith("⚑") for text in axes.texts) == 2  # beside the significance mark, if any
+    assert all(len(line) <= 70 for line in axes.get_title(loc="left").splitlines())

@@ -2,13 +2,16 @@
 
 One group per task plus the average; per model x method x shots a bar at the mean over seeds, a
 point per seed, error bars of the sd over seeds (lm-eval's stderr for a single seed); per task a
-dashed line at chance and a dotted one at the majority-class rate.
+dashed line at chance and a dotted one at the majority-class rate. A cell whose predictions
+collapsed onto one choice (in any seed, as the table's ⚑collapsed) is hatched and marked `⚑` (`⚑k/n`
+over seeds): its accuracy is the share of that answer among the gold labels, not a skill.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import textwrap
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -43,6 +46,13 @@ def mark_of(cell: SeedCell | None) -> str:
     return "*" if len(cell.p_values) == 1 else f"{significant}/{len(cell.p_values)}"
 
 
+def collapsed_mark(cell: SeedCell | None) -> str:
+    """`⚑` when the cell's one seed collapsed onto one choice, `⚑k/n` for k of n seeds; else nothing."""
+    if cell is None or not cell.answers or not (collapsed := sum(one.collapsed for one in cell.answers)):
+        return ""
+    return "⚑" if len(cell.answers) == 1 else f"⚑{collapsed}/{len(cell.answers)}"
+
+
 def draw_levels(axes, board: Scoreboard, scale: float) -> None:
     """Chance and majority-class rate of each task, across its group of bars."""
     labelled = set()
@@ -75,15 +85,23 @@ def draw(axes, board: Scoreboard) -> None:
                 axes.plot([position] * len(spread.values), [value * scale for value in spread.values],
                           "o", color="black", markersize=3, zorder=3)
         for bar, cell, error in zip(bars, cells, errors):
-            if mark := mark_of(cell):
+            collapsed = collapsed_mark(cell)
+            if collapsed:
+                bar.set_hatch("xx")
+                bar.set_edgecolor("black")
+            if mark := " ".join(part for part in (mark_of(cell), collapsed) if part):
                 top = bar.get_height() + (0.0 if math.isnan(error) else error)
                 axes.annotate(mark, (bar.get_x() + bar.get_width() / 2, top), ha="center", va="bottom", fontsize="small")
+    if any(collapsed_mark(row.cells.get(task)) for row in rows for task in board.tasks):
+        axes.bar([math.nan], [math.nan], color="white", edgecolor="black", hatch="xx",
+                 label="⚑ collapsed: one choice ≥ 90% of the predictions")
     draw_levels(axes, board, scale)
     crowded = len(groups) > 4
     axes.set_xticks(range(len(groups)), groups, rotation=20 if crowded else 0, ha="right" if crowded else "center")
     axes.set_ylabel(f"{board.metric} (%)" if board.in_percent else board.metric)
     spread = "mean over seeds (points), error bars sd; k/n: seeds with" if board.seeded else "*"
-    axes.set_title(f"{board.metric} by task ({spread} p < {board.alpha:g} vs {board.base_method}, paired test)")
+    title = f"{board.metric} by task ({spread} p < {board.alpha:g} vs {board.base_method}, paired test)"
+    axes.set_title("\n".join(textwrap.wrap(title, 70)), loc="left", fontsize="medium")  # wrapped: never cut off
     axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
 
 
