@@ -31,9 +31,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
+from tarot_eval.tasks import data_sources  # noqa: E402
 
 from tarot_eval.model_loading import load_model_and_tokenizer  # noqa: E402
-from tarot_eval.tasks import data_sources  # noqa: E402
 from tarot_eval.objective import PromptOptions  # noqa: E402
 from tarot_eval.optimize.bo import SURROGATES, BOSettings, held_out_quality  # noqa: E402
 from tarot_eval.optimize.command import load_task  # noqa: E402

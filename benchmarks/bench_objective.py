@@ -27,8 +27,8 @@ from lm_eval.tasks import TaskManager
 from scipy.stats import spearmanr
 
 from tarot_eval import objective
-from tarot_eval.model_loading import load_model_and_tokenizer
 from tarot_eval.edit import HeadEdit
+from tarot_eval.model_loading import load_model_and_tokenizer
 from tarot_eval.scoring import ChoiceScorer, SequenceScorer, token_floor
 
 TASKS = ("tarot_navigate", "tarot_color", "tarot_agnews", "tarot_agnews_fewshot")

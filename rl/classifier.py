@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-
-from tarot_eval.rl.rewards import BUILTIN_SCORERS, TextScore, Scorer, ScorerUnavailable
+from tarot_eval.rl.rewards import BUILTIN_SCORERS, Scorer, ScorerUnavailable, TextScore
 
 # Label names picked when none is given, compared case-insensitively.
 DEFAULT_LABELS = {

@@ -15,11 +15,12 @@ import argparse
 import functools
 import sys
 
-from tarot_eval import settings as shared
-from tarot_eval.optimize.settings import SearchSettings
-from tarot_eval.cli import UsageError
 from tarot_eval.rl.layer_choice import AUTO
 from tarot_eval.tasks.prompts import TEST_PROMPTS
+
+from tarot_eval import settings as shared
+from tarot_eval.cli import UsageError
+from tarot_eval.optimize.settings import SearchSettings
 from tarot_eval.selection import not_improved_banner
 
 PROMPT_SETS = ("imdb", "rtp")
@@ -106,13 +107,14 @@ def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tarot_eval import architectures
-    from tarot_eval.model_loading import load_model_and_tokenizer
-    from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
-    from tarot_eval.tasks import prompts as prompt_sets
     from tarot_eval.rl import layer_choice
     from tarot_eval.rl.rewards import get_scorer
     from tarot_eval.rl.training import RewardSetting
+    from tarot_eval.tasks import prompts as prompt_sets
+
+    from tarot_eval import architectures
+    from tarot_eval.model_loading import load_model_and_tokenizer
+    from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 
     name, options = scorer_request(args)
     loading, edit, search = (group(**shared.given(args, group)) for group in

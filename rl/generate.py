@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
-
 from tarot_eval.rl.fluency import Fluency
 from tarot_eval.rl.rewards import Scorer
+from tqdm.auto import tqdm
 
 MAX_NEW_TOKENS = 24
 STOP = "\n\n"

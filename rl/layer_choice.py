@@ -16,8 +16,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from tarot_eval import checkpoint, run_lock
 from tarot_eval.rl.training import RESULT_NAME, TrainResult
+
+from tarot_eval import checkpoint, run_lock
 
 AUTO = "auto"
 

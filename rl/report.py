@@ -18,9 +18,10 @@ import statistics
 import sys
 from pathlib import Path
 
+from tarot_eval.rl import candidates_plot
+
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.generations import RunSamples, markdown, read_run, same_prompts
-from tarot_eval.rl import candidates_plot
 
 
 def parse_run(item: str) -> tuple[str, Path]:

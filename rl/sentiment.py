@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tarot_eval.rl.rewards import Scorer, TextScore
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-from tarot_eval.rl.rewards import TextScore, Scorer
 
 # VADER's authors' threshold: compound >= 0.05 is positive.
 POSITIVE_COMPOUND = 0.05

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from tarot_eval.rl.rewards import TextScore, Scorer, ScorerUnavailable
+from tarot_eval.rl.rewards import Scorer, ScorerUnavailable, TextScore
 
 TOXIC_THRESHOLD = 0.5
 DETOXIFY_BATCH = 32

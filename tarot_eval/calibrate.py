@@ -19,8 +19,10 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, calibration as calibrations, checkpoint, run_lock, settings as settings_fields
+from tarot_eval import architectures, checkpoint, run_lock
+from tarot_eval import calibration as calibrations
 from tarot_eval import objective as objectives
+from tarot_eval import settings as settings_fields
 from tarot_eval.calibration import Calibration, CalibrationError
 from tarot_eval.settings import ModelSettings, setting
 

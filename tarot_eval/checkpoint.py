@@ -19,7 +19,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tarot_eval import architectures, edit as edits, rotation
+from tarot_eval import architectures, rotation
+from tarot_eval import edit as edits
 from tarot_eval.edit import HeadEdit
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,8 @@ from pathlib import Path
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from tarot_eval import calibration as calibrations, checkpoint, default_model, export, model_info, model_loading
+from tarot_eval import calibration as calibrations
+from tarot_eval import checkpoint, default_model, export, model_info, model_loading
 
 # Keyword arguments HFLM forwards to `from_pretrained` that users commonly pass.
 FROM_PRETRAINED_KEYS = frozenset(

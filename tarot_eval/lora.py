@@ -27,8 +27,9 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, checkpoint, run_lock, selection, settings as settings_fields
+from tarot_eval import architectures, checkpoint, run_lock, selection
 from tarot_eval import objective as objectives
+from tarot_eval import settings as settings_fields
 from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE
 from tarot_eval.settings import ModelSettings, setting
 

@@ -24,8 +24,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-
-
 # The per-document objective terms (see tarot_eval/objective.py for their meaning).
 OBJECTIVES = ("choice-prob", "answer-token-prob")
 

@@ -18,7 +18,6 @@ from collections import defaultdict
 
 from datasets import Dataset, DatasetDict
 from lm_eval.api.samplers import ContextSampler
-
 from tarot_eval.tasks.data_sources import TaskDataError, read_ag_news, read_bigbench
 
 SPLIT_SEED = 1234

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_optimize import OPTIMUM, Toy, ToySpace
 
 from tarot_eval.optimize import bo
 from tarot_eval.optimize.record import RunRecord
-
-from test_optimize import OPTIMUM, Toy, ToySpace
 
 
 @pytest.mark.parametrize("surrogate", bo.SURROGATES)

@@ -11,7 +11,8 @@ from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
 from test_objective import load_task, tiny_model, tiny_tokenizer, write_task
 
-from tarot_eval import calibration as calibrations, objective
+from tarot_eval import calibration as calibrations
+from tarot_eval import objective
 from tarot_eval.calibrate import CalibrateSettings, content_free, fit, fit_once, shared_answers
 from tarot_eval.calibration import Calibration, CalibrationError
 from tarot_eval.lm import TarotHFLM

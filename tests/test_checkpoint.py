@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 import transformers
-
 from conftest import tiny_model
+
 from tarot_eval import checkpoint
 from tarot_eval.checkpoint import CheckpointError
 from tarot_eval.edit import HeadEdit

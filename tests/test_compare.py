@@ -12,15 +12,13 @@ from pathlib import Path
 
 import matplotlib.image
 import pytest
-
-from tarot_eval import cli
-from scipy.stats import t as student_t
 import torch
 from conftest import evaluate_into, tiny_model, write_choice_task
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
+from scipy.stats import t as student_t
 
-from tarot_eval import checkpoint
+from tarot_eval import checkpoint, cli
 from tarot_eval.compare import significance
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import TaskScore
@@ -173,8 +171,9 @@ def test_writes_csv_png_and_self_contained_html(runs_root, tmp_path, capsys):
 
 
 def test_labels_come_from_lm_eval_config_for_hf_and_tarot_hf(toy, saved_tiny_llama, tmp_path, capsys):
-    import tarot_eval.lm  # noqa: F401  (registers tarot-hf)
     from transformers import AutoModelForCausalLM
+
+    import tarot_eval.lm  # noqa: F401  (registers tarot-hf)
 
     model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
     edit = HeadEdit.identity(model, "rotation", [0])

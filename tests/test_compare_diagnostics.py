@@ -21,7 +21,7 @@ from lm_eval.tasks import TaskManager
 from matplotlib.figure import Figure
 from test_compare import CHOICES, WORDS, compare, toy  # noqa: F401  (toy: the fixture)
 
-from tarot_eval.compare import chart, scoreboard, runs
+from tarot_eval.compare import chart, runs, scoreboard
 from tarot_eval.compare.diagnostics import read_answers
 
 TASK = "toy_labels"

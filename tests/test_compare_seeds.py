@@ -13,7 +13,7 @@ from lm_eval.models.huggingface import HFLM
 from matplotlib.figure import Figure
 from test_compare import TASKS, compare, exact_mcnemar_p, per_doc_acc, toy  # noqa: F401  (toy: the fixture)
 
-from tarot_eval.compare import chart, scoreboard, runs
+from tarot_eval.compare import chart, runs, scoreboard
 from tarot_eval.compare.labels import run_folder_label, seed_from_path
 from tarot_eval.compare.runs import Run, TaskScore, merge_runs
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import TINY_CONFIGS, tiny_model
+
 from tarot_eval import architectures, rotation
 from tarot_eval.edit import HeadEdit
 

@@ -5,15 +5,15 @@ import re
 
 import pytest
 import torch
+from conftest import tiny_model
 from lm_eval.models.huggingface import HFLM
+from test_lm import _loglikelihoods
 from transformers import AutoModelForCausalLM
 
-from conftest import tiny_model
 from tarot_eval import checkpoint, export
 from tarot_eval.cli import main
 from tarot_eval.edit import HeadEdit
 from tarot_eval.lm import TarotHFLM
-from test_lm import _loglikelihoods
 
 
 def test_exported_model_scores_like_tarot_hf(tmp_path, saved_tiny_llama):

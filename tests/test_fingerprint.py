@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from conftest import tiny_model
+
 from tarot_eval import checkpoint
 from tarot_eval.checkpoint import WEIGHTS_TOLERANCE
 from tarot_eval.edit import HeadEdit

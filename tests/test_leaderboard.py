@@ -11,13 +11,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from tarot_eval import cli
 import yaml
 from test_objective import tiny_model, tiny_tokenizer, write_task
 from test_run_lock import held_elsewhere
 
-from tarot_eval import checkpoint
+from tarot_eval import checkpoint, cli
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.plan import optimizer_settings
 from tarot_eval.leaderboard.runner import check_tasks, run_leaderboard, task_manager

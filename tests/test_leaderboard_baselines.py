@@ -7,7 +7,8 @@ import json
 import pytest
 from test_leaderboard import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
 
-from tarot_eval import calibration as calibrations, checkpoint, objective
+from tarot_eval import calibration as calibrations
+from tarot_eval import checkpoint, objective
 from tarot_eval.compare import runs
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.plan import PlanError

@@ -4,8 +4,8 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_console, write_choice_task
+
 from tarot_eval import checkpoint
 from tarot_eval.edit import HeadEdit
 

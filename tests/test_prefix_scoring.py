@@ -6,10 +6,11 @@ import random
 
 import pytest
 import torch
+from conftest import TINY_CONFIGS, tiny_model
 from lm_eval.api.instance import Instance
 
-from conftest import TINY_CONFIGS, tiny_model
-from tarot_eval import calibration as calibrations, checkpoint, edit
+from tarot_eval import calibration as calibrations
+from tarot_eval import checkpoint, edit
 from tarot_eval.lm import TarotHFLM
 
 WORDS = "the quick brown fox jumps over lazy dog red green blue answer question true false".split()

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import TINY_CONFIGS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from conftest import TINY_CONFIGS
 from tarot_eval import architectures, checkpoint, rotation
 from tarot_eval.edit import HeadEdit
 

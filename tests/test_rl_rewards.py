@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
 from conftest import tiny_model
 from tarot_eval.rl import fluency
-from tarot_eval.tasks import prompts
 from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
+from tarot_eval.tasks import prompts
 
 POSITIVE = "This movie was wonderful, the acting is superb and I loved every minute of it."
 NEGATIVE = "This movie was terrible, boring and badly acted. I hated every minute of it."

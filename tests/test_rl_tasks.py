@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import tiny_model
-from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
 from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
+from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
 from test_rl_rewards import save_tiny_classifier
 
 GENERATION_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "generation"
@@ -76,9 +75,9 @@ def test_trainers_generate_what_lm_eval_scores(tiny_tokenizer):
     held-out numbers score) give the same continuation for every prompt, with an edit attached."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
+    from tarot_eval.rl import generate
 
     from tarot_eval.edit import HeadEdit
-    from tarot_eval.rl import generate
 
     model = tiny_model("llama")
     edit = HeadEdit("rotation", (0, 1), torch.full((2, 4, 4), math.pi / 5))
@@ -140,10 +139,10 @@ def test_smollm2_continuations_are_fluent_by_every_guard():
 
     import lm_eval
     from lm_eval.models.huggingface import HFLM
+    from tarot_eval.rl.fluency import continuation_perplexity
 
     from tarot_eval import default_model
     from tarot_eval.gguf import load_gguf
-    from tarot_eval.rl.fluency import continuation_perplexity
 
     model, tokenizer = load_gguf(default_model.gguf_path())
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)

@@ -11,23 +11,22 @@ import json
 import math
 
 import pytest
-
-from tarot_eval.cli import UsageError
 import torch
 from conftest import tiny_model
-from transformers import AutoModelForCausalLM
-from test_run_lock import held_elsewhere
-
-from tarot_eval import checkpoint
-from tarot_eval.edit import HeadEdit
-from tarot_eval.optimize.bo import BOSettings
-from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
 from tarot_eval.rl.angles import trainable_angles
 from tarot_eval.rl.fluency import Fluency, FluencyGuard, shared_ngram_share
-from tarot_eval.rl.rewards import TextScore, Scorer
 from tarot_eval.rl.generate import GreedyScore
+from tarot_eval.rl.rewards import Scorer, TextScore
 from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, guarded_selection, save_result
+from test_run_lock import held_elsewhere
+from transformers import AutoModelForCausalLM
+
+from tarot_eval import checkpoint
+from tarot_eval.cli import UsageError
+from tarot_eval.edit import HeadEdit
+from tarot_eval.optimize.bo import BOSettings
+from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.run_lock import RunLockedError
 
 PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
@@ -389,9 +388,8 @@ def test_dpo_steps_see_fresh_gradients_of_angles_outside_the_model(tiny_tokenize
 def test_the_angle_optimizer_takes_the_trainers_weight_decay(tmp_path):
     """The Trainer sets weight decay per parameter group (0 here); built over the angles alone, the optimizer must too,
     not fall back to AdamW's own 0.01 that would shrink every angle at each step."""
-    from transformers import TrainingArguments
-
     from tarot_eval.rl.angles import angle_optimizer, training_arguments
+    from transformers import TrainingArguments
 
     args = TrainingArguments(**training_arguments(output_dir=str(tmp_path), learning_rate=0.05))
     angles = torch.nn.Parameter(torch.full((2, 4, 4), 0.5))

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHARED_DATA, run_console, tiny_model
+
 from tarot_eval import checkpoint
 from tarot_eval.cli import main
 from tarot_eval.edit import HeadEdit

@@ -6,13 +6,12 @@ import random
 
 import pytest
 import torch
-
 from conftest import TINY_CONFIGS, VOCAB, tiny_model
-from tarot_eval import edit, objective
-from tarot_eval.scoring import ChoiceScorer, Example, SequenceScorer, token_floor
-
 from test_objective import hflm, load_task, tiny_tokenizer, write_task
 from test_objective import tiny_model as tiny_llama_for
+
+from tarot_eval import edit, objective
+from tarot_eval.scoring import ChoiceScorer, Example, SequenceScorer, token_floor
 
 
 def synthetic_examples(seed: int, shared: int, n_docs: int = 5, multi_token: bool = True, lead: list[int] | None = None):

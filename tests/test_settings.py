@@ -3,11 +3,11 @@
 import argparse
 
 import pytest
+from tarot_eval.rl import command as rl_command
 
 from tarot_eval import settings
 from tarot_eval.optimize import command as optimize_command
 from tarot_eval.optimize.settings import OptimizeSettings, SearchSettings
-from tarot_eval.rl import command as rl_command
 
 
 def test_from_mapping_keeps_defaults_and_names_the_bad_key():

@@ -14,7 +14,6 @@ import huggingface_hub
 import pytest
 import torch
 import transformers
-
 from tarot_eval.tasks import data_sources, utils
 from tarot_eval.tasks.data_sources import TaskDataError
 

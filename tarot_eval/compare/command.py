@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tarot_eval.compare import interference, labels, scoreboard, render, runs
+from tarot_eval.compare import interference, labels, render, runs, scoreboard
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

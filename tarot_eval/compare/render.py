@@ -12,7 +12,7 @@ from typepy import String
 
 from tarot_eval.compare.chart import bar_chart
 from tarot_eval.compare.diagnostics import Answers
-from tarot_eval.compare.scoreboard import TableCell, Scoreboard
+from tarot_eval.compare.scoreboard import Scoreboard, TableCell
 from tarot_eval.compare.seeds import SeedCell, summarize, versus_reference
 from tarot_eval.compare.tables import Table, scores_table, versus_table
 

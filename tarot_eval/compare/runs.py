@@ -19,7 +19,12 @@ from pathlib import Path
 
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.labels import (
-    check_labels_used, label_for, method_from_config, model_from_results, run_folder_label, seed_from_path,
+    check_labels_used,
+    label_for,
+    method_from_config,
+    model_from_results,
+    run_folder_label,
+    seed_from_path,
 )
 
 RESULTS_PREFIX = "results_"

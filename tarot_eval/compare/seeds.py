@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean, stdev
 
 from tarot_eval.compare.diagnostics import Answers
-from tarot_eval.compare.scoreboard import TableCell, Scoreboard, Row, Versus
+from tarot_eval.compare.scoreboard import Row, Scoreboard, TableCell, Versus
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from statistics import mean
 
 from tarot_eval.compare.diagnostics import COLLAPSED_SHARE, Answers
-from tarot_eval.compare.scoreboard import TableCell, Scoreboard, Row
+from tarot_eval.compare.scoreboard import Row, Scoreboard, TableCell
 from tarot_eval.compare.seeds import SeedCell, SeedRow, SeedVersus, Spread, summarize, versus_reference
 
 TEST_NAMES = {"mcnemar": "exact McNemar test (right/wrong per document)",

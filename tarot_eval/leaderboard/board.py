@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tarot_eval.compare import scoreboard, render, runs
+from tarot_eval.compare import render, runs, scoreboard
 from tarot_eval.leaderboard.config import BASE_METHOD, LeaderboardConfig
 from tarot_eval.leaderboard.plan import RUNS, GridCell, seeds_of
 

@@ -17,7 +17,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tarot_eval.compare.runs import CELL_RECORD as RECORD_NAME, MOVED_ASIDE, PARTIAL
+from tarot_eval.compare.runs import CELL_RECORD as RECORD_NAME
+from tarot_eval.compare.runs import MOVED_ASIDE, PARTIAL
 
 IDENTITY_MARK = ".tarot_identity"  # in a partial folder: the identity of the cell it is working on
 

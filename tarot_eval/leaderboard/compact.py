@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tarot_eval.compare.diagnostics import gold_index, logliks
 from tarot_eval.compare.runs import RESULTS_PREFIX, sample_lines
+
 KEPT = ("doc_id", "doc_hash", "prompt_hash", "target_hash", "filter", "metrics")
 
 

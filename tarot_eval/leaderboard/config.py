@@ -32,7 +32,6 @@ same documents, evaluated through peft).
 from __future__ import annotations
 
 import dataclasses
-
 import re
 import sys
 from dataclasses import dataclass, field

@@ -28,10 +28,16 @@ from tqdm.auto import tqdm
 from tarot_eval.compare.runs import LM_EVAL_OUTPUT
 from tarot_eval.leaderboard import cells, compact
 from tarot_eval.leaderboard.config import EvalSpec, ModelSpec
-from tarot_eval.optimize.record import POINTS_DIR
 from tarot_eval.leaderboard.plan import (
-    DEMONSTRATIONS_NAME, CalibrationFit, Evaluation, LoraTraining, Optimization, Step, demonstrations_settings,
+    DEMONSTRATIONS_NAME,
+    CalibrationFit,
+    Evaluation,
+    LoraTraining,
+    Optimization,
+    Step,
+    demonstrations_settings,
 )
+from tarot_eval.optimize.record import POINTS_DIR
 
 # what a finished optimization does not keep: the plot (redrawn from its record) and the per-evaluation
 # parameter files (the record holds every evaluation's value; the checkpoint is the chosen one)

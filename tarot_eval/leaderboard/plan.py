@@ -24,10 +24,11 @@ from pathlib import Path
 
 from tarot_eval.calibrate import CalibrateSettings
 from tarot_eval.compare import runs
-from tarot_eval.leaderboard import cells, identity as identities
+from tarot_eval.leaderboard import cells
+from tarot_eval.leaderboard import identity as identities
+from tarot_eval.leaderboard.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
 from tarot_eval.lora import LoraSettings
 from tarot_eval.optimize.settings import OptimizeSettings, Settings
-from tarot_eval.leaderboard.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
 
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"

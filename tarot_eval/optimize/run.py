@@ -21,10 +21,13 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, calibration as calibrations, checkpoint, run_lock, selection
+from tarot_eval import architectures, checkpoint, run_lock, selection
+from tarot_eval import calibration as calibrations
 from tarot_eval import objective as objectives
 from tarot_eval.edit import HeadEdit
-from tarot_eval.optimize import bo as bayesian, grad as gradient, random_search
+from tarot_eval.optimize import bo as bayesian
+from tarot_eval.optimize import grad as gradient
+from tarot_eval.optimize import random_search
 from tarot_eval.optimize.plot import plot_traces
 from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE, RunConfigError, RunRecord
 from tarot_eval.optimize.search_space import SearchSpace

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from tarot_eval import objective as objectives
-from tarot_eval.optimize import bo as bayesian, grad as gradient
+from tarot_eval.optimize import bo as bayesian
+from tarot_eval.optimize import grad as gradient
 from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 from tarot_eval.settings import EditSettings, ModelSettings, SettingsError, setting
 
