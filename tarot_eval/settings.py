@@ -5,8 +5,9 @@ A field is declared with `setting(default, help, choices=..., flag=..., text=...
 validates a mapping against a settings class (unknown keys, types, choices; each error names its
 key); `add_arguments` turns the same fields into argparse flags whose default is None, so a value
 given on the command line can be told from one left to the file or the field's default. The
-groups every command shares live here: the model to load (`ModelSettings`), the edited layers
-(`EditSettings`) and the black-box search (`SearchSettings`, which builds the BO loop's `BOSettings`).
+groups every command shares live here: the model to load (`ModelSettings`) and the edited layers
+(`EditSettings`, with `parse_layers`); the black-box search's group (`SearchSettings`) lives with the
+optimizer, in `tarot_eval/optimize/settings.py`.
 """
 
 from __future__ import annotations
