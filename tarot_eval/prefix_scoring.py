@@ -3,9 +3,9 @@
 lm-eval's HFLM tokenizes each (context, continuation) request and scores it as one padded sequence,
 so the system prompt, the task description and shared demonstrations are recomputed for every
 document. Here the tokenized requests (HFLM's own `_encode_pair`, so the tokens are the same) are
-grouped by context into documents and scored by `scoring.ChoiceScorer`: the prefix every document of
-a block shares once, each document's context once, only the choice tokens as continuations of its
-cache. The answer is HFLM's contract: per request `(sum of the continuation's log-probs, is_greedy)`,
+grouped by context into documents and scored by `scoring.ChoiceScorer`, which computes the prefix tree
+of a block's requests once per node: the prefix every document shares, openings some share, each
+document's context and its choice tokens, each as a continuation of its ancestors' caches. The answer is HFLM's contract: per request `(sum of the continuation's log-probs, is_greedy)`,
 in request order, each passed to lm-eval's `cache_hook`. Requests HFLM would truncate (longer than
 `max_length + 1` tokens) are left to HFLM, as is every request of a non-causal model.
 """
@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from tarot_eval.scoring import ChoiceScorer, Example
 
-DOCUMENTS_PER_BLOCK = 8  # x batch size: the documents that share one prefix pass (bounds the planning memory)
+DOCUMENTS_PER_BLOCK = 16  # x batch size: the documents of one prefix tree (bounds its plan and the caches it keeps)
 
 
 def documents(requests) -> list[tuple[list[int], list[tuple[int, list[int]]]]]:

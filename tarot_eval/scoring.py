@@ -2,12 +2,12 @@
 
 Two scorers compute the same numbers (to float noise; `tests/test_scoring.py`):
 
-- `ChoiceScorer` (used by the optimizer) walks the prefix tree of the requests and computes each
-  distinct token about once per evaluation: the prefix every document shares (system prompt,
-  task description, fixed demonstrations) in one forward pass whose KV cache every document
-  reuses; then each document's own context once; then only the choice tokens that are inputs
-  (all but each choice's last), as continuations of that document's cache. Shared choice
-  tokens such as the chat template's leading "\\n" are computed once per document.
+- `ChoiceScorer` (used by the optimizer and by `tarot-hf`) computes each distinct input token once
+  per evaluation: it builds the radix tree of every choice's inputs (context + continuation less
+  its last token) and computes it level by level, each node as a continuation of its ancestors'
+  KV caches. So the prefix every document shares (system prompt, task description, fixed
+  demonstrations), openings some documents share, each document's own context and the choice
+  tokens (the chat template's leading "\\n" once per document) are each computed once.
 - `SequenceScorer` is the plain reference: one full context+choice sequence per choice (one logit
   row per document where every choice is one token after the same context).
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -112,46 +112,6 @@ def token_floor(examples: list[Example]) -> int:
     return nodes
 
 
-def common_prefix_length(sequences: list[list[int]]) -> int:
-    shortest = min(len(seq) for seq in sequences)
-    for i in range(shortest):
-        if any(seq[i] != sequences[0][i] for seq in sequences[1:]):
-            return i
-    return shortest
-
-
-def _group_openings(owns: list[list[int]], limits: list[int]) -> tuple[list[list[int]], list[int]]:
-    """Groups of documents whose own contexts open with the same tokens: (group prefixes, group of each).
-
-    Greedy over the documents in token order: a document joins the open group when that saves more
-    tokens (members x shared opening) than it costs the members already there; a document alone has
-    an empty group prefix. `limits[e]`: the longest opening document e may give its group."""
-    order = sorted(range(len(owns)), key=lambda e: owns[e])
-    groups: list[list[int]] = []
-    members: list[int] = []
-    group_of = [0] * len(owns)
-    length = 0
-
-    def close():
-        groups.append(owns[members[0]][:length] if len(members) > 1 else [])
-        for e in members:
-            group_of[e] = len(groups) - 1
-
-    for e in order:
-        if members:
-            joined = min(length if len(members) > 1 else limits[members[0]], limits[e],
-                         common_prefix_length([owns[members[0]], owns[e]]))
-            if joined > 0 and len(members) * joined > (len(members) - 1) * length:
-                members.append(e)
-                length = joined
-                continue
-            close()
-        members, length = [e], limits[e]
-    if members:
-        close()
-    return groups, group_of
-
-
 class _Reads:
     """Accumulates per-token log-probabilities into per-example, per-choice sums."""
 
@@ -222,13 +182,6 @@ def _cache_from(layers: list[tuple[torch.Tensor, torch.Tensor]]):
     return DynamicCache(layers)
 
 
-def _shared_cache(prefix_layers, rows: int):
-    """The shared prefix's cache seen by `rows` batch rows (a view, not a copy), or None without a prefix."""
-    if prefix_layers is None:
-        return None
-    return _cache_from([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix_layers])
-
-
 def _layers_of(cache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [(layer.keys, layer.values) for layer in cache.layers]
 
@@ -252,20 +205,78 @@ def _keep_columns(positions: list[list[int]], device) -> tuple[torch.Tensor, lis
 
 
 @dataclass
-class _DocPlan:
-    """One document: its group (documents whose contexts open alike after the shared prefix), its own
-    context after that group's prefix, the choice-token rows that follow it, and where each choice
-    token is read: (choice, is first, token, row or -1 for the context, position)."""
+class _Node:
+    """A run of tokens of the requests' prefix tree (a radix-tree node): computed once, as a continuation of
+    its ancestors' caches. `reads`: (offset in `tokens`, target token, example, choice, is first token)."""
 
-    example: int
-    group: int
-    context: list[int]
-    paths: list[list[int]]
-    reads: list[tuple[int, bool, int, int, int]]
+    tokens: list[int]
+    parent: int  # -1: a top node
+    children: dict[int, int] = field(default_factory=dict)  # first token -> node
+    start: int = 0  # position of its first token
+    depth: int = 0
+    reads: list[tuple[int, int, int, int, bool]] = field(default_factory=list)
+
+
+def _prefix_tree(examples: list[Example]) -> tuple[list[_Node], list[int]]:
+    """The radix tree of every choice's input tokens, each read placed on the node holding its position:
+    (nodes, top nodes)."""
+    nodes: list[_Node] = []
+    top: dict[int, int] = {}
+
+    def insert(sequence: list[int]) -> None:
+        children, parent, i = top, -1, 0
+        while i < len(sequence):
+            child = children.get(sequence[i])
+            if child is None:
+                nodes.append(_Node(sequence[i:], parent))
+                children[sequence[i]] = len(nodes) - 1
+                return
+            tokens = nodes[child].tokens
+            same = 1
+            while same < len(tokens) and i + same < len(sequence) and tokens[same] == sequence[i + same]:
+                same += 1
+            if same < len(tokens) and i + same < len(sequence):  # the sequence leaves this node inside it: split
+                rest = _Node(tokens[same:], child, nodes[child].children)
+                nodes.append(rest)
+                for grandchild in rest.children.values():
+                    nodes[grandchild].parent = len(nodes) - 1
+                nodes[child].tokens, nodes[child].children = tokens[:same], {tokens[same]: len(nodes) - 1}
+            children, parent, i = nodes[child].children, child, i + same
+
+    for example in examples:
+        for choice in range(len(example.pairs)):
+            insert(example.inputs(choice))
+    for index in _top_down(nodes, list(top.values())):
+        node = nodes[index]
+        if node.parent >= 0:
+            parent = nodes[node.parent]
+            node.start, node.depth = parent.start + len(parent.tokens), parent.depth + 1
+    for e, example in enumerate(examples):
+        for choice in range(len(example.pairs)):
+            path, children, position = [], top, 0
+            sequence = example.inputs(choice)
+            while position < len(sequence):
+                index = children[sequence[position]]
+                path.append(index)
+                position += len(nodes[index].tokens)
+                children = nodes[index].children
+            for j, (pos, token) in enumerate(example.reads(choice)):
+                index = next(i for i in path if nodes[i].start <= pos < nodes[i].start + len(nodes[i].tokens))
+                nodes[index].reads.append((pos - nodes[index].start, token, e, choice, j == 0))
+    return nodes, list(top.values())
+
+
+def _top_down(nodes: list[_Node], top: list[int]) -> list[int]:
+    order, frontier = [], list(top)
+    while frontier:
+        order.extend(frontier)
+        frontier = [child for index in frontier for child in nodes[index].children.values()]
+    return order
 
 
 class ChoiceScorer:
-    """Scores a model on fixed examples through the prefix tree of their requests (built once)."""
+    """Scores a model on fixed examples through the prefix tree of their requests (built once): each node's
+    tokens are computed once, level by level, as continuations of their ancestors' caches."""
 
     def __init__(
         self,
@@ -282,136 +293,116 @@ class ChoiceScorer:
         self.batch_size = batch_size
         self.pad = pad_token_id
         self.forward = _Forward(model, dtype)
-        self.prefix, self.groups, self.docs = self._plan()
+        self.nodes, top = _prefix_tree(examples)
+        self.batches = self._plan(top)
 
-    def _plan(self) -> tuple[list[int], list[list[int]], list[_DocPlan]]:
-        contexts, first_reads = [], []
-        for example in self.examples:
-            inputs = [example.inputs(c) for c in range(len(example.pairs))]
-            contexts.append(inputs[0][: common_prefix_length(inputs)])
-            first_reads.append(min(pos for c in range(len(example.pairs)) for pos, _ in example.reads(c)))
-        lowest_read = min(first_reads)
-        # every document keeps at least one token of its own, and no read falls inside the shared prefix
-        shared = min(common_prefix_length(contexts), min(len(c) for c in contexts) - 1, lowest_read)
-        shared = shared if len(self.examples) > 1 else 0
-        prefix = contexts[0][:shared]
-        owns = [context[shared:] for context in contexts]
-        # a group prefix leaves each document one token of its own and holds none of its reads
-        limits = [min(len(own) - 1, read - shared) for own, read in zip(owns, first_reads)]
-        groups, group_of = _group_openings(owns, limits)
-        docs = []
-        for e, (example, context) in enumerate(zip(self.examples, contexts)):
-            start = shared + len(groups[group_of[e]])
-            tails = {tuple(example.inputs(c)[len(context) :]) for c in range(len(example.pairs))}
-            paths = sorted(t for t in tails if t and not any(o != t and o[: len(t)] == t for o in tails))
-            reads = []
-            for c in range(len(example.pairs)):
-                tail = tuple(example.inputs(c)[len(context) :])
-                row = next((i for i, p in enumerate(paths) if p[: len(tail)] == tail), -1) if tail else -1
-                for j, (pos, token) in enumerate(example.reads(c)):
-                    if pos < len(context):
-                        reads.append((c, j == 0, token, -1, pos - start))
-                    else:
-                        reads.append((c, j == 0, token, row, pos - len(context)))
-            docs.append(_DocPlan(e, group_of[e], context[start:], [list(p) for p in paths], reads))
-        docs.sort(key=lambda d: (len(d.context), d.group))  # by length, for little padding; a group split over two batches is computed in both
-        return prefix, groups, docs
+    @property
+    def prefix(self) -> list[int]:
+        """The tokens every request opens with (computed once for all)."""
+        tops = [node for node in self.nodes if node.parent < 0]
+        return tops[0].tokens if len(tops) == 1 and len(self.examples) > 1 else []
 
-    def _chunks(self) -> list[list[_DocPlan]]:
-        return [self.docs[start : start + self.batch_size] for start in range(0, len(self.docs), self.batch_size)]
-
-    def _chunk_groups(self, chunk: list[_DocPlan]) -> list[int]:
-        """The groups whose prefixes this chunk computes (none when every one of them is empty)."""
-        present = sorted({d.group for d in chunk})
-        return present if any(self.groups[g] for g in present) else []
+    def _plan(self, top: list[int]) -> list[list[int]]:
+        """Batches of nodes, level by level, a node's level set by its height (every leaf in the last); within a
+        level, nodes of alike lengths together."""
+        order = _top_down(self.nodes, top)
+        height = [0] * len(self.nodes)  # the longest way down to a leaf
+        for index in reversed(order):
+            height[index] = max((height[child] + 1 for child in self.nodes[index].children.values()), default=0)
+        levels: dict[int, list[int]] = {}
+        for index in order:  # each node as late as its descendants allow: alike nodes of any depth batch together
+            levels.setdefault(-height[index], []).append(index)
+        batches = []
+        for depth in sorted(levels):
+            ordered = sorted(levels[depth], key=lambda i: (len(self.nodes[i].tokens), self.nodes[i].parent))
+            batches += [ordered[s : s + self.batch_size] for s in range(0, len(ordered), self.batch_size)]
+        return batches
 
     @property
     def tokens_computed(self) -> int:
-        """Input tokens one evaluation feeds the model (padding excluded)."""
-        total = len(self.prefix)
-        for chunk in self._chunks():
-            total += sum(len(self.groups[g]) for g in self._chunk_groups(chunk))
-            total += sum(len(d.context) + sum(len(p) for p in d.paths) for d in chunk)
-        return total
+        """Input tokens one evaluation feeds the model (padding excluded): the tree's nodes."""
+        return sum(len(node.tokens) for node in self.nodes)
 
     @property
     def positions_computed(self) -> int:
         """Input positions one evaluation computes, padding included."""
-        total = len(self.prefix)
-        for chunk in self._chunks():
-            present = self._chunk_groups(chunk)
-            total += len(present) * max((len(self.groups[g]) for g in present), default=0)
-            total += len(chunk) * max(len(d.context) for d in chunk)
-            rows = [p for d in chunk for p in d.paths]
-            for r in range(0, len(rows), self.batch_size):
-                part = rows[r : r + self.batch_size]
-                total += len(part) * max(len(p) for p in part)
-        return total
+        return sum(len(batch) * max(len(self.nodes[i].tokens) for i in batch) for batch in self.batches)
+
+    def _ancestry(self, index: int) -> list[int]:
+        chain = []
+        while self.nodes[index].parent >= 0:
+            index = self.nodes[index].parent
+            chain.append(index)
+        return chain[::-1]
 
     def score(self) -> Scores:
         """One evaluation with the model as it is now (hooks included); keeps the graph if grads are on."""
-        device = self.forward.device
         reads = _Reads(self.examples)
-        prefix_layers = None
-        if self.prefix:
-            ids = torch.tensor([self.prefix], dtype=torch.long, device=device)
-            _, cache = self.forward(ids, torch.ones_like(ids), want_cache=True)
-            prefix_layers = _layers_of(cache)
-        for chunk in self._chunks():
-            self._score_documents(chunk, prefix_layers, reads)
+        kept: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # node -> its own tokens' keys and values
+        last_use = {}  # node -> the last batch that reads its keys and values
+        for b, batch in enumerate(self.batches):
+            for index in batch:
+                for ancestor in self._ancestry(index):
+                    last_use[ancestor] = b
+        for b, batch in enumerate(self.batches):
+            self._score_batch(batch, kept, reads)
+            for index in [i for i in kept if last_use.get(i, -1) <= b]:
+                del kept[index]
         return reads.scores()
 
-    def _group_caches(self, chunk: list[_DocPlan], present: list[int], prefix_layers):
-        """Each present group's prefix once, after the shared prefix: (cache rows per document, their mask)."""
-        device, shared = self.forward.device, len(self.prefix)
-        ids, own_mask = _padded([self.groups[g] for g in present], self.pad, device)
-        mask = torch.cat([torch.ones((len(present), shared), dtype=torch.long, device=device), own_mask], dim=1)
-        cache = _shared_cache(prefix_layers, len(present))
-        position_ids = (shared + torch.arange(ids.shape[1], device=device))[None, :].expand(len(present), -1)
-        _, cache = self.forward(ids, mask, cache=cache, position_ids=position_ids, want_cache=True)
-        rows = torch.tensor([present.index(d.group) for d in chunk], dtype=torch.long, device=device)
-        return _cache_from([(k[rows], v[rows]) for k, v in _layers_of(cache)]), mask[rows]
-
-    def _score_documents(self, chunk: list[_DocPlan], prefix_layers, reads: _Reads) -> None:
-        device, shared = self.forward.device, len(self.prefix)
-        ids, own_mask = _padded([d.context for d in chunk], self.pad, device)
-        present = self._chunk_groups(chunk)
-        position_ids = None
-        starts = [shared + (len(self.groups[d.group]) if present else 0) for d in chunk]
-        if present:
-            cache, before = self._group_caches(chunk, present, prefix_layers)
-            position_ids = torch.tensor(starts, device=device)[:, None] + torch.arange(ids.shape[1], device=device)[None, :]
-        else:
-            before = torch.ones((len(chunk), shared), dtype=torch.long, device=device)
-            cache = _shared_cache(prefix_layers, len(chunk))
-        mask = torch.cat([before, own_mask], dim=1)
-        keep, columns = _keep_columns([[pos for *_, row, pos in d.reads if row < 0] for d in chunk], device)
-        needs_paths = any(d.paths for d in chunk)
-        logits, cache = self.forward(ids, mask, keep=keep, cache=cache, position_ids=position_ids, want_cache=needs_paths)
-        reads.add(logits, [(i, columns[i][pos], token, d.example, c, first)
-                           for i, d in enumerate(chunk) for c, first, token, row, pos in d.reads if row < 0])
-        if not needs_paths:
-            return
-        layers = _layers_of(cache)
-        rows = [(i, r) for i, d in enumerate(chunk) for r in range(len(d.paths))]
-        for start in range(0, len(rows), self.batch_size):
-            self._score_paths(chunk, rows[start : start + self.batch_size], layers, mask, starts, reads)
-
-    def _score_paths(self, chunk, rows, layers, doc_mask, doc_starts, reads: _Reads) -> None:
-        """Choice tokens as continuations of their documents' caches (positions continue each document's own)."""
+    def _past(self, batch: list[int], kept) -> tuple[object, torch.Tensor]:
+        """The cache each node continues (its ancestors' keys and values, right-padded) and its mask."""
         device = self.forward.device
-        doc_rows = torch.tensor([i for i, _ in rows], dtype=torch.long, device=device)
-        paths = [chunk[i].paths[r] for i, r in rows]
-        ids, path_mask = _padded(paths, self.pad, device)
-        mask = torch.cat([doc_mask[doc_rows], path_mask], dim=1)
-        starts = torch.tensor([doc_starts[i] + len(chunk[i].context) for i, _ in rows], device=device)
-        position_ids = starts[:, None] + torch.arange(ids.shape[1], device=device)[None, :]
-        cache = _cache_from([(k[doc_rows], v[doc_rows]) for k, v in layers])
-        wanted = [[pos for *_, row, pos in chunk[i].reads if row == r] for i, r in rows]
-        keep, columns = _keep_columns(wanted, device)
-        logits, _ = self.forward(ids, mask, keep=keep, cache=cache, position_ids=position_ids)
-        reads.add(logits, [(k, columns[k][pos], token, chunk[i].example, c, first)
-                           for k, (i, r) in enumerate(rows) for c, first, token, row, pos in chunk[i].reads if row == r])
+        chains = [tuple(self._ancestry(index)) for index in batch]
+        if not any(chains):  # top nodes only: nothing before them
+            return None, torch.zeros((len(batch), 0), dtype=torch.long, device=device)
+        distinct = sorted(set(chains))
+        widths = [sum(len(self.nodes[a].tokens) for a in chain) for chain in distinct]
+        width = max(widths)
+        some = next(chain for chain in distinct if chain)[0]  # a kept node: the cache's layers and shapes
+        layers = []
+        for layer, (no_keys, no_values) in enumerate((k[:, :, :0], v[:, :, :0]) for k, v in kept[some]):
+            per_chain = []
+            for chain, own in zip(distinct, widths):
+                keys = torch.cat([no_keys, *(kept[a][layer][0] for a in chain)], dim=2)
+                values = torch.cat([no_values, *(kept[a][layer][1] for a in chain)], dim=2)
+                if own < width:
+                    pad = (0, 0, 0, width - own)
+                    keys, values = torch.nn.functional.pad(keys, pad), torch.nn.functional.pad(values, pad)
+                per_chain.append((keys, values))
+            if len(distinct) == 1:
+                keys, values = per_chain[0]
+                layers.append((keys.expand(len(batch), -1, -1, -1), values.expand(len(batch), -1, -1, -1)))
+            else:
+                rows = torch.tensor([distinct.index(chain) for chain in chains], device=device)
+                layers.append((torch.cat([k for k, _ in per_chain])[rows], torch.cat([v for _, v in per_chain])[rows]))
+        mask = torch.zeros((len(batch), width), dtype=torch.long, device=device)
+        for row, chain in enumerate(chains):
+            mask[row, : widths[distinct.index(chain)]] = 1
+        return _cache_from(layers), mask
+
+    def _score_batch(self, batch: list[int], kept, reads: _Reads) -> None:
+        device = self.forward.device
+        nodes = [self.nodes[index] for index in batch]
+        ids, own_mask = _padded([node.tokens for node in nodes], self.pad, device)
+        cache, past_mask = self._past(batch, kept)
+        mask = torch.cat([past_mask, own_mask], dim=1)
+        position_ids = torch.tensor([node.start for node in nodes], device=device)[:, None] + torch.arange(ids.shape[1], device=device)
+        wanted = [[offset for offset, *_ in node.reads] for node in nodes]
+        keep, columns = _keep_columns(wanted, device) if any(wanted) else (None, None)
+        needs_cache = any(node.children for node in nodes)
+        logits, cache = self.forward(ids, mask, keep=keep, cache=cache, position_ids=position_ids, want_cache=needs_cache)
+        if keep is not None:
+            reads.add(logits, [(row, columns[row][offset], token, e, choice, first)
+                               for row, node in enumerate(nodes) for offset, token, e, choice, first in node.reads])
+        if needs_cache:
+            past = past_mask.shape[1]
+            layers = _layers_of(cache)
+            for row, (index, node) in enumerate(zip(batch, nodes)):
+                if node.children:
+                    end = past + len(node.tokens)
+                    kept[index] = [(k[row : row + 1, :, past:end].clone(), v[row : row + 1, :, past:end].clone())
+                                   for k, v in layers]
 
 
 class SequenceScorer:

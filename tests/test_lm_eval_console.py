@@ -35,8 +35,12 @@ def test_tarot_hf_and_hf_in_the_stock_command(tmp_path, task_dir, saved_tiny_lla
     _, hf = run_console(_common(task_dir, "hf", f"pretrained={saved_tiny_llama}"), tmp_path / "hf")
     _, ours = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}"), tmp_path / "ours")
     assert _acc(ours) == _acc(hf)
-    assert _per_doc(tmp_path / "ours") == _per_doc(tmp_path / "hf")  # same log-likelihoods, document by document
+    mine, theirs = _per_doc(tmp_path / "ours"), _per_doc(tmp_path / "hf")  # document by document, per choice
+    assert [[greedy for (_, greedy), in doc] for doc in mine] == [[greedy for (_, greedy), in doc] for doc in theirs]
+    assert max(abs(float(a) - float(b)) for x, y in zip(mine, theirs) for ((a, _),), ((b, _),) in zip(x, y)) <= 1e-5
     assert ours["config"]["model"] == "tarot-hf" and ours["config"]["tarot_rotations"] is None
+    _, stock = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},stock_scoring=true"), tmp_path / "stock")
+    assert _per_doc(tmp_path / "stock") == theirs  # HFLM's own path: the same numbers, bit for bit
 
 
 def test_rotations_are_recorded_in_results(tmp_path, task_dir, saved_tiny_llama):

@@ -99,3 +99,21 @@ def test_the_cache_hook_sees_every_answer(tiny_tokenizer):
     batch = requests(seed=2)
     answers = scored(lm, batch)
     assert sorted(seen) == sorted(("loglikelihood", request.args, answer) for request, answer in zip(batch, answers))
+
+
+def test_a_peft_adapter_is_scored_alike(tiny_tokenizer, tmp_path):
+    """lm-eval's own `peft=` (the adapter loaded by HFLM over a model folder): both paths score the adapted model."""
+    from peft import LoraConfig, get_peft_model
+
+    tiny_model("llama").save_pretrained(tmp_path / "base")
+    tiny_tokenizer.save_pretrained(tmp_path / "base")
+    adapted = get_peft_model(tiny_model("llama"), LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    adapted.save_pretrained(tmp_path / "adapter")
+    batch = requests(seed=5)
+    answers = {}
+    for stock, adapter in ((True, True), (False, True), (False, False)):
+        extra = {"peft": str(tmp_path / "adapter")} if adapter else {}
+        lm = TarotHFLM(pretrained=str(tmp_path / "base"), batch_size=3, device="cpu", stock_scoring=stock, **extra)
+        answers[stock, adapter] = scored(lm, batch)
+    assert_same(answers[False, True], answers[True, True])
+    assert max(abs(a - b) for (a, _), (b, _) in zip(answers[False, True], answers[False, False])) > 1e-3  # it adapts
