@@ -89,13 +89,13 @@ def test_a_method_may_run_on_some_tasks_and_choose_its_own_interference(tmp_path
     def cells(method, steps):
         return [step.job.cell for step in steps if step.job.method == method]
 
-    assert cells("ablation", planned.optimizations) == ["tiny/ablation/lb_a"]
+    assert cells("ablation", planned.fits) == ["tiny/ablation/lb_a"]
     assert cells("ablation", planned.evaluations) == [
         "tiny/ablation/lb_a", "tiny/ablation/lb_a_shots", "tiny/ablation/lb_b (edit of lb_a)",
         "tiny/ablation/lb_c (edit of lb_a)"]
-    assert len(cells("rotation", planned.optimizations)) == 3 and not any(
+    assert len(cells("rotation", planned.fits)) == 3 and not any(
         "edit of" in cell for cell in cells("rotation", planned.evaluations))  # its own interference: false
-    assert cells("cf", planned.optimizations) == ["tiny/cf/lb_b", "tiny/cf/lb_b_shots"]
+    assert cells("cf", planned.fits) == ["tiny/cf/lb_b", "tiny/cf/lb_b_shots"]
     assert cells("cf", planned.evaluations) == ["tiny/cf/lb_b", "tiny/cf/lb_b_shots"]
     assert len(cells("base", planned.evaluations)) == 5
 

@@ -17,8 +17,8 @@ from test_run_lock import held_elsewhere
 
 from tarot_eval import checkpoint, cli
 from tarot_eval.leaderboard.config import ConfigError, load
-from tarot_eval.leaderboard.plan import optimizer_settings
 from tarot_eval.leaderboard.runner import check_tasks, run_leaderboard, task_manager
+from tarot_eval.methods.search import run_settings
 
 TASK = "lb_toy"
 FEWSHOT = "lb_toy_fewshot"
@@ -335,13 +335,13 @@ def test_shipped_configs_give_the_papers_settings(name):
         assert [method.name for method in config.methods] == [
             "base", "calibrate-cf", "calibrate-batch", "rotation", "rotation+calibrate", "icl-6", "lora", "rescale",
             "rotation-random", "rotation-grad"]
-        assert config.method("rotation+calibrate").calibrate == "calibrate-batch"
+        assert config.method("rotation+calibrate").applies == "calibrate-batch"
     else:
         assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
         assert [method.name for method in config.methods] == ["base", "rotation", "rescale"]
     (model,) = config.models
     for method in [method for method in config.methods if method.kind == "edit"]:
-        settings, budget, _ = optimizer_settings(config.method_settings(method), model, "tarot_navigate", num_layers, config.eval)
+        settings, budget, _ = run_settings(config.method_settings(method), model, "tarot_navigate", num_layers, config.eval)
         assert method.name.startswith(settings.method) and settings.layers == layers and settings.n_train == n_train
         assert settings.bounds == (pytest.approx((-limit, limit)) if settings.method == "rotation" else (0.0, 1.0))
         assert settings.prompt.apply_chat_template and settings.prompt.fewshot_as_multiturn

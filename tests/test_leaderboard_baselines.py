@@ -176,14 +176,14 @@ def test_lora_target_modules_the_model_lacks_are_refused_before_any_work(grid, t
 
 
 def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):
-    from tarot_eval.leaderboard.plan import optimizer_settings
+    from tarot_eval.methods.search import run_settings
 
     raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")
     raw["methods"] = {"base": None, "rot-L1": {"method": "rotation", "layers": "1"},
                       "rot-mix": {"method": "rotation", "demonstrations": "fixed", "num_fewshot": 2}, "rot": {"method": "rotation"}}
     config = load(write_config(tmp_path / "axis.yaml", raw))
     (model,) = config.models
-    made = {m.name: optimizer_settings(config.method_settings(m, 0), model, TASK, 2, config.eval)[0] for m in config.methods[1:]}
+    made = {m.name: run_settings(config.method_settings(m, 0), model, TASK, 2, config.eval)[0] for m in config.methods[1:]}
     assert made["rot-L1"].layers == (1,) and made["rot"].layers == (0, 1)  # the model's 0-1 unless a method says
     assert (made["rot-mix"].prompt.demonstrations, made["rot-mix"].prompt.num_fewshot) == ("fixed", 2)
 

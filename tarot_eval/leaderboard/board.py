@@ -10,8 +10,8 @@ import dataclasses
 from pathlib import Path
 
 from tarot_eval.compare import render, runs, scoreboard
-from tarot_eval.leaderboard.config import BASE_METHOD, LeaderboardConfig
-from tarot_eval.leaderboard.plan import RUNS, GridCell, seeds_of
+from tarot_eval.leaderboard.config import LeaderboardConfig
+from tarot_eval.methods.jobs import RUNS, GridCell
 
 METRIC = "acc"
 
@@ -21,7 +21,7 @@ def read_cells(config: LeaderboardConfig, runs_root: Path) -> list[runs.Run]:
     found = []
     for model in config.models:
         for method in config.methods:
-            for seed in seeds_of(config, method):
+            for seed in config.seeds_of(method):
                 for task in config.tasks_of(method):
                     folder = runs_root.joinpath(*GridCell(model.name, method.name, task, seed).parts)
                     if folder.is_dir():  # icl has no few-shot cells
@@ -38,5 +38,5 @@ def stem(config: LeaderboardConfig) -> str:
 
 def write(config: LeaderboardConfig, out: Path) -> tuple[str, dict[str, Path]]:
     """Write `out/leaderboard-<config>.{md,csv,png,html}`; returns the Markdown table and the files."""
-    board = scoreboard.build(read_cells(config, out / RUNS), base_method=BASE_METHOD)
+    board = scoreboard.build(read_cells(config, out / RUNS), base_method=config.reference or "")
     return render.markdown(board), render.write_all(board, out, stem=stem(config))

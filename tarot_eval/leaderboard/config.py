@@ -12,53 +12,34 @@
     include_defaults: also index lm-eval's built-in tasks (slow: ~15-30 s)
 
 "optimize settings" are the flags of `tarot-eval optimize` (underscores for dashes) that do not
-belong to a model, a task or the evaluation: method, optimizer, space, objective, n_train, n_val,
-budget, seed, balance, ship_unimproved, select_k, bo_init, bo_restarts, bo_raw_samples, trust_region, lr,
-and `layers` (overrides the model's: a layer-ablation axis), `num_fewshot` and `demonstrations`
-(an edit searched on prompts with demonstrations). A method's own settings win over the shared ones. An edit method may add `calibrate: NAME` (a
-calibrate method listed before it): its search runs on choice scores calibrated by that method's
-file for the same task and seed, and its evaluation applies the same calibration.
-Any method but base may add `tasks: [TASK, ...]` (a subset of tasks.zero_shot, with their few-shot
-tasks: e.g. a layer ablation on two tasks), and an edit method `interference: true|false` (wins
-over the top-level key).
-
-Baselines (no edit): `{method: calibrate, variant: contextual|batch}` (`tarot-eval calibrate`:
-the answer prior removed inside lm-eval's loglikelihood) and `{method: icl, shots: K}` (the
-unedited model with K demonstrations: the first K of the seed's training documents) and
-`{method: lora, rank, alpha, lr, budget, ...}` (`tarot-eval lora`: a PEFT adapter trained on the
-same documents, evaluated through peft).
+belong to a model, a task or the evaluation (`tarot_eval.methods.search.OPTIMIZER_KEYS`); a method's
+own settings win over the shared ones. Each entry of `methods:` is parsed by the registered method
+kind that takes it (`tarot_eval.methods`: `base`, `{method: calibrate|icl|lora, ...}`, and any other
+entry an edit search); each kind's module documents its keys. Any method with settings may add
+`tasks: [TASK, ...]` (a subset of tasks.zero_shot, with their few-shot tasks: e.g. a layer ablation
+on two tasks), and an edit method `interference: true|false` (wins over the top-level key).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from tarot_eval import settings as settings_fields
+from tarot_eval.methods import registry
+from tarot_eval.methods.registry import MethodSpec
+from tarot_eval.methods.search import check_layers, optimizer_settings
 from tarot_eval.optimize.search_space import parse_bounds
-from tarot_eval.optimize.settings import OptimizeSettings
 
-BASE_METHOD = "base"
 FEWSHOT_SUFFIX = "_fewshot"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names become folder names
 TOP_KEYS = ("models", "tasks", "methods", "seeds", "interference", "optimizer", "eval", "include_path", "include_defaults")
-BASE, EDIT, CALIBRATE, ICL, LORA = "base", "edit", "calibrate", "icl", "lora"  # the unedited model, an edit, baselines
-LORA_KEYS = ("rank", "alpha", "target_modules", "lr", "budget", "select_k")
-BASELINE_KEYS = {CALIBRATE: ("method", "variant"), ICL: ("method", "shots"), LORA: ("method", *LORA_KEYS)}
 MODEL_KEYS = ("pretrained", "layers", "angle_limit", "dtype", "device")
 TASK_KEYS = ("zero_shot", "few_shot")
-# optimize settings set elsewhere in the config (model section, task lists, eval section) or not at all
-# (`layers` and `num_fewshot` may be set per method: a layer-ablation axis, an edit searched with demonstrations)
-NOT_OPTIMIZER_KEYS = frozenset(
-    {"model", "dtype", "device", "task", "include_path", "out", "angle_limit",
-     "apply_chat_template", "fewshot_as_multiturn", "system_instruction", "batch_size"}
-)
-OPTIMIZER_KEYS = tuple(name for name in settings_fields.fields(OptimizeSettings) if name not in NOT_OPTIMIZER_KEYS)
 
 
 class ConfigError(ValueError):
@@ -88,25 +69,6 @@ class ModelSpec:
     angle_limit: str = "pi/4"
     dtype: str = "float32"
     device: str = "cpu"
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    name: str
-    settings: dict | None  # edit: optimize settings; calibrate / icl: their keys; None for the unedited base model
-    kind: str = EDIT
-    calibrate: str | None = None  # edit methods: the calibrate method whose file the search and evaluation apply
-    tasks: tuple[str, ...] | None = None  # `tasks:` of the method: the zero-shot tasks it runs on (None: all)
-    interference: bool | None = None  # `interference:` of the method (None: the config's)
-
-    @property
-    def is_base(self) -> bool:
-        return self.settings is None
-
-    @property
-    def seeded(self) -> bool:
-        """Whether the method reads the seed's training documents (base and contextual calibration do not)."""
-        return self.kind in (EDIT, ICL, LORA) or (self.kind == CALIBRATE and self.settings["variant"] == "batch")
 
 
 @dataclass(frozen=True)
@@ -147,7 +109,8 @@ class LeaderboardConfig:
 
     def interferes(self, method: MethodSpec) -> bool:
         """Whether `method`'s edits are also scored on the other zero-shot tasks."""
-        return method.kind == EDIT and (self.interference if method.interference is None else method.interference)
+        edits = registry.method_of(method).edits
+        return edits and (self.interference if method.interference is None else method.interference)
 
     def method_settings(self, method: MethodSpec, seed: int | None = None) -> dict:
         """Shared optimizer settings overridden by the method's own, and by `seed` when given."""
@@ -155,6 +118,15 @@ class LeaderboardConfig:
 
     def method(self, name: str) -> MethodSpec:
         return next(method for method in self.methods if method.name == name)
+
+    def seeds_of(self, method: MethodSpec) -> list[int | None]:
+        """The seeds a method runs under: each listed seed where it reads them, else one seed-free cell."""
+        return list(self.seeds) if self.seeds is not None and registry.method_of(method).seeded(method) else [None]
+
+    @property
+    def reference(self) -> str | None:
+        """The row the others are compared with (the unedited model), if the config lists it."""
+        return next((m.name for m in self.methods if registry.method_of(m).reference), None)
 
 
 def _mapping(value, where: str, required: bool = True) -> dict:
@@ -189,8 +161,7 @@ def _typed(value, kinds: tuple[type, ...], where: str, nullable: bool = False):
 def _optimizer_settings(raw, where: str) -> dict:
     """Normalized keys; each value checked against its `OptimizeSettings` field (type and choices)."""
     try:
-        return settings_fields.checked(OptimizeSettings, _mapping(raw, where, required=False), where, OPTIMIZER_KEYS,
-                                       unknown="{where}.{keys}: unknown optimizer setting; expected one of {allowed}")
+        return optimizer_settings(_mapping(raw, where, required=False), where)
     except settings_fields.SettingsError as error:
         raise ConfigError(str(error)) from None
 
@@ -233,9 +204,10 @@ def _check_value(where: str, check, *args) -> None:
 
 
 def _check_layers(text: str | None, where: str) -> None:
-    """A layer spec's syntax, reversed ranges and repeats, before any model is read (its bound comes with the model)."""
-    if text is not None:
-        _check_value(where, settings_fields.parse_layers, str(text), sys.maxsize)
+    try:
+        check_layers(text, where)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def _task_list(raw, where: str) -> list[str]:
@@ -277,62 +249,28 @@ def _tasks(raw) -> tuple[list[str], dict[str, str]]:
     return zero_shot, few_shot
 
 
-def _baseline(name: str, kind: str, entry: dict, where: str) -> MethodSpec:
-    from tarot_eval.calibration import VARIANTS
-
-    _check_keys(entry, BASELINE_KEYS[kind], where)
-    if kind == CALIBRATE:
-        variant = entry.get("variant", "contextual")
-        if variant not in VARIANTS:
-            raise ConfigError(f"{where}.variant: {variant!r} is not one of {', '.join(VARIANTS)}")
-        return MethodSpec(name, {"variant": variant}, CALIBRATE)
-    if kind == LORA:
-        from tarot_eval.lora import LoraSettings
-
-        try:
-            values = settings_fields.checked(LoraSettings, {k: v for k, v in entry.items() if k != "method"}, where, LORA_KEYS)
-            LoraSettings(**values)  # its own value checks (rank, lr, ...)
-        except settings_fields.SettingsError as error:
-            raise ConfigError(f"{where}: {error}" if not str(error).startswith(where) else str(error)) from None
-        return MethodSpec(name, values, LORA)
-    shots = entry.get("shots")
-    if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
-        raise ConfigError(f"{where}.shots: expected a number of demonstrations (1 or more), got {shots!r}")
-    return MethodSpec(name, {"shots": shots}, ICL)
-
-
 def _methods(raw, zero_shot: list[str]) -> list[MethodSpec]:
+    """Each entry parsed by the registered method kind that takes it (`tarot_eval.methods`)."""
     methods: list[MethodSpec] = []
     for name, entry in _mapping(raw, "methods").items():
         where = f"methods.{name}"
         _check_name(name, where)
-        if name == BASE_METHOD:
-            if entry:
-                raise ConfigError(f"{where}: the base method is the unedited model and takes no settings")
-            methods.append(MethodSpec(name, None, BASE))
-            continue
-        entry = dict(_mapping(entry, where, required=False))
-        scope = _scope(entry, zero_shot, where)
-        if entry.get("method") in BASELINE_KEYS:
-            methods.append(dataclasses.replace(_baseline(name, entry["method"], entry, where), **scope))
-            continue
-        if "calibration" in entry:  # an optimize setting, but here only `calibrate:` also calibrates the evaluation
-            raise ConfigError(f"{where}.calibration: name a calibrate method listed before it with calibrate: NAME "
-                              "(calibration: would calibrate the search but not the evaluation)")
-        calibrate = entry.pop("calibrate", None)
-        earlier = [method.name for method in methods if method.kind == CALIBRATE]
-        if calibrate is not None and calibrate not in earlier:
-            raise ConfigError(f"{where}.calibrate: {calibrate!r} is not a calibrate method listed before it "
-                              f"(listed: {', '.join(earlier) or 'none'})")
-        settings = _optimizer_settings(entry, where)
-        _check_layers(settings.get("layers"), f"{where}.layers")
-        methods.append(MethodSpec(name, settings, EDIT, calibrate, **scope))
+        method = registry.METHODS[registry.kind_for(name, entry)]
+        scope = {}
+        if method.takes_settings:
+            entry = dict(_mapping(entry, where, required=False))
+            scope = _scope(entry, zero_shot, where, method)
+        try:
+            spec = method.parse(name, entry, where, methods)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        methods.append(dataclasses.replace(spec, **scope))
     if not methods:
         raise ConfigError("methods: name at least one method (base = the unedited model)")
     return methods
 
 
-def _scope(entry: dict, zero_shot: list[str], where: str) -> dict:
+def _scope(entry: dict, zero_shot: list[str], where: str, method: registry.Method) -> dict:
     """The method's `tasks:` (a subset of tasks.zero_shot) and `interference:` (edits only), taken out of `entry`."""
     scope = {}
     if "tasks" in entry:
@@ -342,7 +280,7 @@ def _scope(entry: dict, zero_shot: list[str], where: str) -> dict:
             raise ConfigError(f"{where}.tasks: {', '.join(unknown)} not in tasks.zero_shot")
         scope["tasks"] = tuple(tasks)
     if "interference" in entry:
-        if entry.get("method") in BASELINE_KEYS:
+        if not method.edits:
             raise ConfigError(f"{where}.interference: only an edit is scored on the tasks it was not made for")
         scope["interference"] = _typed(entry.pop("interference"), (bool,), f"{where}.interference")
     return scope
@@ -356,7 +294,7 @@ def _seeds(raw, optimizer: dict, methods: list[MethodSpec]) -> list[int] | None:
     if len(set(raw)) != len(raw):
         raise ConfigError("seeds: a seed is listed twice")
     setters = (["optimizer"] if "seed" in optimizer else []) + [
-        f"methods.{m.name}" for m in methods if m.kind == EDIT and "seed" in (m.settings or {})]
+        f"methods.{m.name}" for m in methods if "seed" in (m.settings or {})]
     if setters:
         raise ConfigError(f"{setters[0]}.seed: set by seeds: when the config lists seeds; remove it")
     return list(raw)
@@ -407,11 +345,11 @@ def parse(raw, source: Path) -> LeaderboardConfig:
     methods = _methods(raw["methods"], zero_shot)
     optimizer = _optimizer_settings(raw.get("optimizer"), "optimizer")
     _check_layers(optimizer.get("layers"), "optimizer.layers")
-    n_train = optimizer.get("n_train", OptimizeSettings.n_train)
     for method in methods:
-        if method.kind == ICL and method.settings["shots"] > n_train:
-            raise ConfigError(f"methods.{method.name}.shots: {method.settings['shots']} demonstrations, but the "
-                              f"demonstrations are the first of the {n_train} training documents (optimizer.n_train)")
+        try:
+            registry.method_of(method).check(method, optimizer)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
     return LeaderboardConfig(
         source=source,
         models=_models(raw["models"]),

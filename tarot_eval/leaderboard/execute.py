@@ -3,8 +3,7 @@ per model and process, and shared by the cells it runs.
 
 Each cell works in `<folder>.partial/` (`cells.open_partial`; an interrupted optimization resumes from
 its record there) and is renamed into place when whole, with its record (identity, cost, commit and
-machine). Optimizations call `tarot_eval.optimize.run.optimize`, calibrations
-`tarot_eval.calibrate.fit_once`, LoRA trainings `tarot_eval.lora.train_once`; evaluations call
+machine). A fit runs its method's `run_fit` (`tarot_eval.methods`); evaluations call
 `lm_eval.simple_evaluate` on a `TarotHFLM` built around the loaded model (the checkpoint merged into
 o_proj for the run, unmerged after; a calibration applied inside its loglikelihood; icl cells given
 their fixed demonstrations through the task's sampler) and save through lm-eval's own
@@ -18,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import resource
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,20 +26,8 @@ from tqdm.auto import tqdm
 from tarot_eval.compare.runs import LM_EVAL_OUTPUT
 from tarot_eval.leaderboard import cells, compact
 from tarot_eval.leaderboard.config import EvalSpec, ModelSpec
-from tarot_eval.leaderboard.plan import (
-    DEMONSTRATIONS_NAME,
-    CalibrationFit,
-    Evaluation,
-    LoraTraining,
-    Optimization,
-    Step,
-    demonstrations_settings,
-)
-from tarot_eval.optimize.record import POINTS_DIR
-
-# what a finished optimization does not keep: the plot (redrawn from its record) and the per-evaluation
-# parameter files (the record holds every evaluation's value; the checkpoint is the chosen one)
-DROPPED = ("trace.png", POINTS_DIR)
+from tarot_eval.leaderboard.plan import DEMONSTRATIONS_NAME, Evaluation, Fit, Step, demonstrations_settings
+from tarot_eval.methods import registry
 
 
 class LoadedModel:
@@ -78,37 +64,6 @@ class LoadedModel:
                 **({"peft": str(job.adapter)} if job.adapter else {})}
 
 
-def optimize(loaded: LoadedModel, job: Optimization, manager, work: Path) -> None:
-    from tarot_eval.optimize.run import optimize as run_optimization
-
-    task = manager.load(job.task)["tasks"][job.task]
-    result = run_optimization(
-        loaded.model, loaded.base_lm, task, job.settings, work, job.budget, job.select_k, loaded.evaluation.batch_size
-    )
-    for name in DROPPED:
-        if (work / name).is_dir():
-            shutil.rmtree(work / name)
-        (work / name).unlink(missing_ok=True)
-    if not result.improved:
-        tqdm.write(f"  note: {job.cell}: the chosen edit does not beat the base model on {result.selected_on} documents")
-
-
-def fit_calibration(loaded: LoadedModel, job: CalibrationFit, manager, work: Path) -> None:
-    from tarot_eval.calibrate import fit_once
-
-    task = manager.load(job.task)["tasks"][job.task]
-    fit_once(loaded.model, loaded.base_lm, task, job.options, work)
-
-
-def train_lora(loaded: LoadedModel, job: LoraTraining, manager, work: Path) -> None:
-    from tarot_eval.lora import train_once
-
-    task = manager.load(job.task)["tasks"][job.task]
-    result = train_once(loaded.model, loaded.base_lm, task, job.options, work)
-    if result is not None and not result["improved"]:
-        tqdm.write(f"  note: {job.cell}: the trained adapter does not beat the base model on validation documents")
-
-
 @contextlib.contextmanager
 def adapter_applied(loaded: LoadedModel, adapter: Path | None):
     """Within the block the loaded model runs with the peft adapter in `adapter` (as lm-eval's `peft=` loads
@@ -125,8 +80,8 @@ def adapter_applied(loaded: LoadedModel, adapter: Path | None):
         wrapped.unload()
 
 
-def icl_task(job: Evaluation, manager):
-    """The task object of an icl evaluation, every document given the same first `shots` training documents
+def task_with_demonstrations(job: Evaluation, manager):
+    """The task object of an evaluation with fixed demonstrations, every document given the same first `shots` training documents
     of the seed's draw (the optimizer's `choose_docs`), and those documents' indices."""
     from tarot_eval import objective as objectives
 
@@ -149,7 +104,7 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager, work: Path, out: Pat
     lm = loaded.base_lm if job.checkpoint is None and job.calibration is None else loaded.lm(job.checkpoint, job.calibration)
     spec = loaded.evaluation
     tracker = EvaluationTracker(output_path=str(work / LM_EVAL_OUTPUT))
-    task, demonstrations = (job.task, None) if job.demonstrations is None else icl_task(job, manager)
+    task, demonstrations = (job.task, None) if job.demonstrations is None else task_with_demonstrations(job, manager)
     try:
         with contextlib.nullcontext() if demonstrations is None else fixed_demonstrations(task, [doc for _, doc in demonstrations]), \
                 adapter_applied(loaded, job.adapter):
@@ -225,16 +180,15 @@ def peak_memory_mb() -> float:
 def run_cell(worker: Worker, spec: ModelSpec, step: Step, out: Path) -> dict:
     """Run `step` in its partial folder and rename it into place; returns its cost (raises on failure)."""
     job = step.job
-    work = cells.open_partial(step.folder, step.identity, resumable=isinstance(job, Optimization))
+    method = registry.METHODS[job.kind] if isinstance(job, Fit) else None
+    work = cells.open_partial(step.folder, step.identity, resumable=method is not None and method.resumable)
     peak_memory_reset()
     started, usage = time.monotonic(), resource.getrusage(resource.RUSAGE_SELF)
     loaded, manager = worker.loaded(spec), worker.task_manager()
-    if isinstance(job, Optimization):
-        optimize(loaded, job, manager, work)
-    elif isinstance(job, CalibrationFit):
-        fit_calibration(loaded, job, manager, work)
-    elif isinstance(job, LoraTraining):
-        train_lora(loaded, job, manager, work)
+    if method is not None:
+        note = method.run_fit(loaded, job, manager, work)
+        if note:
+            tqdm.write(f"  note: {job.cell}: {note}")
     else:
         evaluate(loaded, job, manager, work, out)
     after = resource.getrusage(resource.RUSAGE_SELF)

@@ -113,13 +113,13 @@ class RequestHasher:
         import contextlib
         import math
 
-        from tarot_eval.leaderboard.execute import icl_task
+        from tarot_eval.leaderboard.execute import task_with_demonstrations
         from tarot_eval.objective import fixed_demonstrations
 
         if job.demonstrations is None:
             task, chosen = self.manager.load(job.task)["tasks"][job.task], None
         else:
-            task, chosen = icl_task(job, self.manager)
+            task, chosen = task_with_demonstrations(job, self.manager)
         task.set_fewshot_seed(seed=FEWSHOT_SEED)
         limit = spec.limit
         if isinstance(limit, float):

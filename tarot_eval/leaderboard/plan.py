@@ -1,9 +1,12 @@
-"""The cells of a leaderboard (optimizations and evaluations) and which are already done.
+"""The cells of a leaderboard (each method's fits and every evaluation) and which are already done.
+
+Each method kind (`tarot_eval.methods`) says which cells it fits and what its evaluations apply; this
+module loops over the config's methods and gives every cell its folder and identity.
 
 Layout under the output folder (`seed-<k>/` only when the config lists seeds, and only for the
 methods that read the seed's training documents):
-    checkpoints/<model>/<method>/[seed-<k>/]<task>/   `tarot-eval optimize` output (checkpoint + run record)
-                                                      or `tarot-eval calibrate` output (calibration.json)
+    checkpoints/<model>/<method>/[seed-<k>/]<task>/   a method's fitted artifact (`tarot-eval optimize`,
+                                                      `calibrate` or `lora` output)
     runs/<model>/<method>/[seed-<k>/]<task>/          lm-eval `--output_path`: results_*.json + samples_*.jsonl
                                                       (icl: + the demonstrations used, DEMONSTRATIONS_NAME)
     interference/<model>/<method>/[seed-<k>/]<edited task>/<task>/   (`interference: true`) the edit of
@@ -22,16 +25,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tarot_eval.calibrate import CalibrateSettings
 from tarot_eval.compare import runs
 from tarot_eval.leaderboard import cells
 from tarot_eval.leaderboard import identity as identities
-from tarot_eval.leaderboard.config import CALIBRATE, EDIT, ICL, LORA, EvalSpec, LeaderboardConfig, MethodSpec, ModelSpec
-from tarot_eval.lora import LoraSettings
-from tarot_eval.optimize.settings import OptimizeSettings, Settings
+from tarot_eval.leaderboard.config import EvalSpec, LeaderboardConfig, ModelSpec
+from tarot_eval.methods import registry
+from tarot_eval.methods.jobs import CHECKPOINTS, RUNS, Demonstrations, Evaluation, Fit, GridCell, GridContext
+from tarot_eval.methods.registry import MethodSpec
 
-CHECKPOINTS = "checkpoints"
-RUNS = "runs"
 INTERFERENCE = runs.INTERFERENCE  # an edit's runs on the tasks it was not optimized on
 DEMONSTRATIONS_NAME = runs.DEMONSTRATIONS_NAME  # beside an icl run: the demonstrations it was shown
 
@@ -41,73 +42,10 @@ class PlanError(ValueError):
 
 
 @dataclass(frozen=True)
-class GridCell:
-    """One model x method x (seed) x task of the grid."""
-
-    model: str
-    method: str
-    task: str
-    seed: int | None
-
-    @property
-    def cell(self) -> str:
-        return "/".join(self.parts)
-
-    @property
-    def parts(self) -> tuple[str, ...]:
-        """Its folder below `checkpoints/` or `runs/`."""
-        return (self.model, self.method, *(() if self.seed is None else (f"seed-{self.seed}",)), self.task)
-
-
-@dataclass(frozen=True)
-class Optimization(GridCell):
-    settings: Settings
-    budget: int
-    select_k: int
-    directory: Path
-
-
-@dataclass(frozen=True)
-class CalibrationFit(GridCell):
-    options: CalibrateSettings
-    directory: Path
-
-
-@dataclass(frozen=True)
-class LoraTraining(GridCell):
-    options: LoraSettings
-    directory: Path
-
-
-@dataclass(frozen=True)
-class Demonstrations:
-    """icl: the first `shots` training documents of the seed's draw (n_train, n_val, seed)."""
-
-    shots: int
-    n_train: int
-    n_val: int
-    seed: int
-
-
-@dataclass(frozen=True)
-class Evaluation(GridCell):
-    checkpoint: Path | None  # None: the unedited model
-    folder: Path
-    calibration: Path | None = None
-    demonstrations: Demonstrations | None = None
-    adapter: Path | None = None  # a lora method's peft adapter
-    edited_on: str | None = None  # interference: the task the checkpoint was optimized on (not `task`)
-
-    @property
-    def cell(self) -> str:
-        return "/".join(self.parts) + (f" (edit of {self.edited_on})" if self.edited_on else "")
-
-
-@dataclass(frozen=True)
 class Step:
     """One cell, what it is computed from (`identity.py`), the cells it reads, and why it runs (None: done)."""
 
-    job: Optimization | CalibrationFit | LoraTraining | Evaluation
+    job: Fit | Evaluation
     reason: str | None
     parts: dict
     identity: str
@@ -124,24 +62,23 @@ class Step:
 
 
 def kind_of(job) -> str:
-    """What a job does, as the leaderboard's progress lines say it."""
-    kinds = {Optimization: "optimize", CalibrationFit: "calibrate", LoraTraining: "train lora"}
-    return kinds.get(type(job), "evaluate")
+    """What a job does, as the leaderboard's progress lines say it: its method's fit kind, or "evaluate"."""
+    return registry.METHODS[job.kind].fit_kind if isinstance(job, Fit) else registry.EVALUATE
 
 
 @dataclass(frozen=True)
 class ModelPlan:
     spec: ModelSpec
-    optimizations: list[Step]  # and calibration fits: what evaluations read
+    fits: list[Step]  # every method's fitted artifacts (checkpoints, calibrations, adapters): what evaluations read
     evaluations: list[Step]
 
     @property
     def todo(self) -> list[Step]:
         """The cells to run, a method at a time in config order and within it a seed at a time (its
-        optimizations, then its evaluations), so an interrupted leaderboard already holds whole
+        fits, then its evaluations), so an interrupted leaderboard already holds whole
         methods and, of the method it was in, whole seeds."""
         methods = list(dict.fromkeys(step.job.method for step in self.evaluations))
-        steps = [*self.optimizations, *self.evaluations]
+        steps = [*self.fits, *self.evaluations]
 
         def order(step: Step):
             seed = step.job.seed
@@ -149,20 +86,6 @@ class ModelPlan:
 
         ordered = sorted(steps, key=order)
         return [step for step in ordered if step.reason is not None]
-
-
-def optimizer_settings(values: dict, model: ModelSpec, task: str, num_layers: int, evaluation: EvalSpec):
-    """(Settings, budget, select_k) of one cell: the method's optimize settings with the model's, task's and
-    evaluation's."""
-    options = OptimizeSettings(
-        **{"layers": model.layers, **values},  # a method's layers win over the model's
-        task=task,
-        angle_limit=model.angle_limit,
-        apply_chat_template=evaluation.apply_chat_template,
-        fewshot_as_multiturn=evaluation.fewshot_as_multiturn,
-        system_instruction=evaluation.system_instruction,
-    )
-    return options.run_settings(num_layers), options.budget, options.select_k
 
 
 def model_config(model: ModelSpec):
@@ -178,60 +101,6 @@ def model_config(model: ModelSpec):
     except (OSError, ValueError, default_model.DefaultModelMissing) as error:
         raise PlanError(f"models.{model.name}: cannot read the config of {model.pretrained or 'the embedded model'}: "
                         f"{str(error).splitlines()[0]}") from None
-
-
-def num_layers(model: ModelSpec) -> int:
-    return model_config(model).get_text_config().num_hidden_layers
-
-
-def check_target_modules(model: ModelSpec, method: MethodSpec) -> None:
-    """A lora method's target_modules must name modules of the model (checked on an empty skeleton of it)."""
-    wanted = (method.settings or {}).get("target_modules")
-    if not wanted:
-        return
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(model_config(model))
-    names = {name.rsplit(".", 1)[-1] for name, _ in skeleton.named_modules()}
-    missing = [name.strip() for name in wanted.split(",") if name.strip() not in names]
-    if missing:
-        raise PlanError(f"methods.{method.name}.target_modules: {', '.join(missing)} not a module of models.{model.name} "
-                        f"(its linear layers: {', '.join(sorted({n.rsplit('.', 1)[-1] for n, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)}))})")
-
-
-def lora_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed: int | None) -> LoraSettings:
-    """The lora cell's settings: the documents (n_train, n_val, seed), objective and select_k shared with the
-    edits; its own rank, alpha, lr and budget (an edit's budget counts other steps)."""
-    shared = {**config.optimizer, **({} if seed is None else {"seed": seed})}
-    documents = {key: shared[key] for key in ("n_train", "n_val", "seed", "objective", "select_k") if key in shared}
-    return LoraSettings(task=task, batch_size=config.eval.batch_size, apply_chat_template=config.eval.apply_chat_template,
-                        fewshot_as_multiturn=config.eval.fewshot_as_multiturn,
-                        system_instruction=config.eval.system_instruction, **{**documents, **method.settings})
-
-
-def seeds_of(config: LeaderboardConfig, method: MethodSpec) -> list[int | None]:
-    """The seeds a method runs under: each listed seed where it reads them, else one seed-free cell."""
-    return list(config.seeds) if config.seeds is not None and method.seeded else [None]
-
-
-def calibrate_options(config: LeaderboardConfig, method: MethodSpec, task: str, seed: int | None) -> CalibrateSettings:
-    shared = config.method_settings(method, seed)
-    keys = ("n_train", "n_val", "seed")
-    return CalibrateSettings(
-        task=task, variant=method.settings["variant"], batch_size=config.eval.batch_size,
-        apply_chat_template=config.eval.apply_chat_template, fewshot_as_multiturn=config.eval.fewshot_as_multiturn,
-        system_instruction=config.eval.system_instruction,
-        **{key: shared[key] for key in keys if key in shared},
-    )
-
-
-def calibration_folder(config: LeaderboardConfig, out: Path, model: ModelSpec, name: str, task: str, seed: int | None) -> Path:
-    """The folder of calibrate method `name`'s file for `task` under `seed` (or its seed-free one)."""
-    method = config.method(name)
-    cell = GridCell(model.name, name, task, seed if method.seeded else None)
-    return out.joinpath(CHECKPOINTS, *cell.parts)
 
 
 class Identities:
@@ -258,44 +127,23 @@ class Identities:
         return self.requests.training(task, n_train, n_val, seed, prompt)
 
 
-def _fits_and_optimizations(config: LeaderboardConfig, model: ModelSpec, out: Path, layers: int,
-                            made: Identities) -> list[Step]:
+def _fits(grid: GridContext, made: Identities) -> list[Step]:
+    """Every method's fit cells (what evaluations read), a method and then a seed at a time."""
     steps = []
-    for method in config.methods:
-        for seed in seeds_of(config, method):
-            if method.kind == CALIBRATE:
-                for task in config.tasks_of(method):
-                    cell = GridCell(model.name, method.name, task, seed)
-                    options = calibrate_options(config, method, task, seed)
-                    job = CalibrationFit(**vars(cell), options=options, directory=out.joinpath(CHECKPOINTS, *cell.parts))
-                    requests = made.training(task, options.n_train, options.n_val, options.seed, options.prompt())
-                    steps.append(made.step(job, requests, options.record(), []))
-            if method.kind == LORA:
-                check_target_modules(model, method)
-                for task in config.zero_shot_of(method):
-                    cell = GridCell(model.name, method.name, task, seed)
-                    options = lora_options(config, method, task, seed)
-                    job = LoraTraining(**vars(cell), options=options, directory=out.joinpath(CHECKPOINTS, *cell.parts))
-                    requests = made.training(task, options.n_train, options.n_val, options.seed, options.prompt())
-                    steps.append(made.step(job, requests, options.record(), []))
-            if method.kind != EDIT:
-                continue
-            values = config.method_settings(method, seed)
-            for task in config.zero_shot_of(method):
-                calibration = None
-                if method.calibrate:
-                    calibration = calibration_folder(config, out, model, method.calibrate, task, seed)
-                    values = {**values, "calibration": str(calibration)}
+    for spec in grid.config.methods:
+        method = registry.method_of(spec)
+        if not method.fit_kind:
+            continue
+        for seed in grid.config.seeds_of(spec):
+            for task in method.fit_tasks(grid, spec):
                 try:
-                    settings, budget, select_k = optimizer_settings(values, model, task, layers, config.eval)
+                    fit = method.fit(grid, spec, task, seed)
                 except ValueError as error:
-                    raise PlanError(f"models.{model.name} with methods.{method.name}: {error}") from None
-                cell = GridCell(model.name, method.name, task, seed)
-                job = Optimization(**vars(cell), settings=settings, budget=budget, select_k=select_k,
-                                   directory=out.joinpath(CHECKPOINTS, *cell.parts))
-                requests = made.training(task, settings.n_train, settings.n_val, settings.seed, settings.prompt)
-                recorded = {**settings.record_config(), "budget": budget, "select_k": select_k}
-                steps.append(made.step(job, requests, recorded, [calibration]))
+                    raise PlanError(str(error)) from None
+                cell = GridCell(grid.model.name, spec.name, task, seed)
+                job = Fit(**vars(cell), kind=spec.kind, options=fit.options,
+                          directory=grid.out.joinpath(CHECKPOINTS, *cell.parts))
+                steps.append(made.step(job, made.training(task, *fit.draw), fit.record, list(fit.reads)))
     return steps
 
 
@@ -311,51 +159,40 @@ def demonstrations_settings(demonstrations: Demonstrations) -> dict:
             "seed": demonstrations.seed}
 
 
-def _evaluation(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, task: str, seed: int | None):
-    cell = GridCell(model.name, method.name, task, seed)
-    source = config.few_shot.get(task, task)
-    checkpoint_dir = out.joinpath(CHECKPOINTS, *GridCell(model.name, method.name, source, seed).parts) if method.kind == EDIT else None
-    calibration = None
-    if method.kind == CALIBRATE:
-        calibration = out.joinpath(CHECKPOINTS, *cell.parts)
-    elif method.calibrate:
-        calibration = calibration_folder(config, out, model, method.calibrate, task, seed)
-    demonstrations = None
-    if method.kind == ICL:
-        shared = config.method_settings(method, seed)
-        demonstrations = Demonstrations(method.settings["shots"], shared.get("n_train", OptimizeSettings.n_train),
-                                        shared.get("n_val", OptimizeSettings.n_val), shared.get("seed", OptimizeSettings.seed))
-    adapter = out.joinpath(CHECKPOINTS, *GridCell(model.name, method.name, source, seed).parts) if method.kind == LORA else None
-    return Evaluation(**vars(cell), checkpoint=checkpoint_dir, folder=out.joinpath(RUNS, *cell.parts),
-                      calibration=calibration, demonstrations=demonstrations, adapter=adapter)
+def _evaluation(grid: GridContext, spec: MethodSpec, task: str, seed: int | None) -> Evaluation:
+    cell = GridCell(grid.model.name, spec.name, task, seed)
+    source = grid.config.few_shot.get(task, task)
+    inputs = {"checkpoint": None, **registry.method_of(spec).evaluation_inputs(grid, spec, task, source, seed)}
+    return Evaluation(**vars(cell), folder=grid.out.joinpath(RUNS, *cell.parts), **inputs)
 
 
-def _interference(config: LeaderboardConfig, model: ModelSpec, out: Path, method: MethodSpec, seed: int | None):
+def _interference(grid: GridContext, spec: MethodSpec, seed: int | None):
     """The edit of each of the method's zero-shot tasks scored on every other zero-shot task."""
-    for source in config.zero_shot_of(method):
-        checkpoint_dir = out.joinpath(CHECKPOINTS, *GridCell(model.name, method.name, source, seed).parts)
-        for task in config.zero_shot:
+    for source in grid.config.zero_shot_of(spec):
+        checkpoint_dir = grid.fit_folder(spec.name, source, seed)
+        for task in grid.config.zero_shot:
             if task != source:
-                folder = out.joinpath(INTERFERENCE, *GridCell(model.name, method.name, source, seed).parts, task)
-                yield Evaluation(model.name, method.name, task, seed, checkpoint_dir, folder, edited_on=source)
+                folder = grid.out.joinpath(INTERFERENCE, *GridCell(grid.model.name, spec.name, source, seed).parts, task)
+                yield Evaluation(grid.model.name, spec.name, task, seed, checkpoint_dir, folder, edited_on=source)
 
 
 def plan_model(config: LeaderboardConfig, model: ModelSpec, out: Path, manager) -> ModelPlan:
     """Every cell of `model`, each with its identity and why it runs or None; refuses settings the optimizer
     would refuse. Renders every task's requests (no model weights are loaded)."""
     made = Identities(model, manager, config.eval)
-    prepared = _fits_and_optimizations(config, model, out, num_layers(model), made)
+    grid = GridContext(config, model, model_config(model), out)
+    prepared = _fits(grid, made)
     evaluations = []
-    for method in config.methods:
-        for seed in seeds_of(config, method):
-            # a few-shot task already has its shots, so icl runs on the zero-shot tasks only
-            for task in config.tasks_of(method) if method.kind != ICL else config.zero_shot_of(method):
-                job = _evaluation(config, model, out, method, task, seed)
+    for spec in config.methods:
+        method = registry.method_of(spec)
+        for seed in config.seeds_of(spec):
+            for task in config.tasks_of(spec) if method.on_few_shot_tasks else config.zero_shot_of(spec):
+                job = _evaluation(grid, spec, task, seed)
                 evaluations.append(made.step(job, made.requests.evaluation(job, config.eval),
-                                             evaluation_settings(job, config.eval, method),
+                                             evaluation_settings(job, config.eval, spec),
                                              [job.checkpoint, job.calibration, job.adapter]))
-            if config.interferes(method):
-                for job in _interference(config, model, out, method, seed):
+            if config.interferes(spec):
+                for job in _interference(grid, spec, seed):
                     evaluations.append(made.step(job, made.requests.evaluation(job, config.eval),
-                                                 evaluation_settings(job, config.eval, method), [job.checkpoint]))
+                                                 evaluation_settings(job, config.eval, spec), [job.checkpoint]))
     return ModelPlan(model, prepared, evaluations)

@@ -15,6 +15,7 @@ from tarot_eval.leaderboard import board, schedule
 from tarot_eval.leaderboard.config import LeaderboardConfig
 from tarot_eval.leaderboard.local_pool import LocalPool
 from tarot_eval.leaderboard.plan import ModelPlan, PlanError, plan_model
+from tarot_eval.methods import registry
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,10 @@ class Summary:
     failed: tuple = ()
 
     def __str__(self) -> str:
-        kinds = [("optimize", "optimizations"), ("calibrate", "calibrations"), ("train lora", "lora trainings"),
-                 ("evaluate", "evaluations")]
+        kinds = [*registry.fit_kinds(), (registry.EVALUATE, "evaluations")]
+        always = {registry.default_fit_kind(), registry.EVALUATE}  # shown even at 0
         return "; ".join(f"{label}: {self.run.get(kind, 0)} run, {self.skipped.get(kind, 0)} skipped"
-                         for kind, label in kinds if kind in ("optimize", "evaluate") or self.run.get(kind) or self.skipped.get(kind))
+                         for kind, label in kinds if kind in always or self.run.get(kind) or self.skipped.get(kind))
 
     def count(self, kind: str) -> tuple[int, int]:
         return self.run.get(kind, 0), self.skipped.get(kind, 0)
@@ -57,14 +58,14 @@ def check_tasks(config: LeaderboardConfig, manager) -> None:
 
 def describe(plan: ModelPlan) -> list[str]:
     lines = []
-    for step in [*plan.optimizations, *plan.evaluations]:
+    for step in [*plan.fits, *plan.evaluations]:
         kind = step.parts["kind"]
         lines.append(f"skip {kind} {step.job.cell}" if step.reason is None else f"run  {kind} {step.job.cell}: {step.reason}")
     return lines
 
 
 def summarize(plans: list[ModelPlan], failed=()) -> Summary:
-    steps = [step for plan in plans for step in [*plan.optimizations, *plan.evaluations]]
+    steps = [step for plan in plans for step in [*plan.fits, *plan.evaluations]]
     run, skipped = Counter(), Counter()
     for step in steps:
         (run if step.reason is not None else skipped)[step.parts["kind"]] += 1

@@ -14,10 +14,9 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from tarot_eval.leaderboard import cells
+from tarot_eval.methods import registry
 
-# CPU seconds per cell kind before any is recorded (SmolLM2-135M on a 2-core CPU, issue #29's reduced run)
-GUESSED_CPU_S = {"optimize": 100.0, "calibrate": 4.0, "train lora": 80.0, "evaluate": 60.0}
-GUESSED_PEAK_MB = 4000.0
+GUESSED_PEAK_MB = 4000.0  # a cell's peak memory before any is recorded
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ def typical(costs: dict[str, list[dict]], kind: str, key: str, guess: float) -> 
 
 
 def estimated_cpu_hours(steps, costs: dict[str, list[dict]]) -> float:
-    return sum(typical(costs, step.parts["kind"], "cpu_s", GUESSED_CPU_S[step.parts["kind"]]) for step in steps) / 3600
+    return sum(typical(costs, step.parts["kind"], "cpu_s", registry.guessed_cpu_s(step.parts["kind"])) for step in steps) / 3600
 
 
 def peak_memory_mb(costs: dict[str, list[dict]]) -> float:
@@ -103,7 +102,7 @@ class Scheduler:
     def _show(self) -> None:
         counts = {name: sum(value == name for value in self.state.values()) for name in ("running", "waiting", "failed")}
         left = [step for _, step in self.todo if self.state[step.name] in ("waiting", "running")]
-        eta = sum(typical(self.costs, step.parts["kind"], "wall_s", GUESSED_CPU_S[step.parts["kind"]]) for step in left)
+        eta = sum(typical(self.costs, step.parts["kind"], "wall_s", registry.guessed_cpu_s(step.parts["kind"])) for step in left)
         self.bar.set_postfix_str(f"running {counts['running']}, waiting {counts['waiting']}, failed {counts['failed']}, "
                                  f"eta ~{eta / max(self.jobs, 1) / 60:.0f} min")
 
