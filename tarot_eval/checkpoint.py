@@ -19,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tarot_eval import architectures, rotation
+from tarot_eval import architectures, edit_kinds
 from tarot_eval import edit as edits
 from tarot_eval.edit import HeadEdit
 
@@ -93,7 +93,7 @@ def weight_difference(stored: dict, actual: dict) -> str | None:
 
 
 def default_bounds(method: str, angle_limit: float = math.pi / 4) -> tuple[float, float]:
-    return (-angle_limit, angle_limit) if method == "rotation" else (0.0, 1.0)
+    return edit_kinds.kind(method).bounds(angle_limit)
 
 
 @dataclass
@@ -146,8 +146,8 @@ class TarotConfig:
             raise CheckpointError(
                 f"{path}: format_version {config['format_version']!r} is not supported (this tarot-eval reads {FORMAT_VERSION})"
             )
-        if not isinstance(config["method"], str) or config["method"] not in rotation.METHODS:
-            raise CheckpointError(f"{path}: unknown method {config['method']!r}; expected one of {rotation.METHODS}")
+        if not isinstance(config["method"], str) or config["method"] not in edit_kinds.names():
+            raise CheckpointError(f"{path}: unknown method {config['method']!r}; expected one of {edit_kinds.names()}")
         _check_types(path, config)
         return cls(**{name: config[name] for name in REQUIRED_KEYS}, provenance=config.get("provenance", {}))
 
@@ -261,7 +261,7 @@ def load(directory: str | Path, model: nn.Module, allow_transfer: bool = False) 
     layers = config.layers
     if any(not 0 <= layer < geo.num_layers for layer in layers):
         raise CheckpointError(f"{directory}: layers {layers} outside the model's 0..{geo.num_layers - 1}")
-    expected = rotation.param_shape(config.method, len(layers), geo.num_heads, geo.head_dim)
+    expected = edit_kinds.kind(config.method).param_shape(len(layers), geo.num_heads, geo.head_dim)
     if tuple(params.shape) != expected:
         raise CheckpointError(
             f"{directory}: params shape {tuple(params.shape)} does not match {expected} "
@@ -295,8 +295,10 @@ def _check_values(params: torch.Tensor, method: str, bounds: tuple[float, float]
     low, high = bounds
     if not torch.isfinite(params).all():
         raise CheckpointError(f"{where}: {method} params contain NaN or inf")
-    if method == "rescale" and (low < 0 or high > 1):
-        raise CheckpointError(f"{where}: rescale bounds {bounds} leave [0, 1]")
+    try:
+        edit_kinds.kind(method).check_bounds(bounds)
+    except ValueError as error:
+        raise CheckpointError(f"{where}: {error}") from None
     outside = (params < low - BOUND_TOLERANCE) | (params > high + BOUND_TOLERANCE)
     if outside.any():
         worst = params[outside].abs().max().item()

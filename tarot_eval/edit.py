@@ -15,11 +15,12 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from tarot_eval import architectures, rotation
+from tarot_eval import architectures, edit_kinds
 
 
 class HeadEdit(nn.Module):
-    """An edit of `layers`: rotation angles [L, heads, head_dim/2] or rescale factors [L, heads].
+    """An edit of `layers` of one kind (`edit_kinds`: rotation angles [L, heads, head_dim/2], rescale factors
+    [L, heads], ...).
 
     The tensor is a buffer (reassignable: `edit.params = ...`), or a Parameter of this module when
     `trainable`, so an optimizer trains it without touching the edited model's own parameters.
@@ -31,8 +32,7 @@ class HeadEdit(nn.Module):
         self.layers = tuple(int(layer) for layer in layers)
         if len(set(self.layers)) != len(self.layers):
             raise ValueError(f"layers repeat: {self.layers}")
-        if self.method not in rotation.METHODS:
-            raise ValueError(f"unknown method {self.method!r}; expected one of {rotation.METHODS}")
+        self.kind = edit_kinds.kind(method)
         if params.shape[0] != len(self.layers):
             raise ValueError(f"params cover {params.shape[0]} layers but {len(self.layers)} layers are named")
         if trainable:
@@ -44,7 +44,7 @@ class HeadEdit(nn.Module):
     def identity(cls, model: nn.Module, method: str, layers, trainable: bool = False) -> "HeadEdit":
         geo = architectures.geometry(model)
         layers = tuple(layers)
-        params = rotation.identity_params(method, len(layers), geo.num_heads, geo.head_dim)
+        params = edit_kinds.kind(method).identity_params(len(layers), geo.num_heads, geo.head_dim)
         return cls(method, layers, params, trainable=trainable)
 
     def extra_repr(self) -> str:
@@ -53,7 +53,7 @@ class HeadEdit(nn.Module):
     def check_fits(self, model: nn.Module) -> None:
         """Raise ValueError if the parameter shape does not match the model's heads."""
         geo = architectures.geometry(model)
-        expected = rotation.param_shape(self.method, len(self.layers), geo.num_heads, geo.head_dim)
+        expected = self.kind.param_shape(len(self.layers), geo.num_heads, geo.head_dim)
         if tuple(self.params.shape) != expected:
             raise ValueError(
                 f"{self.method} params have shape {tuple(self.params.shape)}, but this "
@@ -65,12 +65,16 @@ class HeadEdit(nn.Module):
         """The input `x` of edited layer `index`'s output projection, edited per head."""
         z = x.view(*x.shape[:-1], geo.num_heads, geo.head_dim)
         params = self.params[index].to(x.device)
-        edited = rotation.apply_heads(self.method, z, params)
+        edited = self.kind.apply_heads(z, params)
         if site.value_bias is not None:
-            # (z - b) M + b, written as z M + (b - b M) so identity params stay bit-exact
+            # (z - b) M + c + b, written as (z M + c) + (b - b M) so identity params stay bit-exact
             b = site.value_bias.to(x.device, x.dtype)
-            edited = edited + (b - rotation.apply_heads(self.method, b, params))
+            edited = edited + (b - self.kind.apply_linear(b, params))
         return edited.reshape(x.shape)
+
+    def adds_bias(self, site: architectures.AttentionSite) -> bool:
+        """Whether merging into `site` gives its projection a bias it does not have (a value bias or a constant)."""
+        return site.out_proj.bias is None and (site.value_bias is not None or self.kind.has_constant)
 
     def attach(self, model: nn.Module) -> "AttachedEdit":
         """Apply the edit through forward pre-hooks on each edited layer's output projection."""
@@ -170,14 +174,19 @@ class MergedEdit:
         rows = site.weight_rows  # [heads*head_dim, hidden] view of the weight
         # a copy even when the weight is already float64: the bias shift below needs the unedited rows
         original = rows.detach().to(torch.float64, copy=True).view(geo.num_heads, geo.head_dim, -1)
-        maps = rotation.head_matrices(self.edit.method, params.to(rows.device, torch.float64), geo.head_dim)
+        params = params.to(rows.device, torch.float64)
+        maps = self.edit.kind.linear_part(params, geo.head_dim)
         rows.copy_((maps @ original).reshape(rows.shape).to(rows.dtype))
-        if site.value_bias is None:
+        # (z - b) M + c + b = z M + (b (I - M) + c): the constant part moves into the projection bias
+        constant = self.edit.kind.constant_part(params, geo.head_dim)
+        if site.value_bias is not None:
+            b = site.value_bias.to(rows.device, torch.float64)
+            eye = torch.eye(geo.head_dim, dtype=torch.float64, device=rows.device)
+            through = torch.einsum("hd,hde->he", b, eye - maps)
+            constant = through if constant is None else constant + through
+        if constant is None:
             return
-        # (z - b) M + b = z M + b (I - M): the constant part moves into the projection bias
-        b = site.value_bias.to(rows.device, torch.float64)
-        eye = torch.eye(geo.head_dim, dtype=torch.float64, device=rows.device)
-        shift = torch.einsum("hd,hde,heo->o", b, eye - maps, original)
+        shift = torch.einsum("hd,hdo->o", constant, original)
         if not had_bias:
             out_features = rows.shape[1]
             proj.bias = nn.Parameter(torch.zeros(out_features, dtype=rows.dtype, device=rows.device))

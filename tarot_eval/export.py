@@ -113,9 +113,11 @@ def export(
     model, tokenizer = model_loading.load_model_and_tokenizer(pretrained, dtype=dtype)
     head_edit = checkpoint.load(rotations, model, allow_transfer=allow_transfer)
     sites = architectures.attention_sites(model, head_edit.layers)
-    if any(site.value_bias is not None and site.out_proj.bias is None for site in sites):
+    adding = [site for site in sites if head_edit.adds_bias(site)]
+    if adding:
+        why = "around the value bias" if adding[0].value_bias is not None else f"the {head_edit.method} constants"
         raise ExportError(
-            f"{model.config.model_type}: folding around the value bias adds a bias to o_proj, which this "
+            f"{model.config.model_type}: folding {why} adds a bias to o_proj, which this "
             "architecture's HF class cannot load; evaluate with `--model tarot-hf` instead of exporting"
         )
     record = {

@@ -1,7 +1,8 @@
 """Coordinates the optimizers search in: a point x in the unit cube [0, 1]^d maps to edit parameters.
 
 - `full`: one coordinate per parameter (the paper's space: every angle of every head pair).
-- `head`: one angle per head, shared by all its pairs (rotation); same as `full` for rescale.
+- `head`: one value per head, shared by all its coordinates (rotation: its pairs); same as `full` for
+  a kind with one parameter per head (rescale).
 - `layer`: one value per edited layer, shared by all its heads and pairs.
 - `embed:D`: a fixed random linear embedding of D coordinates into the full space (REMBO-style),
   clipped to the bounds; seeded, so the same spec always gives the same map.
@@ -14,15 +15,16 @@ from dataclasses import dataclass
 
 import torch
 
-from tarot_eval import rotation
+from tarot_eval import edit_kinds
 
 KINDS = ("full", "head", "layer", "embed")
 
 
 def parse_bounds(text: str | float, method: str) -> tuple[float, float]:
-    """'pi/4', '0.785' or a number -> symmetric angle bounds; rescale is always [0, 1]."""
-    if method == "rescale":
-        return (0.0, 1.0)
+    """'pi/4', '0.785' or a number -> the bounds of `method`'s parameters (symmetric; rescale's are always [0, 1])."""
+    kind = edit_kinds.kind(method)
+    if kind.fixed_bounds is not None:
+        return kind.fixed_bounds
     if isinstance(text, (int, float)):
         limit = float(text)
     else:
@@ -38,7 +40,7 @@ def parse_bounds(text: str | float, method: str) -> tuple[float, float]:
             raise ValueError(f"angle limit {text!r} is not a number or a multiple of pi like 'pi/4'") from None
     if not 0 < limit <= math.pi:
         raise ValueError(f"angle limit must be in (0, pi], got {limit}")
-    return (-limit, limit)
+    return kind.bounds(limit)
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,17 @@ class SearchSpace:
         return cls(kind, method, tuple(shape), tuple(bounds))
 
     @property
+    def one_per_head(self) -> bool:
+        """The kind has one parameter per head ([layers, heads]): `head` is then `full`."""
+        return len(self.shape) == 2
+
+    @property
     def spec(self) -> str:
         return f"embed:{self.embed_dim}" if self.kind == "embed" else self.kind
 
     @property
     def dim(self) -> int:
-        if self.kind == "full" or (self.kind == "head" and self.method == "rescale"):
+        if self.kind == "full" or (self.kind == "head" and self.one_per_head):
             return math.prod(self.shape)
         if self.kind == "head":
             return math.prod(self.shape[:2])
@@ -91,7 +98,7 @@ class SearchSpace:
             z = (self._embedding().to(x.dtype) @ (2 * x - 1)).clamp(-1, 1)
             return ((low + high) / 2 + (high - low) / 2 * z).view(self.shape)
         values = low + (high - low) * x
-        if self.kind == "full" or (self.kind == "head" and self.method == "rescale"):
+        if self.kind == "full" or (self.kind == "head" and self.one_per_head):
             return values.view(self.shape)
         if self.kind == "head":
             return values.view(*self.shape[:2], 1).expand(self.shape)
@@ -99,7 +106,7 @@ class SearchSpace:
 
     def identity_point(self) -> torch.Tensor | None:
         """The point whose parameters leave the model unchanged, if this space contains one."""
-        identity = rotation.identity_params(self.method, *self._geometry())
+        identity = torch.full(self.shape, edit_kinds.kind(self.method).identity_value)
         low, high = self.bounds
         if self.kind == "embed":
             x = torch.full((self.dim,), 0.5, dtype=torch.float64)
@@ -108,8 +115,3 @@ class SearchSpace:
         if not (0 <= x).all() or not (x <= 1).all():
             return None
         return x if torch.allclose(self.to_params(x).float(), identity, atol=1e-7) else None
-
-    def _geometry(self) -> tuple[int, int, int]:
-        layers, heads = self.shape[:2]
-        head_dim = 2 * self.shape[2] if self.method == "rotation" else 2
-        return layers, heads, head_dim

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from tarot_eval import edit_kinds
 from tarot_eval import objective as objectives
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize import grad as gradient
@@ -15,7 +16,7 @@ from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 from tarot_eval.settings import EditSettings, ModelSettings, SettingsError, setting
 
 OPTIMIZERS = ("bo", "random", "grad")
-METHODS = ("rotation", "rescale")
+METHODS = edit_kinds.names()
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,8 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
     task: str | None = setting(None, "an lm-eval multiple_choice task name")
     include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
     out: str | None = setting(None, "output directory: checkpoint + run record")
-    method: str = setting("rotation", "rotation (the paper's edit) or rescale (one factor per head)", choices=METHODS)
+    method: str = setting("rotation", "the edit: " + "; ".join(f"{k.name} ({k.help})" for k in edit_kinds.KINDS.values()),
+                          choices=METHODS)
     optimizer: str = setting("bo", "search: bo, random or grad (Adam on the training objective)", choices=OPTIMIZERS)
     objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=objectives.OBJECTIVES)
     n_train: int = setting(20, "training documents")
@@ -141,8 +143,7 @@ class Settings:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
         if self.objective not in objectives.OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; expected one of {objectives.OBJECTIVES}")
-        if self.method == "rescale" and not 0 <= self.bounds[0] < self.bounds[1] <= 1:
-            raise ValueError(f"rescale factors live in [0, 1]; bounds {self.bounds} leave it")
+        edit_kinds.kind(self.method).check_bounds(self.bounds)
 
     def record_config(self) -> dict:
         """What the run record holds and compares; a calibration by its content hash (added by the run), not its path."""
