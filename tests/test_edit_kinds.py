@@ -47,3 +47,37 @@ def test_bad_method_and_odd_head_dim_are_refused():
     with pytest.raises(ValueError, match="even head_dim"):
         edit_kinds.kind("rotation").param_shape(1, 2, 5)
 
+
+def test_offset_adds_its_vector_to_each_head_and_merges_into_a_new_bias():
+    from conftest import tiny_model
+
+    from tarot_eval import architectures
+    from tarot_eval.edit import HeadEdit
+
+    z = torch.randn(2, 5, 3, 4)
+    offsets = torch.randn(3, 4)
+    kind = edit_kinds.kind("offset")
+    torch.testing.assert_close(kind.apply_heads(z, offsets), z + offsets)
+    torch.testing.assert_close(torch.einsum("bphd,hde->bphe", z, kind.linear_part(offsets, 4)) + kind.constant_part(offsets, 4),
+                               kind.apply_heads(z, offsets))
+    model = tiny_model("llama")  # o_proj without a bias: the merge adds one, the unmerge takes it away
+    edit = HeadEdit.identity(model, "offset", (1,))
+    edit.params = torch.randn(edit.params.shape) * 0.3
+    site = architectures.attention_sites(model, (1,))[0]
+    assert site.out_proj.bias is None and edit.adds_bias(site)
+    tokens = torch.randint(3, 300, (2, 7), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        with edit.attached(model):
+            hooked = model(tokens).logits
+        handle = edit.merge(model)
+        assert site.out_proj.bias is not None
+        torch.testing.assert_close(model(tokens).logits, hooked, atol=1e-5, rtol=0)
+        handle.unmerge()
+    assert site.out_proj.bias is None
+
+
+def test_offset_bounds_follow_the_limit_and_rescale_keeps_its_own():
+    assert edit_kinds.kind("offset").bounds(0.5) == (-0.5, 0.5)
+    assert edit_kinds.kind("rescale").bounds(0.5) == (0.0, 1.0)
+    with pytest.raises(ValueError, match=r"rescale bounds \(0.0, 1.5\) leave \[0.0, 1.0\]"):
+        edit_kinds.kind("rescale").check_bounds((0.0, 1.5))

@@ -26,6 +26,7 @@ def test_the_shipped_config_maps_each_entry_to_its_kind():
     assert kinds["base"] == "base" and kinds["calibrate-batch"] == "calibrate" and kinds["icl-6"] == "icl"
     assert kinds["lora"] == "lora" and kinds["rescale"] == "edit" and kinds["rotation-grad"] == "edit"
     assert config.method("rotation+calibrate").applies == "calibrate-batch"
+    assert kinds["offset"] == "edit" and config.method("offset").settings["method"] == "offset"  # an edit kind, searched
     assert config.reference == "base"
 
 

@@ -190,11 +190,12 @@ def test_grad_resume_continues_the_same_trajectory(setup, tmp_path):
     assert resumed.values() == pytest.approx(straight.values(), abs=1e-6)
 
 
-@pytest.mark.parametrize("optimizer, method", [("random", "rotation"), ("bo", "rescale")])
-def test_checkpoint_reproduces_the_recorded_score(setup, tmp_path, optimizer, method):
+@pytest.mark.parametrize("optimizer, method, space", [("random", "rotation", "head"), ("bo", "rescale", "head"),
+                                                      ("grad", "offset", "full")])
+def test_checkpoint_reproduces_the_recorded_score(setup, tmp_path, optimizer, method, space):
     task, model, lm = setup
     bounds = parse_bounds("pi/4", method)
-    run_settings = settings(optimizer=optimizer, method=method, bounds=bounds, space="head")
+    run_settings = settings(optimizer=optimizer, method=method, bounds=bounds, space=space)
     result = optimize(model, lm, task, run_settings, tmp_path / "run", budget=6, select_k=3)
     provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "run").provenance
     assert provenance["improved"] == result.improved

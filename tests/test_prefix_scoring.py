@@ -45,24 +45,25 @@ def assert_same(fast, stock, atol=1e-5):
 
 @pytest.fixture
 def edited(tmp_path):
-    def make(model):
-        rotation = edit.HeadEdit.identity(model, "rotation", [0, 1])
+    def make(model, kind="rotation"):
+        made = edit.HeadEdit.identity(model, kind, [0, 1])
         torch.manual_seed(3)
-        rotation.params = (torch.rand_like(rotation.params) - 0.5) * 1.5
-        return str(checkpoint.save(tmp_path / "rotation", rotation, model))
+        made.params = (torch.rand_like(made.params) - 0.5) * 1.5
+        return str(checkpoint.save(tmp_path / kind, made, model))
     return make
 
 
 CASES = [(family, "merged") for family in sorted(TINY_CONFIGS)] + [
-    (family, variant) for family in ("llama", "qwen2", "gpt2") for variant in ("base", "attached", "calibrated")]  # GQA, value bias, Conv1D
+    (family, variant) for family in ("llama", "qwen2", "gpt2")  # GQA, value bias, Conv1D
+    for variant in ("base", "attached", "calibrated", "offset")]
 
 
 @pytest.mark.parametrize("family, variant", CASES)
 def test_the_prefix_tree_gives_hflms_answers(family, variant, tiny_tokenizer, edited, tmp_path):
     model = tiny_model(family)
     options = {}
-    if variant in ("merged", "attached", "calibrated"):
-        options = {"rotations": edited(model), "fold": variant != "attached"}
+    if variant in ("merged", "attached", "calibrated", "offset"):
+        options = {"rotations": edited(model, "offset" if variant == "offset" else "rotation"), "fold": variant != "attached"}
     if variant == "calibrated":
         prior = calibrations.log_prior_from({answer: 1.0 + index for index, answer in enumerate(ANSWERS)})
         calibrations.save(tmp_path / "cal", calibrations.Calibration("toy", "batch", prior))

@@ -3,6 +3,6 @@
 Registration order is the order `--method` lists them in."""
 
 # isort: off
-from tarot_eval.edit_kinds import rotation, rescale  # noqa: F401  (each registers its kind)
+from tarot_eval.edit_kinds import rotation, rescale, offset  # noqa: F401  (each registers its kind)
 # isort: on
 from tarot_eval.edit_kinds.registry import KINDS, EditKind, kind, names, register_edit_kind  # noqa: F401
