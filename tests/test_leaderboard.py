@@ -334,7 +334,7 @@ def test_shipped_configs_give_the_papers_settings(name):
         assert config.few_shot == {} and config.seeds == [0, 1, 2]
         assert [method.name for method in config.methods] == [
             "base", "calibrate-cf", "calibrate-batch", "rotation", "rotation+calibrate", "icl-6", "lora", "rescale",
-            "rotation-random", "rotation-grad"]
+            "rotation-random", "rotation-grad", "offset"]
         assert config.method("rotation+calibrate").applies == "calibrate-batch"
     else:
         assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
@@ -343,7 +343,7 @@ def test_shipped_configs_give_the_papers_settings(name):
     for method in [method for method in config.methods if method.kind == "edit"]:
         settings, budget, _ = run_settings(config.method_settings(method), model, "tarot_navigate", num_layers, config.eval)
         assert method.name.startswith(settings.method) and settings.layers == layers and settings.n_train == n_train
-        assert settings.bounds == (pytest.approx((-limit, limit)) if settings.method == "rotation" else (0.0, 1.0))
+        assert settings.bounds == (pytest.approx((-limit, limit)) if settings.method != "rescale" else (0.0, 1.0))
         assert settings.prompt.apply_chat_template and settings.prompt.fewshot_as_multiturn
         if model.pretrained is not None:  # the paper's models: its objective, training set and budget
             assert (settings.objective, settings.balance, settings.optimizer, settings.space, budget) == (
