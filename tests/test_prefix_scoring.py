@@ -118,3 +118,12 @@ def test_a_peft_adapter_is_scored_alike(tiny_tokenizer, tmp_path):
         answers[stock, adapter] = scored(lm, batch)
     assert_same(answers[False, True], answers[True, True])
     assert max(abs(a - b) for (a, _), (b, _) in zip(answers[False, True], answers[False, False])) > 1e-3  # it adapts
+
+
+def test_stock_scoring_is_hflm_bit_for_bit(tiny_tokenizer):
+    from lm_eval.models.huggingface import HFLM
+
+    model, batch = tiny_model("qwen2"), requests(seed=6)
+    hf = HFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size=3).loglikelihood(batch, disable_tqdm=True)
+    stock = TarotHFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size=3, stock_scoring=True)
+    assert scored(stock, batch) == hf
