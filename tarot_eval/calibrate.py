@@ -24,28 +24,20 @@ from tarot_eval import calibration as calibrations
 from tarot_eval import objective as objectives
 from tarot_eval import settings as settings_fields
 from tarot_eval.calibration import Calibration, CalibrationError
-from tarot_eval.settings import ModelSettings, setting
+from tarot_eval.settings import DocumentSettings, ModelSettings, PromptSettings, setting
 
 CONTENT_FREE = ("N/A", "[MASK]", "")
 
 
 @dataclass(frozen=True)
-class CalibrateSettings(ModelSettings):
+class CalibrateSettings(ModelSettings, DocumentSettings, PromptSettings):
     """Every setting of `tarot-eval calibrate`, with its default."""
 
-    task: str | None = setting(None, "an lm-eval multiple_choice task name")
-    include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
     out: str | None = setting(None, "output folder for calibration.json")
     variant: str = setting("contextual", "contextual (content-free inputs) or batch (mean over training documents)",
                            choices=calibrations.VARIANTS)
-    n_train: int = setting(20, "batch: training documents (the optimizer's draw for this seed)")
-    n_val: int = setting(20, "batch: validation documents held out of the draw (as the optimizer's)")
     seed: int = setting(0, "batch: seed of the documents drawn")
     num_fewshot: int | None = setting(None, "demonstrations per prompt (default: the task's own)")
-    apply_chat_template: bool = setting(False, "as lm_eval --apply_chat_template")
-    fewshot_as_multiturn: bool = setting(False, "as lm_eval --fewshot_as_multiturn")
-    system_instruction: str | None = setting(None, "as lm_eval --system_instruction")
-    batch_size: int = setting(16, "sequences per forward pass")
 
     def prompt(self) -> objectives.PromptOptions:
         return objectives.PromptOptions(self.num_fewshot, self.apply_chat_template, self.fewshot_as_multiturn,

@@ -31,7 +31,7 @@ from tarot_eval import architectures, checkpoint, run_lock, selection
 from tarot_eval import objective as objectives
 from tarot_eval import settings as settings_fields
 from tarot_eval.optimize.record import TRAIN_ACCURACY, TRAIN_VALUE
-from tarot_eval.settings import ModelSettings, setting
+from tarot_eval.settings import DocumentSettings, ModelSettings, PromptSettings, setting
 
 log = logging.getLogger(__name__)
 RESULT_NAME = "result.json"
@@ -43,11 +43,9 @@ class LoraError(ValueError):
 
 
 @dataclass(frozen=True)
-class LoraSettings(ModelSettings):
+class LoraSettings(ModelSettings, DocumentSettings, PromptSettings):
     """Every setting of `tarot-eval lora`, with its default."""
 
-    task: str | None = setting(None, "an lm-eval multiple_choice task name")
-    include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
     out: str | None = setting(None, "output folder: the adapter (peft save_pretrained) + result.json")
     rank: int = setting(8, "LoRA rank r")
     alpha: float = setting(16.0, "LoRA alpha (scale alpha / r)")
@@ -56,13 +54,7 @@ class LoraSettings(ModelSettings):
     budget: int = setting(8, "training steps (each one forward + backward over the training documents, as grad's)")
     select_k: int = setting(5, "steps spread along the trajectory compared on validation")
     objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=objectives.OBJECTIVES)
-    n_train: int = setting(20, "training documents")
-    n_val: int = setting(20, "held-out validation documents for selection")
     seed: int = setting(0, "seed of the documents drawn and of the adapter's initialisation")
-    apply_chat_template: bool = setting(False, "as lm_eval --apply_chat_template")
-    fewshot_as_multiturn: bool = setting(False, "as lm_eval --fewshot_as_multiturn")
-    system_instruction: str | None = setting(None, "as lm_eval --system_instruction")
-    batch_size: int = setting(16, "sequences per forward pass")
 
     def __post_init__(self):
         for name in ("budget", "rank", "n_val", "n_train", "select_k"):

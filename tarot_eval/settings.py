@@ -5,9 +5,11 @@ A field is declared with `setting(default, help, choices=..., flag=..., text=...
 validates a mapping against a settings class (unknown keys, types, choices; each error names its
 key); `add_arguments` turns the same fields into argparse flags whose default is None, so a value
 given on the command line can be told from one left to the file or the field's default. The
-groups every command shares live here: the model to load (`ModelSettings`) and the edited layers
-(`EditSettings`, with `parse_layers`); the black-box search's group (`SearchSettings`) lives with the
-optimizer, in `tarot_eval/optimize/settings.py`.
+groups every command shares live here: the model to load (`ModelSettings`), the edited layers
+(`EditSettings`, with `parse_layers`), the task and the documents a fit draws from it
+(`DocumentSettings`: optimize, calibrate and lora) and how lm-eval renders and batches its prompts
+(`PromptSettings`); the black-box search's group (`SearchSettings`) lives with the optimizer, in
+`tarot_eval/optimize/settings.py`.
 """
 
 from __future__ import annotations
@@ -114,6 +116,26 @@ class ModelSettings:
     model: str | None = setting(None, "HF id, local model dir or .gguf file (default: the embedded SmolLM2-135M-Instruct)")
     dtype: str = setting("float32", "torch dtype to load the model in")
     device: str = setting("cpu", "torch device")
+
+
+@dataclasses.dataclass(frozen=True)
+class DocumentSettings:
+    """The task a fit reads, where extra task YAMLs live, and how many of its training documents it draws."""
+
+    task: str | None = setting(None, "an lm-eval multiple_choice task name")
+    include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
+    n_train: int = setting(20, "training documents")
+    n_val: int = setting(20, "held-out training-pool documents for validation (selection, batch calibration's draw)")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptSettings:
+    """How lm-eval renders the prompts (as its command's flags of the same names) and the batch they are scored in."""
+
+    apply_chat_template: bool = setting(False, "as lm_eval --apply_chat_template")
+    fewshot_as_multiturn: bool = setting(False, "as lm_eval --fewshot_as_multiturn")
+    system_instruction: str | None = setting(None, "as lm_eval --system_instruction")
+    batch_size: int = setting(16, "sequences per forward pass")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,7 @@ from tarot_eval.methods import registry
 from tarot_eval.methods.registry import MethodSpec
 from tarot_eval.methods.search import check_layers, optimizer_settings
 from tarot_eval.optimize.search_space import parse_bounds
+from tarot_eval.settings import EditSettings, ModelSettings
 
 FEWSHOT_SUFFIX = "_fewshot"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")  # names become folder names
@@ -64,11 +65,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    pretrained: str | None = None  # HF id, local dir or .gguf file; None = embedded SmolLM2-135M-Instruct
-    layers: str | None = None  # as `tarot-eval optimize --layers`
-    angle_limit: str = "pi/4"
-    dtype: str = "float32"
-    device: str = "cpu"
+    pretrained: str | None = ModelSettings.model  # HF id, local dir or .gguf file; None = embedded SmolLM2-135M-Instruct
+    layers: str | None = EditSettings.layers  # as `tarot-eval optimize --layers`
+    angle_limit: str = EditSettings.angle_limit
+    dtype: str = ModelSettings.dtype
+    device: str = ModelSettings.device
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from tarot_eval import objective as objectives
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize import grad as gradient
 from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
-from tarot_eval.settings import EditSettings, ModelSettings, SettingsError, setting
+from tarot_eval.settings import DocumentSettings, EditSettings, ModelSettings, PromptSettings, SettingsError, setting
 
 OPTIMIZERS = ("bo", "random", "grad")
 METHODS = edit_kinds.names()
@@ -43,18 +43,14 @@ class SearchSettings:
 
 
 @dataclass(frozen=True)
-class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
+class OptimizeSettings(ModelSettings, EditSettings, SearchSettings, DocumentSettings, PromptSettings):
     """Every setting of `tarot-eval optimize`, with its default."""
 
-    task: str | None = setting(None, "an lm-eval multiple_choice task name")
-    include_path: str | None = setting(None, "extra folder of lm-eval task YAMLs")
     out: str | None = setting(None, "output directory: checkpoint + run record")
     method: str = setting("rotation", "the edit: " + "; ".join(f"{k.name} ({k.help})" for k in edit_kinds.KINDS.values()),
                           choices=METHODS)
     optimizer: str = setting("bo", "search: bo, random or grad (Adam on the training objective)", choices=OPTIMIZERS)
     objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=objectives.OBJECTIVES)
-    n_train: int = setting(20, "training documents")
-    n_val: int = setting(20, "held-out validation documents for selection (0 = select on train)")
     budget: int = setting(124, "objective evaluations (grad: steps); 124 = 4 + 120 as in the paper")
     balance: bool = setting(False, "training documents half right, half wrong for the base model (the paper's choice)")
     ship_unimproved: bool = setting(False, "save the chosen edit even when it does not beat the base model on "
@@ -69,10 +65,6 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings):
     search_dtype: str | None = setting(None, "run the search's training evaluations under autocast in this dtype; "
                                              "validation selection and base scores stay in --dtype",
                                        choices=("bfloat16", "float16"))
-    apply_chat_template: bool = setting(False, "as lm_eval --apply_chat_template")
-    fewshot_as_multiturn: bool = setting(False, "as lm_eval --fewshot_as_multiturn")
-    system_instruction: str | None = setting(None, "as lm_eval --system_instruction")
-    batch_size: int = setting(16, "sequences per forward pass")
     lr: float = setting(0.02, "grad: Adam learning rate in unit-cube coordinates")
 
     def __post_init__(self):  # checked where the settings are made, before any model loads
