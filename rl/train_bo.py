@@ -30,8 +30,8 @@ from tarot_eval.optimize.search_space import SearchSpace
 class BOTrainSettings:
     layers: tuple[int, ...]
     bounds: tuple[float, float]
+    budget: int  # reward evaluations, random initial points included (the command's default: rl/command.py)
     space: str = "layer"  # one angle per layer: low-dimensional enough for the GP to learn
-    budget: int = 40  # reward evaluations, random initial points included
     seed: int = 0
     select_k: int = 5  # best-by-train points compared on the validation prompts
     bo: bayesian.BOSettings = field(default_factory=bayesian.BOSettings)
