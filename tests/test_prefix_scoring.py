@@ -127,3 +127,14 @@ def test_stock_scoring_is_hflm_bit_for_bit(tiny_tokenizer):
     hf = HFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size=3).loglikelihood(batch, disable_tqdm=True)
     stock = TarotHFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size=3, stock_scoring=True)
     assert scored(stock, batch) == hf
+
+
+def test_batch_size_auto_is_detected_as_hflm_detects_it(tiny_tokenizer):
+    model, batch = tiny_model("llama"), requests(seed=7)
+    answers = {}
+    for stock in (True, False):
+        lm = TarotHFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size="auto", max_batch_size=8, max_length=256,
+                       stock_scoring=stock)
+        answers[stock] = scored(lm, batch)
+        assert lm.tarot_requests["prefix-tree" if not stock else "stock"] == len(batch)
+    assert_same(answers[False], answers[True])
