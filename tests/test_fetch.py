@@ -98,5 +98,7 @@ def test_the_qwen_config_names_the_fetched_file():
     config = load(Path(__file__).resolve().parents[1] / "configs" / "leaderboard_qwen2.5_0.5b.yaml")
     (model,) = config.models
     assert Path(model.pretrained).name == fetch.MODELS["qwen2.5-coder-0.5b"].file_name
-    assert config.zero_shot == ["tarot_agnews", "tarot_entailed_polarity"] and config.seeds == [0]
-    assert [m.name for m in config.methods] == ["base", "calibrate-cf", "calibrate-batch", "rotation"]
+    assert config.zero_shot == ["tarot_agnews", "tarot_navigate", "tarot_color", "tarot_winowhy", "tarot_entailed_polarity"]
+    assert config.seeds == [0, 1, 2]
+    assert [m.name for m in config.methods] == ["base", "calibrate-cf", "calibrate-batch", "rotation", "rotation+calibrate",
+                                                "icl-6", "lora"]

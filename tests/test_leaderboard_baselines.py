@@ -202,3 +202,23 @@ def test_the_beyond_zero_shot_config_adds_shots_interference_and_depth():
     assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
     assert config.method("rotation-mix").settings["demonstrations"] == "mix"
     assert [config.method(name).settings["layers"] for name in ("rotation-L12-16", "rotation-L25-29")] == ["12-16", "25-29"]
+
+
+@pytest.mark.parametrize("name", ["leaderboard_smollm2_beyond.yaml", "leaderboard_smollm2_budget.yaml",
+                                  "leaderboard_qwen2.5_0.5b.yaml"])
+def test_configs_that_share_methods_with_the_smollm2_grid_copy_their_settings(name):
+    """A method both configs name is the same cell (same out folder) only if its settings are the same: checked here."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "configs"
+    main, other = load(folder / "leaderboard_smollm2.yaml"), load(folder / name)
+    assert other.optimizer == main.optimizer and other.eval == main.eval and other.seeds == main.seeds
+    shared = [m.name for m in other.methods if m.name in {n.name for n in main.methods}]
+    assert len(shared) >= 2
+    for method in shared:
+        mine, theirs = main.method(method), other.method(method)
+        assert (mine.kind, mine.settings, mine.applies) == (theirs.kind, theirs.settings, theirs.applies), method
+    if name == "leaderboard_smollm2_budget.yaml":
+        longer = other.method("rotation-124").settings
+        assert {**longer, "budget": 24} == {**main.method("rotation").settings, "budget": 24} and longer["budget"] == 124
+        assert other.models == main.models
