@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_objective import tiny_model, tiny_tokenizer  # noqa: E402
+from support.tasks import tiny_model, tiny_tokenizer  # noqa: E402
 
 from tarot_eval import checkpoint  # noqa: E402
 from tarot_eval.edit import HeadEdit  # noqa: E402

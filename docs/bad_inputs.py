@@ -96,7 +96,7 @@ def main() -> None:
     first.wait()
     # 6. identity of the weights
     run([sys.executable, "-c", (
-        "import sys; sys.path.insert(0, 'tests'); import torch; from test_objective import tiny_model, tiny_tokenizer; "
+        "import sys; sys.path.insert(0, 'tests'); import torch; from support.tasks import tiny_model, tiny_tokenizer; "
         "t = tiny_tokenizer(); torch.manual_seed(123); m = tiny_model(len(t)); "
         f"[p.data.normal_(0, 0.02) for p in m.parameters()]; m.save_pretrained('{work}/other'); t.save_pretrained('{work}/other')")],
         REPO).check_returncode()

@@ -162,3 +162,7 @@ def evaluate_into(output_path: Path, model, tasks, task_manager, model_args="pre
         tracker.save_results_samples(task_name=task, samples=samples[task])
     (results_file,) = output_path.rglob("results_*.json")
     return results_file
+
+
+# fixtures defined with the helpers of several test modules (tests/support/), offered to every test here
+from support.compare_runs import toy  # noqa: E402, F401

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_optimize import OPTIMUM, Toy, ToySpace
+from support.toys import OPTIMUM, Toy, ToySpace
 
 from tarot_eval.optimize import bo
 from tarot_eval.optimize.record import RunRecord

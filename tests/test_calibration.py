@@ -8,28 +8,13 @@ import math
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-from lm_eval.models.huggingface import HFLM
-from test_objective import load_task, tiny_model, tiny_tokenizer, write_task
+from support.calibrated import saved_task_and_model
 
 from tarot_eval import calibration as calibrations
 from tarot_eval import objective
 from tarot_eval.calibrate import CalibrateSettings, content_free, fit, fit_once, shared_answers
 from tarot_eval.calibration import Calibration, CalibrationError
 from tarot_eval.lm import TarotHFLM
-
-
-def saved_task_and_model(root, seed: int) -> dict:
-    """A tiny task folder and a tiny Llama saved under `root`, the model loaded back and wrapped in HFLM."""
-    import transformers
-
-    include = write_task(root)
-    tokenizer = tiny_tokenizer()
-    model_dir = root / "model"
-    tiny_model(len(tokenizer), seed=seed).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=8)
-    return {"root": root, "include": include, "task": load_task(include), "model": model, "lm": lm, "model_dir": model_dir}
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from test_rl_rewards import WritesMarker
+from support.rewards import WritesMarker
 
 import tarot_eval.compare
 from tarot_eval import cli
@@ -111,7 +111,7 @@ def last_line_cli(capsys, *argv) -> tuple[int, str]:
 
 @pytest.fixture
 def task_folder(tmp_path):
-    from test_objective import write_task
+    from support.tasks import write_task
 
     (tmp_path / "tasks").mkdir()
     write_task(tmp_path / "tasks")

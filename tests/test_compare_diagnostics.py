@@ -19,7 +19,7 @@ import pytest
 from conftest import evaluate_into, write_choice_task
 from lm_eval.tasks import TaskManager
 from matplotlib.figure import Figure
-from test_compare import CHOICES, WORDS, compare, toy  # noqa: F401  (toy: the fixture)
+from support.compare_runs import CHOICES, WORDS, compare
 
 from tarot_eval.compare import chart, runs, scoreboard
 from tarot_eval.compare.diagnostics import read_answers

@@ -11,7 +11,7 @@ import pytest
 from conftest import evaluate_into, tiny_model
 from lm_eval.models.huggingface import HFLM
 from matplotlib.figure import Figure
-from test_compare import TASKS, compare, exact_mcnemar_p, per_doc_acc, toy  # noqa: F401  (toy: the fixture)
+from support.compare_runs import TASKS, compare, exact_mcnemar_p, per_doc_acc
 
 from tarot_eval.compare import chart, runs, scoreboard
 from tarot_eval.compare.labels import run_folder_label, seed_from_path

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import tiny_model
 from lm_eval.models.huggingface import HFLM
-from test_lm import _loglikelihoods
+from support.scores import _loglikelihoods
 from transformers import AutoModelForCausalLM
 
 from tarot_eval import checkpoint, export

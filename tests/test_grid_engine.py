@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_leaderboard import TASK, tiny_config, tiny_leaderboard_files, write_config
+from support.leaderboard import TASK, tiny_config, tiny_leaderboard_files, write_config
 
 from tarot_eval import cli
 from tarot_eval.leaderboard.config import load

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from test_leaderboard import leaderboard, results, tiny_leaderboard_files, write_config
+from support.leaderboard import leaderboard, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import checkpoint, cli
 from tarot_eval.compare import interference, runs

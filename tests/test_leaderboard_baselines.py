@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_leaderboard import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
+from support.leaderboard import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
 
 from tarot_eval import calibration as calibrations
 from tarot_eval import checkpoint, objective

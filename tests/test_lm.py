@@ -2,19 +2,12 @@
 
 import pytest
 import torch
-from lm_eval.api.instance import Instance
 from lm_eval.api.registry import get_model
+from support.scores import _loglikelihoods
 
 from tarot_eval import checkpoint
 from tarot_eval.edit import HeadEdit
 from tarot_eval.lm import TarotHFLM
-
-REQUESTS = [("Take 3 steps. Turn left. Answer:", " True"), ("Turn around. Answer:", " False")]
-
-
-def _loglikelihoods(lm):
-    instances = [Instance("loglikelihood", {}, pair, i) for i, pair in enumerate(REQUESTS)]
-    return [ll for ll, _ in lm.loglikelihood(instances)]
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ import pytest
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
-from test_calibration import saved_task_and_model
-from test_objective import load_task
+from support.calibrated import saved_task_and_model
+from support.tasks import load_task
 
 from tarot_eval import objective
 from tarot_eval.lora import LoraError, LoraSettings, done, train, train_once

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from test_leaderboard import tiny_leaderboard_files, write_config
+from support.leaderboard import tiny_leaderboard_files, write_config
 
 import tarot_eval.leaderboard
 from tarot_eval.leaderboard.config import ConfigError, load

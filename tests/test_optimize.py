@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_objective import hflm, load_task, tiny_model, tiny_tokenizer, write_task
+from support.tasks import hflm, load_task, tiny_model, tiny_tokenizer, write_task
+from support.toys import OPTIMUM, Toy, ToySpace
 
 from tarot_eval import checkpoint, objective
 from tarot_eval.cli import UsageError
@@ -24,22 +25,10 @@ from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 from tarot_eval.settings import parse_layers
 
 FAST_BO = bo.BOSettings(n_init=4, num_restarts=4, raw_samples=128)
-OPTIMUM = torch.tensor([0.8, 0.2, 0.65, 0.3], dtype=torch.float64)
 
 
-class Toy:
-    """A smooth objective on [0, 1]^4 with its maximum 0 at OPTIMUM; counts its calls."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, x):
-        self.calls += 1
-        return objective.ObjectiveValue(-float(((x - OPTIMUM) ** 2).sum()), 0.0)
 
 
-class ToySpace:
-    dim = 4
 
 
 def run_toy(optimizer: str, directory, budget: int, seed: int = 0) -> tuple[RunRecord, Toy]:
@@ -247,7 +236,7 @@ def test_command_merges_config_file_and_flags(tmp_path):
 OPTIMIZE_IN_A_PROCESS = """
 import pathlib, sys, time
 sys.path.insert(0, sys.argv[1])
-from test_objective import hflm, load_task, tiny_model, tiny_tokenizer
+from support.tasks import hflm, load_task, tiny_model, tiny_tokenizer
 from tarot_eval.optimize import random_search
 from tarot_eval.optimize.run import Settings, optimize
 

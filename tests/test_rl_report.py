@@ -84,7 +84,7 @@ def test_report_pairs_runs_and_rates_them_under_the_base_model(tmp_path, saved_t
 
 def test_report_plots_every_trained_candidate_against_its_perplexity(tmp_path, saved_tiny_llama, data_dir, monkeypatch,
                                                                      capsys):
-    from test_rl_trainers import NO_GUARD, PROMPTS, VALIDATION, VowelScorer
+    from support.trainers import NO_GUARD, PROMPTS, VALIDATION, VowelScorer
 
     model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama).eval()
     tokenizer = AutoTokenizer.from_pretrained(saved_tiny_llama)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shlex
 import urllib.error
 from pathlib import Path
 
 import pytest
 import torch
-import transformers
 from conftest import tiny_model
+from support.rewards import WritesMarker, save_tiny_classifier
 from tarot_eval.rl import fluency
 from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
 from tarot_eval.tasks import prompts
@@ -22,24 +20,9 @@ POSITIVE = "This movie was wonderful, the acting is superb and I loved every min
 NEGATIVE = "This movie was terrible, boring and badly acted. I hated every minute of it."
 OFFENSIVE = "Shut up, you stupid fucking idiot, you are a piece of shit."
 NEUTRAL = "The train to the city leaves at nine in the morning from platform two."
-WORDS = "the a movie film was is good great bad awful i you loved hated it this , . !".split()
 TOXIC_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
-def save_tiny_classifier(path: Path, labels: list[str], seed: int = 0):
-    """A tiny random BERT sequence classifier with a word-piece tokenizer, saved offline to `path`."""
-    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS])}
-    tokenizer = transformers.BertTokenizer(vocab=vocab)
-    config = transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64,
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-    )
-    torch.manual_seed(seed)
-    model = transformers.BertForSequenceClassification(config).eval()
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return model, tokenizer
 
 
 # --- offline scorers on real text ---------------------------------------------------------
@@ -174,14 +157,6 @@ def test_detoxify_bad_inputs_are_named(tmp_path):
         get_scorer("toxicity", "detoxify", checkpoint=str(not_detoxify))
 
 
-class WritesMarker:
-    """Unpickling this runs `touch marker`: the payload of a crafted checkpoint."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
 def test_detoxify_reads_the_checkpoint_weights_only(tmp_path, monkeypatch):

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_model
+from support.rewards import save_tiny_classifier
 from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
 from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
-from test_rl_rewards import save_tiny_classifier
 
 GENERATION_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "generation"
 ENV_VARS = ["TAROT_SENTIMENT_SCORER", "TAROT_SENTIMENT_SCORER_OPTIONS",

@@ -13,13 +13,14 @@ import math
 import pytest
 import torch
 from conftest import tiny_model
+from support.locks import held_elsewhere
+from support.trainers import NO_GUARD, PROMPTS, VALIDATION, VowelScorer
 from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
 from tarot_eval.rl.angles import trainable_angles
 from tarot_eval.rl.fluency import Fluency, FluencyGuard, shared_ngram_share
 from tarot_eval.rl.generate import GreedyScore
-from tarot_eval.rl.rewards import Scorer, TextScore
+from tarot_eval.rl.rewards import TextScore
 from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, guarded_selection, save_result
-from test_run_lock import held_elsewhere
 from transformers import AutoModelForCausalLM
 
 from tarot_eval import checkpoint
@@ -29,25 +30,10 @@ from tarot_eval.optimize.bo import BOSettings
 from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
 from tarot_eval.run_lock import RunLockedError
 
-PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
-VALIDATION = ("Once upon a time", "The answer is", "Hello there, said")
 BOUNDS = (-math.pi / 4, math.pi / 4)
 FAST_BO = BOSettings(n_init=4, num_restarts=2, raw_samples=64)
 
 
-class VowelScorer(Scorer):
-    """Toy reward: the share of letters that are vowels (flagged above one half)."""
-
-    kind = "sentiment"
-    name = "toy-vowels"
-
-    def score(self, texts):
-        scores = []
-        for text in texts:
-            letters = [c for c in text.lower() if c.isalpha()]
-            share = sum(c in "aeiou" for c in letters) / len(letters) if letters else 0.0
-            scores.append(TextScore(self.name, share, share > 0.5, share))
-        return scores
 
 
 class ConstantScorer(VowelScorer):
@@ -59,7 +45,6 @@ class ConstantScorer(VowelScorer):
         return [TextScore(self.name, 0.5, False, 0.5) for _ in texts]
 
 
-NO_GUARD = FluencyGuard(max_perplexity_ratio=math.inf, max_distinct_2_drop=math.inf)  # a random model's text is not fluent
 
 
 def setting(scorer=None, max_new_tokens=8, validation=(), ship_unimproved=False, guard=NO_GUARD) -> RewardSetting:

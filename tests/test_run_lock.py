@@ -8,32 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-from contextlib import contextmanager
 
 import pytest
+from support.locks import HOLDER, held_elsewhere
 
 from tarot_eval import run_lock
-
-HOLDER = """
-import sys, time
-from tarot_eval import run_lock
-with run_lock.hold(sys.argv[1]):
-    print("held", flush=True)
-    time.sleep(600)
-"""
-
-
-@contextmanager
-def held_elsewhere(folder):
-    """Another process holding the lock of `folder` until the block ends (then killed)."""
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        yield holder
-    finally:
-        holder.kill()
-        holder.wait()
-        holder.stdout.close()
 
 
 def test_a_second_process_is_refused_naming_the_folder_and_the_holder(tmp_path):

@@ -7,8 +7,8 @@ import random
 import pytest
 import torch
 from conftest import TINY_CONFIGS, VOCAB, tiny_model
-from test_objective import hflm, load_task, tiny_tokenizer, write_task
-from test_objective import tiny_model as tiny_llama_for
+from support.tasks import hflm, load_task, tiny_tokenizer, write_task
+from support.tasks import tiny_model as tiny_llama_for
 
 from tarot_eval import edit, objective
 from tarot_eval.scoring import ChoiceScorer, Example, SequenceScorer, token_floor

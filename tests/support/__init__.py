@@ -1,0 +1,1 @@
+"""Helpers several test modules share, so that no test module imports another."""
