@@ -5,7 +5,7 @@ Packages: `tarot_eval` and every subpackage found under it, plus every package f
 `tasks/` -> `tarot_eval.tasks`), so a new subpackage ships without editing a list.
 
 lm-eval 0.4.13 has no plugin discovery, so a one-line .pth starts a cheap import
-hook (tarot_eval/autoload.py) that registers `tarot-hf` and the tarot tasks only
+hook (tarot_eval/harness/autoload.py) that registers `tarot-hf` and the tarot tasks only
 when lm_eval itself is imported.
 """
 

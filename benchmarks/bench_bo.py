@@ -33,10 +33,10 @@ from lm_eval.models.huggingface import HFLM  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 from tarot_eval.tasks import data_sources  # noqa: E402
 
-from tarot_eval.model_loading import load_model_and_tokenizer  # noqa: E402
-from tarot_eval.objective import PromptOptions  # noqa: E402
+from tarot_eval.models.loading import load_model_and_tokenizer  # noqa: E402
+from tarot_eval.objective.task_documents import PromptOptions  # noqa: E402
+from tarot_eval.objective.task_loading import load_task  # noqa: E402
 from tarot_eval.optimize.bo import SURROGATES, BOSettings, held_out_quality  # noqa: E402
-from tarot_eval.optimize.command import load_task  # noqa: E402
 from tarot_eval.optimize.record import POINTS_DIR, TRACE_NAME, TRAIN_VALUE, read_lines  # noqa: E402
 from tarot_eval.optimize.run import RESULT_NAME, Settings, optimize  # noqa: E402
 

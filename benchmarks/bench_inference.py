@@ -30,7 +30,7 @@ PER_DOCUMENT = "bench_color_per_document_choices"
 
 def per_document_task(folder: Path) -> None:
     """tarot_color with a choice set of its own per document: the gold colour, its neighbours in the list."""
-    from tarot_eval.autoload import tasks_dir
+    from tarot_eval.harness.autoload import tasks_dir
 
     (folder / f"{PER_DOCUMENT}.yaml").write_text(
         f"include: {tasks_dir() / 'tarot_color.yaml'}\ntask: {PER_DOCUMENT}\n"
@@ -46,14 +46,14 @@ def workloads() -> list[tuple[str, str, int | None]]:
 
 def task_for(manager, task_name: str, shots: int | None):
     """The task object, and a context manager giving every document the same `shots` training documents."""
-    from tarot_eval import objective
+    from tarot_eval.objective import task_documents
 
     task = manager.load(task_name)["tasks"][task_name]
     if shots is None:
         return task, contextlib.nullcontext()
-    chosen = objective.choose_docs(task, 20, 20, 0).train[:shots]
+    chosen = task_documents.choose_docs(task, 20, 20, 0).train[:shots]
     task.set_config(key="num_fewshot", value=shots)
-    return task, objective.fixed_demonstrations(task, [doc for _, doc in chosen])
+    return task, task_documents.fixed_demonstrations(task, [doc for _, doc in chosen])
 
 
 def evaluate(lm, manager, task_name: str, shots: int | None, limit: int | None):
@@ -73,7 +73,7 @@ def evaluate(lm, manager, task_name: str, shots: int | None, limit: int | None):
 
 def floor_of(samples, lm) -> int:
     """Distinct input tokens of every request (HFLM's tokenization): the least any scorer computes."""
-    from tarot_eval.scoring import Example, token_floor
+    from tarot_eval.objective.scoring import Example, token_floor
 
     examples = []
     for number, sample in enumerate(samples):
@@ -106,9 +106,9 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    from tarot_eval import default_model
-    from tarot_eval.autoload import tasks_dir
-    from tarot_eval.lm import TarotHFLM
+    from tarot_eval.harness.autoload import tasks_dir
+    from tarot_eval.harness.tarot_hf import TarotHFLM
+    from tarot_eval.models import default_model
 
     base = HFLM(pretrained=str(default_model.converted_dir()), device="cpu", batch_size=args.batch_size)
     shared = dict(pretrained=base.model, tokenizer=base.tokenizer, backend="causal", batch_size=args.batch_size)

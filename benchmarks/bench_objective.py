@@ -26,10 +26,10 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from scipy.stats import spearmanr
 
-from tarot_eval import objective
-from tarot_eval.edit import HeadEdit
-from tarot_eval.model_loading import load_model_and_tokenizer
-from tarot_eval.scoring import ChoiceScorer, SequenceScorer, token_floor
+from tarot_eval.edit.head_edit import HeadEdit
+from tarot_eval.models.loading import load_model_and_tokenizer
+from tarot_eval.objective import task_documents
+from tarot_eval.objective.scoring import ChoiceScorer, SequenceScorer, token_floor
 
 TASKS = ("tarot_navigate", "tarot_color", "tarot_agnews", "tarot_agnews_fewshot")
 
@@ -57,13 +57,13 @@ def non_embedding_parameters(model) -> int:
 def examples_for(task_name: str, manager, lm, n: int, chat: bool):
     task = next(iter(manager.load(task_name)["tasks"].values()))
     shots = task.config.num_fewshot or 0
-    _, ordered, _ = objective.shuffled_pool(task, 0)
-    docs = objective.choose_docs(task, n, 0, seed=0)
+    _, ordered, _ = task_documents.shuffled_pool(task, 0)
+    docs = task_documents.choose_docs(task, n, 0, seed=0)
     mode = "sampled"
     if shots:
-        docs, mode = objective.with_demonstrations(docs, ordered, shots), "fixed"
-    options = objective.PromptOptions(apply_chat_template=chat, demonstrations=mode)
-    return objective.build_examples(task, lm, docs.train, options, docs.demonstrations), shots
+        docs, mode = task_documents.with_demonstrations(docs, ordered, shots), "fixed"
+    options = task_documents.PromptOptions(apply_chat_template=chat, demonstrations=mode)
+    return task_documents.build_examples(task, lm, docs.train, options, docs.demonstrations), shots
 
 
 def main() -> None:

@@ -259,7 +259,7 @@ class ModelCheck:
         return f"{seconds:.1f} s", f"{size} params, {self.plan.dtype}, layers edited 0..{self.layers[-1]}", {"params": count}
 
     def hook_fold(self):
-        from tarot_eval.edit import HeadEdit
+        from tarot_eval.edit.head_edit import HeadEdit
 
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
         edit.params = self.random_params(edit)
@@ -287,24 +287,24 @@ class ModelCheck:
         if self._scorer is None:
             from lm_eval.models.huggingface import HFLM
 
-            from tarot_eval import objective
+            from tarot_eval.objective import scoring, task_documents
 
             task = next(iter(self.manager.load(TASK)["tasks"].values()))
             lm = HFLM(pretrained=self.model, tokenizer=self.tokenizer, backend="causal", batch_size=self.plan.batch_size)
-            docs = objective.choose_docs(task, self.plan.n_train, 0, seed=0)
-            examples = objective.build_examples(task, lm, docs.train, objective.PromptOptions())
-            self._scorer = objective.ChoiceScorer(self.model, examples, self.plan.batch_size, self.tokenizer.pad_token_id)
+            docs = task_documents.choose_docs(task, self.plan.n_train, 0, seed=0)
+            examples = task_documents.build_examples(task, lm, docs.train, task_documents.PromptOptions())
+            self._scorer = scoring.ChoiceScorer(self.model, examples, self.plan.batch_size, self.tokenizer.pad_token_id)
         return self._scorer
 
     def objective(self):
-        from tarot_eval import objective
-        from tarot_eval.edit import HeadEdit
+        from tarot_eval.edit.head_edit import HeadEdit
+        from tarot_eval.objective import function
 
         scorer = self.scorer()
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
         params = self.random_params(edit)
         with edit.attached(self.model) as handle:
-            target = objective.Objective(scorer, handle)
+            target = function.Objective(scorer, handle)
             target.evaluate(params)  # warm-up
             start = time.perf_counter()
             for _ in range(self.plan.evaluations):
@@ -317,8 +317,8 @@ class ModelCheck:
                 {"evaluations_per_s": 1 / seconds, "tokens": tokens})
 
     def grad_step(self):
-        from tarot_eval import objective
-        from tarot_eval.edit import HeadEdit
+        from tarot_eval.edit.head_edit import HeadEdit
+        from tarot_eval.objective import function
 
         scorer = self.scorer()
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
@@ -328,7 +328,7 @@ class ModelCheck:
             for frozen in (False, True):
                 self.model.requires_grad_(not frozen)
                 with edit.attached(self.model) as handle:
-                    target = objective.Objective(scorer, handle)
+                    target = function.Objective(scorer, handle)
                     reset_peak(self.plan.device)
                     for _ in range(2):  # the second step is timed (the first pays for kernel selection)
                         x = self.random_params(edit).requires_grad_(True)
@@ -357,9 +357,9 @@ class ModelCheck:
         import lm_eval
         from lm_eval.models.huggingface import HFLM
 
-        from tarot_eval import checkpoint
-        from tarot_eval.edit import HeadEdit
-        from tarot_eval.lm import TarotHFLM
+        from tarot_eval.edit import checkpoint
+        from tarot_eval.edit.head_edit import HeadEdit
+        from tarot_eval.harness.tarot_hf import TarotHFLM
 
         saved, rotations = self.workdir / "model", self.workdir / "rotations"
         edit = HeadEdit.identity(self.model, "rotation", self.layers)
@@ -504,7 +504,7 @@ def main(argv=None) -> int:
     print(header, flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-            manager = TaskManager(include_path=str(write_task(Path(tmp) / "task", 3 * plan.n_train, plan.limit)))
+            manager = TaskManager(include_path=str(write_task(Path(tmp) / "task", 3 * plan.n_train, plan.limit)), include_defaults=False)
             tokenizer = make_tokenizer()
             for name in args.models:
                 workdir = Path(tmp) / name

@@ -1,6 +1,6 @@
-"""Regenerate CONTRIBUTING.md's module table from the code: `python docs/architecture.py` (`--check` exits 1 if stale).
+"""Regenerate CONTRIBUTING.md's folder and module tables from the code: `python docs/architecture.py` (`--check` exits 1 if stale).
 
-One row per module of tarot_eval/, rl/ and tasks/ (their installed names, tarot_eval.rl and
+One row per folder (its package docstring: the concern it holds), then one row per module of tarot_eval/, rl/ and tasks/ (their installed names, tarot_eval.rl and
 tarot_eval.tasks), ordered by the import-linter layers of pyproject.toml from the bottom up: what
 the module holds (the first line of its docstring) and the tarot-eval modules it imports (read
 with `ast`, so the column cannot drift from the imports).
@@ -87,10 +87,19 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def concerns() -> str:
+    """One row per folder of modules: where each concern lives (the first sentence of its package docstring)."""
+    lines = ["| folder | concern |", "|---|---|"]
+    for folder in SOURCES.values():
+        for init in sorted(folder.rglob("__init__.py")):
+            lines.append(f"| `{init.parent.relative_to(REPO).as_posix()}/` | {summary(init)} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
     text = CONTRIBUTING.read_text()
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-    fresh = text[:start] + "\n" + table() + "\n" + text[end:]
+    fresh = text[:start] + "\n" + concerns() + "\n\n" + table() + "\n" + text[end:]
     if "--check" in argv:
         if fresh != text:
             print(f"{CONTRIBUTING}: the module table is stale; run python docs/architecture.py", file=sys.stderr)

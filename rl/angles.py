@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit.head_edit import HeadEdit
 
 
 @contextmanager

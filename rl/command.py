@@ -20,8 +20,8 @@ from tarot_eval.tasks.prompts import TEST_PROMPTS
 
 from tarot_eval import settings as shared
 from tarot_eval.cli import UsageError
+from tarot_eval.objective.selection import not_improved_banner
 from tarot_eval.optimize.settings import SearchSettings
-from tarot_eval.selection import not_improved_banner
 
 PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
@@ -108,13 +108,13 @@ def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
 
 def run(args: argparse.Namespace) -> int:
     from tarot_eval.rl import layer_choice
-    from tarot_eval.rl.rewards import get_scorer
     from tarot_eval.rl.training import RewardSetting
     from tarot_eval.tasks import prompts as prompt_sets
 
-    from tarot_eval import architectures
-    from tarot_eval.model_loading import load_model_and_tokenizer
+    from tarot_eval.edit import architectures
+    from tarot_eval.models.loading import load_model_and_tokenizer
     from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
+    from tarot_eval.rewards.scorers import get_scorer
 
     name, options = scorer_request(args)
     loading, edit, search = (group(**shared.given(args, group)) for group in

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from tarot_eval.rl.fluency import Fluency
-from tarot_eval.rl.rewards import Scorer
 from tqdm.auto import tqdm
+
+from tarot_eval.rewards.fluency import Fluency
+from tarot_eval.rewards.scorers import Scorer
 
 MAX_NEW_TOKENS = 24
 STOP = "\n\n"

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from tarot_eval.rl.training import RESULT_NAME, TrainResult
 
-from tarot_eval import checkpoint, run_lock
+from tarot_eval import run_lock
+from tarot_eval.edit import checkpoint
 
 AUTO = "auto"
 

@@ -35,7 +35,7 @@ FLUENCY_LEGEND = ("ppl_base: perplexity of the continuations given their prompts
 
 def fluency(model, tokenizer, run: RunSamples) -> dict[str, float]:
     """Corpus (token-weighted) and median per-continuation perplexity under `model`; empty continuations."""
-    from tarot_eval.rl.fluency import continuation_perplexity
+    from tarot_eval.rewards.fluency import continuation_perplexity
 
     ids = sorted(run.prompts)
     perplexity = continuation_perplexity(model, tokenizer, [run.prompts[i] for i in ids],
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as error:
         print(f"tarot-eval rl-report: error: a --checkpoints folder has no readable result.json ({error})", file=sys.stderr)
         return 2
-    from tarot_eval.model_loading import load_model_and_tokenizer
+    from tarot_eval.models.loading import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(args.model)
     report = markdown(args.task, runs, [fluency(model, tokenizer, run) for run in runs], args.examples, FLUENCY_LEGEND)

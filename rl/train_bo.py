@@ -13,17 +13,18 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 
-from tarot_eval.rl.fluency import Fluency
 from tarot_eval.rl.generate import GreedyScore
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
 from torch import nn
 
-from tarot_eval import checkpoint, selection
-from tarot_eval.edit import HeadEdit
-from tarot_eval.objective import ObjectiveValue
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
+from tarot_eval.objective import selection
+from tarot_eval.objective.function import ObjectiveValue
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize.record import RunRecord
 from tarot_eval.optimize.search_space import SearchSpace
+from tarot_eval.rewards.fluency import Fluency
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,15 @@ from dataclasses import asdict, dataclass
 import torch
 from datasets import Dataset
 from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
-from tarot_eval.rl.fluency import Fluency, shared_ngram_share
 from tarot_eval.rl.generate import GreedyScore, sampled_continuations, texts_to_score
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
 from torch import nn
 from tqdm.auto import trange
 from transformers import PrinterCallback
 
-from tarot_eval import checkpoint
+from tarot_eval.edit import checkpoint
 from tarot_eval.optimize.record import TRAIN_VALUE, RunRecord
+from tarot_eval.rewards.fluency import Fluency, shared_ngram_share
 
 
 @dataclass(frozen=True)

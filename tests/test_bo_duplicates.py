@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tarot_eval import objective
+from tarot_eval.objective import function
 from tarot_eval.optimize import bo, random_search
 from tarot_eval.optimize.record import RunRecord
 
@@ -18,7 +18,7 @@ class Line:
 def run_linear(directory, budget: int = 7) -> RunRecord:
     """f(x) = x: LogEI keeps asking for x = 1 once it has seen it (every BO step before the fix)."""
     record = RunRecord(directory, {"toy": "linear"})
-    bo.run(lambda x: objective.ObjectiveValue(float(x[0]), 0.0), Line, record, budget, 0, SETTINGS)
+    bo.run(lambda x: function.ObjectiveValue(float(x[0]), 0.0), Line, record, budget, 0, SETTINGS)
     return record
 
 

@@ -10,11 +10,11 @@ import torch
 from lm_eval.api.instance import Instance
 from support.calibrated import saved_task_and_model
 
-from tarot_eval import calibration as calibrations
-from tarot_eval import objective
-from tarot_eval.calibrate import CalibrateSettings, content_free, fit, fit_once, shared_answers
-from tarot_eval.calibration import Calibration, CalibrationError
-from tarot_eval.lm import TarotHFLM
+from tarot_eval.baselines.calibrate import CalibrateSettings, content_free, fit, fit_once, shared_answers
+from tarot_eval.harness.tarot_hf import TarotHFLM
+from tarot_eval.objective import calibration as calibrations
+from tarot_eval.objective import scoring, task_documents
+from tarot_eval.objective.calibration import Calibration, CalibrationError
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def _softmax_of_requests(lm, task, docs) -> torch.Tensor:
     """Mean over `docs` of the choice probabilities, from HFLM's own loglikelihood of lm-eval's requests."""
     rows = []
     for index, doc in docs:
-        pairs, _ = objective.requests_for(task, doc, index, objective.PromptOptions(), None)
+        pairs, _ = task_documents.requests_for(task, doc, index, task_documents.PromptOptions(), None)
         instances = [Instance("loglikelihood", doc, pair, i, (task.config.task, index, 1)) for i, pair in enumerate(pairs)]
         rows.append(torch.softmax(torch.tensor([ll for ll, _ in lm.loglikelihood(instances)], dtype=torch.float64), 0))
     return torch.stack(rows).mean(0)
@@ -36,7 +36,7 @@ def test_batch_prior_is_the_mean_choice_probability_over_the_seeds_training_docu
     task, lm = setup["task"], setup["lm"]
     options = CalibrateSettings(task="tiny_mc", variant="batch", n_train=6, n_val=4, seed=1)
     fitted = fit(setup["model"], lm, task, options)
-    train = objective.choose_docs(task, 6, 4, 1).train
+    train = task_documents.choose_docs(task, 6, 4, 1).train
     expected = _softmax_of_requests(lm, task, train)
     assert fitted.provenance["train_docs"] == [i for i, _ in train]
     assert list(fitted.log_prior) == [" no", " yes"]  # keyed by the continuation lm-eval requests
@@ -46,7 +46,7 @@ def test_batch_prior_is_the_mean_choice_probability_over_the_seeds_training_docu
 def test_contextual_prior_reads_content_free_versions_of_the_tasks_own_prompt(setup):
     task, lm = setup["task"], setup["lm"]
     fitted = fit(setup["model"], lm, task, CalibrateSettings(task="tiny_mc", variant="contextual"))
-    _, pool, _ = objective.shuffled_pool(task, 0)
+    _, pool, _ = task_documents.shuffled_pool(task, 0)
     index, doc = pool[0]
     blanks = [(index, content_free(task, doc, filler)) for filler in ("N/A", "[MASK]", "")]
     assert blanks[0][1]["question"] == "N/A" and blanks[0][1]["label"] == doc["label"]
@@ -127,11 +127,11 @@ def test_fit_once_keeps_a_file_of_the_same_settings_and_refuses_other_settings(s
 
 def test_the_objective_scores_calibrated_choices(setup):
     task, lm, model = setup["task"], setup["lm"], setup["model"]
-    docs = objective.choose_docs(task, 8, 0, 0).train
-    examples = objective.build_examples(task, lm, docs, objective.PromptOptions())
+    docs = task_documents.choose_docs(task, 8, 0, 0).train
+    examples = task_documents.build_examples(task, lm, docs, task_documents.PromptOptions())
     prior = {" no": math.log(0.97), " yes": math.log(0.03)}
     offsets = [torch.tensor([prior[a] for a in example.answers]) for example in examples]
-    scorer = objective.ChoiceScorer(model, examples, 8, 0)
+    scorer = scoring.ChoiceScorer(model, examples, 8, 0)
     raw = scorer.score()
     calibrated = raw.calibrated(offsets)
     for loglik, shifted, offset in zip(raw.choice_loglik, calibrated.choice_loglik, offsets):

@@ -7,9 +7,9 @@ import torch
 import transformers
 from conftest import tiny_model
 
-from tarot_eval import checkpoint
-from tarot_eval.checkpoint import CheckpointError
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.checkpoint import CheckpointError
+from tarot_eval.edit.head_edit import HeadEdit
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_old_checkpoint_without_weight_fingerprint_loads_with_a_warning(saved, c
     config = checkpoint.TarotConfig.from_pretrained(directory)
     del config.base_model["weights"]
     _rewrite_config(directory, base_model=config.base_model)
-    with caplog.at_level("WARNING", logger="tarot_eval.checkpoint"):
+    with caplog.at_level("WARNING", logger="tarot_eval.edit.checkpoint"):
         loaded = checkpoint.load(directory, tiny_model("llama", seed=5))  # shapes match: nothing else to check
     assert torch.equal(loaded.params, edit.params)
     assert "without a weight fingerprint" in caplog.text and str(directory) in caplog.text

@@ -17,11 +17,11 @@ from lm_eval.tasks import TaskManager
 from scipy.stats import t as student_t
 from support.compare_runs import TASKS, compare, exact_mcnemar_p, per_doc_acc, write_task
 
-from tarot_eval import checkpoint
 from tarot_eval.compare import significance
 from tarot_eval.compare.errors import CompareError
 from tarot_eval.compare.runs import TaskScore
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_writes_csv_png_and_self_contained_html(runs_root, tmp_path, capsys):
 def test_labels_come_from_lm_eval_config_for_hf_and_tarot_hf(toy, saved_tiny_llama, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
-    import tarot_eval.lm  # noqa: F401  (registers tarot-hf)
+    import tarot_eval.harness.tarot_hf  # noqa: F401  (registers tarot-hf)
 
     model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
     edit = HeadEdit.identity(model, "rotation", [0])

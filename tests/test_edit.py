@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import TINY_CONFIGS, tiny_model
 
-from tarot_eval import architectures, edit_kinds
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import architectures, kinds
+from tarot_eval.edit.head_edit import HeadEdit
 
 FAMILIES = sorted(TINY_CONFIGS)
 
@@ -17,7 +17,7 @@ def _tokens():
 def _random_edit(model, method, layers=(0, 2), seed=0):
     edit = HeadEdit.identity(model, method, layers)
     generator = torch.Generator().manual_seed(seed)
-    low, high = edit_kinds.kind(method).bounds(torch.pi / 4)
+    low, high = kinds.kind(method).bounds(torch.pi / 4)
     edit.params = low + (high - low) * torch.rand(edit.params.shape, generator=generator)
     return edit
 
@@ -28,7 +28,7 @@ def test_identity_edit_is_bit_identical(family):
     tokens = _tokens()
     with torch.no_grad():
         base = model(tokens).logits
-        for method in edit_kinds.names():
+        for method in kinds.names():
             with HeadEdit.identity(model, method, range(3)).attached(model):
                 assert torch.equal(model(tokens).logits, base)
             handle = HeadEdit.identity(model, method, range(3)).merge(model)
@@ -37,7 +37,7 @@ def test_identity_edit_is_bit_identical(family):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-@pytest.mark.parametrize("method", edit_kinds.names())
+@pytest.mark.parametrize("method", kinds.names())
 def test_hook_equals_fold_and_unfold_restores(family, method):
     model = tiny_model(family)
     tokens = _tokens()
@@ -77,7 +77,7 @@ def test_value_bias_is_rotated_around(family):
     geo = architectures.geometry(model)
     z = base_input.view(2, 9, geo.num_heads, geo.head_dim)
     b = site.value_bias
-    expected = edit_kinds.kind("rotation").apply_heads(z - b, edit.params[0]) + b
+    expected = kinds.kind("rotation").apply_heads(z - b, edit.params[0]) + b
     torch.testing.assert_close(edited_input.view_as(expected), expected)
 
 

@@ -10,10 +10,10 @@ from lm_eval.models.huggingface import HFLM
 from support.scores import _loglikelihoods
 from transformers import AutoModelForCausalLM
 
-from tarot_eval import checkpoint, export
 from tarot_eval.cli import main
-from tarot_eval.edit import HeadEdit
-from tarot_eval.lm import TarotHFLM
+from tarot_eval.edit import checkpoint, export
+from tarot_eval.edit.head_edit import HeadEdit
+from tarot_eval.harness.tarot_hf import TarotHFLM
 
 
 def test_exported_model_scores_like_tarot_hf(tmp_path, saved_tiny_llama):

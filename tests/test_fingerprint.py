@@ -4,9 +4,9 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from tarot_eval import checkpoint
-from tarot_eval.checkpoint import WEIGHTS_TOLERANCE
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.checkpoint import WEIGHTS_TOLERANCE
+from tarot_eval.edit.head_edit import HeadEdit
 
 LAYERS = (0, 1, 2)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from support.leaderboard import leaderboard, results, tiny_leaderboard_files, write_config
 
-from tarot_eval import checkpoint, cli
+from tarot_eval import cli
 from tarot_eval.compare import interference, runs
+from tarot_eval.edit import checkpoint
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.plan import plan_model
 from tarot_eval.leaderboard.runner import task_manager

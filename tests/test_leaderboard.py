@@ -24,7 +24,8 @@ from support.leaderboard import (
 )
 from support.locks import held_elsewhere
 
-from tarot_eval import checkpoint, cli
+from tarot_eval import cli
+from tarot_eval.edit import checkpoint
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.runner import check_tasks, run_leaderboard, task_manager
 from tarot_eval.methods.search import run_settings

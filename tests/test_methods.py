@@ -53,7 +53,7 @@ def echo_kind():
             return False
 
     yield Echo
-    registry.METHODS.pop("echo")
+    registry.METHODS.unregister("echo")
 
 
 def test_a_new_kind_plugs_in_by_registering_alone(tmp_path, echo_kind):

@@ -6,7 +6,8 @@ import pytest
 import torch
 from support.tasks import hflm, load_task, tiny_model, tiny_tokenizer, write_task
 
-from tarot_eval import edit, objective
+from tarot_eval.edit import head_edit as edit
+from tarot_eval.objective import function, scoring, task_documents
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,11 @@ def test_objective_matches_independent_computation(tmp_path, choices):
     task = load_task(include)
     tokenizer = tiny_tokenizer()
     model = tiny_model(len(tokenizer))
-    docs = objective.choose_docs(task, n_train=6, n_val=2, seed=0)
-    examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
+    docs = task_documents.choose_docs(task, n_train=6, n_val=2, seed=0)
+    examples = task_documents.build_examples(task, hflm(model, tokenizer), docs.train, task_documents.PromptOptions())
     single = [ex.single_row for ex in examples]
     assert all(single) if len(choices) == 2 else not any(single)
-    scorer = objective.ChoiceScorer(model, examples, batch_size=4, pad_token_id=tokenizer.pad_token_id)
+    scorer = scoring.ChoiceScorer(model, examples, batch_size=4, pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():
         scores = scorer.score()
         expected = [independent_choice_logliks(model, tokenizer, task, doc) for _, doc in docs.train]
@@ -57,9 +58,9 @@ def test_objective_matches_independent_computation(tmp_path, choices):
 
 def test_answer_token_prob_is_first_token_probability_over_vocabulary(tiny):
     task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
-    docs = objective.choose_docs(task, n_train=4, n_val=0, seed=1)
-    examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
-    scorer = objective.ChoiceScorer(model, examples, pad_token_id=tokenizer.pad_token_id)
+    docs = task_documents.choose_docs(task, n_train=4, n_val=0, seed=1)
+    examples = task_documents.build_examples(task, hflm(model, tokenizer), docs.train, task_documents.PromptOptions())
+    scorer = scoring.ChoiceScorer(model, examples, pad_token_id=tokenizer.pad_token_id)
     with torch.no_grad():
         value = scorer.score().value(examples, "answer-token-prob")
         want = []
@@ -73,7 +74,7 @@ def test_answer_token_prob_is_first_token_probability_over_vocabulary(tiny):
 def test_training_docs_never_include_test_docs(tiny):
     task = tiny["task"]
     test_ids = {doc["id"] for doc in task.test_docs()}
-    docs = objective.choose_docs(task, n_train=20, n_val=10, seed=3)
+    docs = task_documents.choose_docs(task, n_train=20, n_val=10, seed=3)
     assert docs.split == "train"
     train_ids = [doc["id"] for _, doc in docs.train]
     val_ids = [doc["id"] for _, doc in docs.validation]
@@ -85,32 +86,32 @@ def test_training_docs_never_include_test_docs(tiny):
 def test_falls_back_to_validation_split_and_says_so(tmp_path):
     include = write_task(tmp_path, name="no_train", splits=("validation", "test"))
     task = load_task(include, "no_train")
-    docs = objective.choose_docs(task, n_train=4, n_val=4, seed=0)
+    docs = task_documents.choose_docs(task, n_train=4, n_val=4, seed=0)
     assert docs.split == "validation"
     assert docs.notes and "no training split" in docs.notes[0]
     assert all(doc["id"].startswith("validation-") for _, doc in docs.train + docs.validation)
 
 
 def test_refuses_a_pool_too_small_and_a_test_only_task(tmp_path, tiny):
-    with pytest.raises(objective.ObjectiveError, match="fewer than"):
-        objective.choose_docs(tiny["task"], n_train=40, n_val=1, seed=0)
+    with pytest.raises(task_documents.ObjectiveError, match="fewer than"):
+        task_documents.choose_docs(tiny["task"], n_train=40, n_val=1, seed=0)
     include = write_task(tmp_path, name="test_only", splits=("test",))
-    with pytest.raises(objective.ObjectiveError, match="never reads the test split"):
-        objective.choose_docs(load_task(include, "test_only"), n_train=2, n_val=0, seed=0)
+    with pytest.raises(task_documents.ObjectiveError, match="never reads the test split"):
+        task_documents.choose_docs(load_task(include, "test_only"), n_train=2, n_val=0, seed=0)
 
 
 def test_balanced_training_set_is_half_right_half_wrong(tiny):
     task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
     lm = hflm(model, tokenizer)
-    _, ordered, _ = objective.shuffled_pool(task, seed=0)
+    _, ordered, _ = task_documents.shuffled_pool(task, seed=0)
 
     def is_correct(pair):
-        examples = objective.build_examples(task, lm, [pair], objective.PromptOptions())
+        examples = task_documents.build_examples(task, lm, [pair], task_documents.PromptOptions())
         with torch.no_grad():
-            return objective.ChoiceScorer(model, examples).score().correct(examples)[0]
+            return scoring.ChoiceScorer(model, examples).score().correct(examples)[0]
 
-    docs = objective.choose_docs(task, n_train=6, n_val=4, seed=0)
-    balanced = objective.balance_by_base_model(docs, ordered, is_correct)
+    docs = task_documents.choose_docs(task, n_train=6, n_val=4, seed=0)
+    balanced = task_documents.balance_by_base_model(docs, ordered, is_correct)
     verdicts = [is_correct(pair) for pair in balanced.train]
     assert sorted(verdicts) == [False] * 3 + [True] * 3
     train_ids = {i for i, _ in balanced.train}
@@ -120,14 +121,14 @@ def test_balanced_training_set_is_half_right_half_wrong(tiny):
 def test_chat_template_prompts_match_lm_eval(tiny):
     task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
     lm = hflm(model, tokenizer)
-    docs = objective.choose_docs(task, n_train=2, n_val=0, seed=0)
-    options = objective.PromptOptions(apply_chat_template=True)
-    examples = objective.build_examples(task, lm, docs.train, options)
+    docs = task_documents.choose_docs(task, n_train=2, n_val=0, seed=0)
+    options = task_documents.PromptOptions(apply_chat_template=True)
+    examples = task_documents.build_examples(task, lm, docs.train, options)
     task.build_all_requests(limit=None, apply_chat_template=True, chat_template=lm.apply_chat_template)
     contexts = {inst.arguments[0] for inst in task.instances}
     context_text = tokenizer.decode(examples[0].pairs[0][0])
     assert "<|user|>" in context_text and "<|assistant|>" in context_text
-    pairs, _ = objective.requests_for(task, docs.train[0][1], docs.train[0][0], options, lm.apply_chat_template)
+    pairs, _ = task_documents.requests_for(task, docs.train[0][1], docs.train[0][0], options, lm.apply_chat_template)
     assert pairs[0][0].startswith("<|user|>Question:")
     assert contexts  # lm-eval built chat contexts in the same format
     assert next(iter(contexts)).startswith("<|user|>Question:")
@@ -135,11 +136,11 @@ def test_chat_template_prompts_match_lm_eval(tiny):
 
 def test_gradients_reach_the_edit(tiny):
     task, model, tokenizer = tiny["task"], tiny["model"], tiny["tokenizer"]
-    docs = objective.choose_docs(task, n_train=4, n_val=0, seed=0)
-    examples = objective.build_examples(task, hflm(model, tokenizer), docs.train, objective.PromptOptions())
+    docs = task_documents.choose_docs(task, n_train=4, n_val=0, seed=0)
+    examples = task_documents.build_examples(task, hflm(model, tokenizer), docs.train, task_documents.PromptOptions())
     head_edit = edit.HeadEdit.identity(model, "rotation", [0, 1])
     with head_edit.attached(model) as handle:
-        obj = objective.Objective(objective.ChoiceScorer(model, examples), handle)
+        obj = function.Objective(scoring.ChoiceScorer(model, examples), handle)
         params = head_edit.params.clone().requires_grad_(True)
         loss, evaluation = obj.loss_and_evaluation(params)
         loss.backward()

@@ -16,8 +16,9 @@ import torch
 from support.tasks import hflm, load_task, tiny_model, tiny_tokenizer, write_task
 from support.toys import OPTIMUM, Toy, ToySpace
 
-from tarot_eval import checkpoint, objective
 from tarot_eval.cli import UsageError
+from tarot_eval.edit import checkpoint
+from tarot_eval.objective import task_documents
 from tarot_eval.optimize import bo, command, grad, random_search
 from tarot_eval.optimize.record import TRACE_NAME, RecordError, RunConfigError, RunRecord
 from tarot_eval.optimize.run import Problem, Settings, optimize
@@ -319,7 +320,7 @@ def test_fixed_demonstrations_and_a_bf16_search_ship_an_edit_scored_in_fp32(setu
     """Few-shot training prompts share one fixed demonstration block; the bf16 search's choice is
     re-scored on validation in the model's own dtype, and that is what the checkpoint records."""
     task, model, lm = setup
-    prompt = objective.PromptOptions(num_fewshot=3, demonstrations="fixed")
+    prompt = task_documents.PromptOptions(num_fewshot=3, demonstrations="fixed")
     run_settings = replace(settings(optimizer="random", space="head"), prompt=prompt, search_dtype="bfloat16")
     result = optimize(model, lm, task, run_settings, tmp_path / "run", budget=4, select_k=2)
     problem = Problem(model, lm, task, run_settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from pathlib import Path
 
@@ -40,3 +41,17 @@ def test_a_new_subpackage_of_a_mapped_folder_ships_under_the_namespace(tmp_path)
     packages = setup.discover_packages(tmp_path, {"tarot_eval.rl": "rl", "tarot_eval.tasks": "tasks"})
     assert packages == ["tarot_eval", "tarot_eval.newpkg", "tarot_eval.rl", "tarot_eval.rl.newpkg",
                         "tarot_eval.rl.newpkg.deeper", "tarot_eval.tasks"]
+
+
+def test_the_public_paths_of_tarot_hf_name_one_class():
+    """`tarot_eval.lm:TarotHFLM` (the first public path, kept as a shim), the entry point and lm-eval's registry agree."""
+    import tomllib
+    from lm_eval.api.registry import get_model
+
+    from tarot_eval.harness.tarot_hf import TarotHFLM
+    from tarot_eval.lm import TarotHFLM as shimmed
+
+    entry = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lm_eval.models"]["tarot-hf"]
+    module, _, name = entry.partition(":")
+    assert shimmed is TarotHFLM and getattr(importlib.import_module(module), name) is TarotHFLM
+    assert get_model("tarot-hf") is TarotHFLM

@@ -9,9 +9,9 @@ import torch
 from conftest import TINY_CONFIGS, tiny_model
 from lm_eval.api.instance import Instance
 
-from tarot_eval import calibration as calibrations
-from tarot_eval import checkpoint, edit
-from tarot_eval.lm import TarotHFLM
+from tarot_eval.edit import checkpoint, head_edit
+from tarot_eval.harness.tarot_hf import TarotHFLM
+from tarot_eval.objective import calibration as calibrations
 
 WORDS = "the quick brown fox jumps over lazy dog red green blue answer question true false".split()
 ANSWERS = [" yes", " no", " red", " green blue"]
@@ -46,7 +46,7 @@ def assert_same(fast, stock, atol=1e-5):
 @pytest.fixture
 def edited(tmp_path):
     def make(model, kind="rotation"):
-        made = edit.HeadEdit.identity(model, kind, [0, 1])
+        made = head_edit.HeadEdit.identity(model, kind, [0, 1])
         torch.manual_seed(3)
         made.params = (torch.rand_like(made.params) - 0.5) * 1.5
         return str(checkpoint.save(tmp_path / kind, made, model))

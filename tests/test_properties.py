@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tarot_eval import architectures, checkpoint, edit_kinds
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import architectures, checkpoint, kinds
+from tarot_eval.edit.head_edit import HeadEdit
 
 FAMILIES = sorted(TINY_CONFIGS)
 BIAS_FAMILIES = ("gpt2", "qwen2")  # the families whose attention reads a value bias
@@ -95,7 +95,7 @@ def layer_orders(draw) -> tuple[int, ...]:
     return tuple(order[: draw(st.integers(1, NUM_LAYERS))])
 
 
-BOUNDS = {name: edit_kinds.kind(name).bounds(ANGLE_LIMIT) for name in edit_kinds.names()}
+BOUNDS = {name: kinds.kind(name).bounds(ANGLE_LIMIT) for name in kinds.names()}
 
 
 def _param_arrays(shape: tuple[int, ...], low: float, high: float):
@@ -107,9 +107,9 @@ def edits(geometry: tuple[int, int, int], method: str | None = None):
 
     @st.composite
     def build(draw) -> HeadEdit:
-        kind = method or draw(st.sampled_from(edit_kinds.names()))
+        kind = method or draw(st.sampled_from(kinds.names()))
         layers = draw(layer_orders())
-        shape = edit_kinds.kind(kind).param_shape(len(layers), geometry[0], geometry[2])
+        shape = kinds.kind(kind).param_shape(len(layers), geometry[0], geometry[2])
         return HeadEdit(kind, layers, torch.from_numpy(draw(_param_arrays(shape, *BOUNDS[kind]))))
 
     return build()
@@ -136,7 +136,7 @@ def test_rotation_matrices_are_block_diagonal_orthogonal_with_det_one(heads, pai
     head_dim = 2 * pairs
     angles = torch.from_numpy(data.draw(hnp.arrays(np.float64, (heads, pairs), elements=st.floats(-math.pi, math.pi))))
     angles = angles.to(dtype)
-    m = edit_kinds.kind("rotation").linear_part(angles, head_dim)
+    m = kinds.kind("rotation").linear_part(angles, head_dim)
     assert m.shape == (heads, head_dim, head_dim) and m.dtype == dtype
     pair = torch.arange(head_dim) // 2
     off_block = pair[:, None] != pair[None, :]
@@ -147,7 +147,7 @@ def test_rotation_matrices_are_block_diagonal_orthogonal_with_det_one(heads, pai
     torch.testing.assert_close(m64 @ m64.transpose(1, 2), eye, rtol=0, atol=tol)
     torch.testing.assert_close(torch.linalg.det(m64), torch.ones(heads, dtype=torch.float64), rtol=0, atol=2 * pairs * tol)
     z = torch.randn(5, heads, head_dim, generator=torch.Generator().manual_seed(heads * pairs)).to(dtype)
-    elementwise = edit_kinds.kind("rotation").apply_heads(z, angles).to(torch.float64)
+    elementwise = kinds.kind("rotation").apply_heads(z, angles).to(torch.float64)
     torch.testing.assert_close(elementwise, torch.einsum("phd,hde->phe", z.to(torch.float64), m64), rtol=0, atol=8 * tol)
 
 
@@ -159,7 +159,7 @@ def test_rotation_matrices_are_block_diagonal_orthogonal_with_det_one(heads, pai
 @given(
     geometry=st.sampled_from(GEOMETRIES),
     dtype=st.sampled_from(DTYPES),
-    method=st.sampled_from(edit_kinds.names()),
+    method=st.sampled_from(kinds.names()),
     layers=layer_orders(),
 )
 def test_identity_params_leave_logits_bit_identical(family, geometry, dtype, method, layers):
@@ -263,7 +263,7 @@ def test_rescale_scales_each_head_output_about_its_value_bias(family, case):
 def test_value_bias_is_the_fixed_point_of_the_edit(family, case):
     """With zero value weights every head outputs exactly b_V, which (z - b) M + b must leave alone (a kind
     without a constant part: an offset moves it by design)."""
-    linear = [name for name in edit_kinds.names() if not edit_kinds.kind(name).has_constant]
+    linear = [name for name in kinds.names() if not kinds.kind(name).has_constant]
     model, edit = _draw_model_and_edit(case, family, case.draw(st.sampled_from(linear), label="kind"))
     model = copy.deepcopy(model)
     dtype = next(model.parameters()).dtype
@@ -304,16 +304,16 @@ def _bfloat16_value(x: float) -> float:
 def checkpoint_cases(draw):
     """Family, edit (float32/float64/bfloat16 params), bounds and provenance for one checkpoint."""
     family = draw(st.sampled_from(FAMILIES))
-    method = draw(st.sampled_from(edit_kinds.names()))
+    method = draw(st.sampled_from(kinds.names()))
     # bounds exact in bfloat16, so params rounded to any of the dtypes stay inside them
-    if edit_kinds.kind(method).fixed_bounds is None:
+    if kinds.kind(method).fixed_bounds is None:
         limit = _bfloat16_value(draw(st.floats(1e-3, math.pi)))
         low, high = -limit, limit
     else:
         low, high = sorted(_bfloat16_value(draw(st.floats(0, 1))) for _ in range(2))
     layers = draw(layer_orders())
     heads, _, head_dim = GEOMETRIES[0]
-    shape = edit_kinds.kind(method).param_shape(len(layers), heads, head_dim)
+    shape = kinds.kind(method).param_shape(len(layers), heads, head_dim)
     dtype = draw(st.sampled_from(DTYPES))
     width = 64 if dtype == torch.float64 else 32
     params = draw(hnp.arrays(np.float64 if width == 64 else np.float32, shape, elements=st.floats(low, high, width=width)))

@@ -12,12 +12,12 @@ from conftest import evaluate_into
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from tarot_eval.rl import candidates_plot, report, train_dpo
-from tarot_eval.rl.fluency import continuation_perplexity
 from tarot_eval.rl.training import RewardSetting
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tarot_eval.compare.significance import paired_test
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit.head_edit import HeadEdit
+from tarot_eval.rewards.fluency import continuation_perplexity
 
 GENERATION_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "generation"
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 from conftest import tiny_model
 from support.rewards import WritesMarker, save_tiny_classifier
-from tarot_eval.rl import fluency
-from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
 from tarot_eval.tasks import prompts
+
+from tarot_eval.rewards import fluency
+from tarot_eval.rewards.scorers import ScorerUnavailable, get_scorer
 
 POSITIVE = "This movie was wonderful, the acting is superb and I loved every minute of it."
 NEGATIVE = "This movie was terrible, boring and badly acted. I hated every minute of it."

@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import tiny_model
 from support.rewards import save_tiny_classifier
-from tarot_eval.rl.rewards import ScorerUnavailable, get_scorer
 from tarot_eval.tasks.prompts import imdb_prompts, toxicity_prompts
+
+from tarot_eval.rewards.scorers import ScorerUnavailable, get_scorer
 
 GENERATION_TASKS = Path(__file__).resolve().parents[1] / "tasks" / "generation"
 ENV_VARS = ["TAROT_SENTIMENT_SCORER", "TAROT_SENTIMENT_SCORER_OPTIONS",
@@ -77,7 +78,7 @@ def test_trainers_generate_what_lm_eval_scores(tiny_tokenizer):
     from lm_eval.models.huggingface import HFLM
     from tarot_eval.rl import generate
 
-    from tarot_eval.edit import HeadEdit
+    from tarot_eval.edit.head_edit import HeadEdit
 
     model = tiny_model("llama")
     edit = HeadEdit("rotation", (0, 1), torch.full((2, 4, 4), math.pi / 5))
@@ -139,12 +140,11 @@ def test_smollm2_continuations_are_fluent_by_every_guard():
 
     import lm_eval
     from lm_eval.models.huggingface import HFLM
-    from tarot_eval.rl.fluency import continuation_perplexity
 
-    from tarot_eval import default_model
-    from tarot_eval.gguf import load_gguf
+    from tarot_eval.models.loading import load_model_and_tokenizer
+    from tarot_eval.rewards.fluency import continuation_perplexity
 
-    model, tokenizer = load_gguf(default_model.gguf_path())
+    model, tokenizer = load_model_and_tokenizer(None)  # the embedded GGUF's weights, converted once into the cache
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=4)
     tasks = load_tasks(["tarot_imdb"])
     out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks.values()), limit=3, log_samples=True)

@@ -17,17 +17,17 @@ from support.locks import held_elsewhere
 from support.trainers import NO_GUARD, PROMPTS, VALIDATION, VowelScorer
 from tarot_eval.rl import command, generate, layer_choice, train_bo, train_dpo, train_grpo
 from tarot_eval.rl.angles import trainable_angles
-from tarot_eval.rl.fluency import Fluency, FluencyGuard, shared_ngram_share
 from tarot_eval.rl.generate import GreedyScore
-from tarot_eval.rl.rewards import TextScore
 from tarot_eval.rl.training import RESULT_NAME, RewardSetting, Selection, guarded_selection, save_result
 from transformers import AutoModelForCausalLM
 
-from tarot_eval import checkpoint
 from tarot_eval.cli import UsageError
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
 from tarot_eval.optimize.bo import BOSettings
 from tarot_eval.optimize.record import SCORES_NAME, TRACE_NAME, RunConfigError
+from tarot_eval.rewards.fluency import Fluency, FluencyGuard, shared_ngram_share
+from tarot_eval.rewards.scorers import TextScore
 from tarot_eval.run_lock import RunLockedError
 
 BOUNDS = (-math.pi / 4, math.pi / 4)

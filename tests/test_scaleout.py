@@ -18,9 +18,9 @@ import pytest
 import torch
 from conftest import SHARED_DATA, run_console, tiny_model
 
-from tarot_eval import checkpoint
 from tarot_eval.cli import main
-from tarot_eval.edit import HeadEdit
+from tarot_eval.edit import checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,9 @@ from conftest import TINY_CONFIGS, VOCAB, tiny_model
 from support.tasks import hflm, load_task, tiny_tokenizer, write_task
 from support.tasks import tiny_model as tiny_llama_for
 
-from tarot_eval import edit, objective
-from tarot_eval.scoring import ChoiceScorer, Example, SequenceScorer, token_floor
+from tarot_eval.edit import head_edit
+from tarot_eval.objective import task_documents
+from tarot_eval.objective.scoring import ChoiceScorer, Example, SequenceScorer, token_floor
 
 
 def synthetic_examples(seed: int, shared: int, n_docs: int = 5, multi_token: bool = True, lead: list[int] | None = None):
@@ -46,7 +47,7 @@ def assert_same_scores(got, want, atol=1e-5):
 def test_prefix_tree_equals_per_sequence_scoring(family, shared, multi_token, lead):
     model = tiny_model(family)
     examples = synthetic_examples(seed=len(family) + shared, shared=shared, multi_token=multi_token, lead=lead)
-    handle = edit.HeadEdit.identity(model, "rotation", [0, 1]).attach(model)
+    handle = head_edit.HeadEdit.identity(model, "rotation", [0, 1]).attach(model)
     handle.params = (torch.rand_like(handle.params) - 0.5) * 1.5  # a real edit, as the optimizer scores it
     try:
         with torch.no_grad():
@@ -76,7 +77,7 @@ def test_gradients_through_the_shared_prefix_cache_match():
     grads = []
     for scorer_class in (SequenceScorer, ChoiceScorer):
         params = torch.full((2, 4, 4), 0.3, requires_grad=True)
-        handle = edit.HeadEdit("rotation", (0, 1), params.detach().clone()).attach(model)
+        handle = head_edit.HeadEdit("rotation", (0, 1), params.detach().clone()).attach(model)
         handle.params = params
         loss = -scorer_class(model, examples, batch_size=2).score().per_example_logterm(examples, "choice-prob").mean()
         loss.backward()
@@ -108,9 +109,9 @@ def test_matches_lm_eval_loglikelihood_on_its_own_requests(tmp_path, padding_sid
     tokenizer.padding_side = padding_side
     model = tiny_llama_for(len(tokenizer))
     lm = hflm(model, tokenizer)
-    docs = objective.choose_docs(task, n_train=6, n_val=0, seed=0)
-    options = objective.PromptOptions(apply_chat_template=chat)
-    examples = objective.build_examples(task, lm, docs.train, options)
+    docs = task_documents.choose_docs(task, n_train=6, n_val=0, seed=0)
+    options = task_documents.PromptOptions(apply_chat_template=chat)
+    examples = task_documents.build_examples(task, lm, docs.train, options)
     scorer = ChoiceScorer(model, examples, batch_size=4, pad_token_id=tokenizer.pad_token_id)
     if chat:
         assert len(scorer.prefix) > 0  # the chat template's shared opening is computed once
@@ -119,7 +120,7 @@ def test_matches_lm_eval_loglikelihood_on_its_own_requests(tmp_path, padding_sid
     from lm_eval.api.instance import Instance
 
     for (doc_index, doc), loglik in zip(docs.train, scores.choice_loglik):
-        pairs, _ = objective.requests_for(task, doc, doc_index, options, lm.apply_chat_template)
+        pairs, _ = task_documents.requests_for(task, doc, doc_index, options, lm.apply_chat_template)
         requests = [Instance("loglikelihood", doc, pair, i) for i, pair in enumerate(pairs)]
         want = torch.tensor([value for value, _ in lm.loglikelihood(requests, disable_tqdm=True)])
         torch.testing.assert_close(loglik, want, atol=1e-4, rtol=0)
@@ -132,17 +133,17 @@ def test_fixed_demonstrations_form_one_shared_prefix(tmp_path, mode):
     tokenizer = tiny_tokenizer()
     model = tiny_llama_for(len(tokenizer))
     lm = hflm(model, tokenizer)
-    split, ordered, _ = objective.shuffled_pool(task, seed=0)
-    docs = objective.with_demonstrations(objective.choose_docs(task, n_train=8, n_val=4, seed=0), ordered, 6)
+    split, ordered, _ = task_documents.shuffled_pool(task, seed=0)
+    docs = task_documents.with_demonstrations(task_documents.choose_docs(task, n_train=8, n_val=4, seed=0), ordered, 6)
     used = {i for i, _ in docs.train + docs.validation}
     assert len(docs.demonstrations) == 6 and not used & {i for i, _ in docs.demonstrations}
-    options = objective.PromptOptions(num_fewshot=6, demonstrations=mode)
-    examples = objective.build_examples(task, lm, docs.train, options, docs.demonstrations)
+    options = task_documents.PromptOptions(num_fewshot=6, demonstrations=mode)
+    examples = task_documents.build_examples(task, lm, docs.train, options, docs.demonstrations)
     shown = [task.doc_to_text(d) for _, d in docs.demonstrations]
     for (doc_index, doc), example in zip(docs.train, examples):
         context = tokenizer.decode(example.pairs[0][0])
         k = options.shots(task, doc_index)
-        assert k == (6 if mode == "fixed" else k) and k in objective.MIX_SHOTS
+        assert k == (6 if mode == "fixed" else k) and k in task_documents.MIX_SHOTS
         assert all(q in context for q in shown[:k]) and not any(q in context for q in shown[k:])
         assert task.doc_to_text(doc) in context
     scorer = ChoiceScorer(model, examples, batch_size=3, pad_token_id=tokenizer.pad_token_id)
@@ -156,10 +157,10 @@ def test_fixed_demonstrations_form_one_shared_prefix(tmp_path, mode):
 def test_fixed_mode_needs_its_demonstrations(tmp_path):
     task = load_task(write_task(tmp_path))
     tokenizer = tiny_tokenizer()
-    docs = objective.choose_docs(task, n_train=2, n_val=0, seed=0)
-    with pytest.raises(objective.ObjectiveError, match="needs 6 fixed demonstrations, 0 were drawn"):
-        objective.build_examples(task, hflm(tiny_llama_for(len(tokenizer)), tokenizer), docs.train,
-                                 objective.PromptOptions(num_fewshot=6, demonstrations="fixed"))
+    docs = task_documents.choose_docs(task, n_train=2, n_val=0, seed=0)
+    with pytest.raises(task_documents.ObjectiveError, match="needs 6 fixed demonstrations, 0 were drawn"):
+        task_documents.build_examples(task, hflm(tiny_llama_for(len(tokenizer)), tokenizer), docs.train,
+                                 task_documents.PromptOptions(num_fewshot=6, demonstrations="fixed"))
 
 
 def test_bf16_autocast_scores_close_to_fp32_and_keeps_weights_fp32():
@@ -184,7 +185,7 @@ def test_openings_shared_by_some_documents_are_computed_once(family, shared):
     for d, example in enumerate(examples):
         opening = openings[d % 2]
         example.pairs = [(ctx[:shared] + opening + ctx[shared:], cont) for ctx, cont in example.pairs]
-    handle = edit.HeadEdit.identity(model, "rotation", [0, 1]).attach(model)
+    handle = head_edit.HeadEdit.identity(model, "rotation", [0, 1]).attach(model)
     handle.params = (torch.rand_like(handle.params) - 0.5) * 1.5
     try:
         with torch.no_grad():

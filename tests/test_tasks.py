@@ -89,7 +89,7 @@ def real_data(tasks_data_dir):
 def task_manager():
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=str(TASKS_DIR))
+    return TaskManager(include_path=str(TASKS_DIR), include_defaults=False)
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +101,9 @@ def tarot_tasks(real_data, task_manager):
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
-    from tarot_eval.default_model import gguf_path
+    from tarot_eval.models.default_model import converted_dir
 
-    path = gguf_path()
-    return transformers.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return transformers.AutoTokenizer.from_pretrained(converted_dir())  # the GGUF's tokenizer, converted once
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from lm_eval.utils import simple_parse_args_string
 
-from tarot_eval import model_info
 from tarot_eval.compare.errors import CompareError
+from tarot_eval.harness import model_info
 
 # model_args keys naming the weights, most specific first (an adapter is its own model)
 MODEL_ARG_KEYS = ("gguf_file", "peft", "delta", "pretrained")
@@ -74,7 +74,7 @@ def model_from_results(results: dict, source: Path) -> str:
 
 
 def method_from_config(config: dict) -> str | None:
-    """'base' for a plain `hf` run or `tarot-hf` without rotations; the edit method otherwise (with
+    """'base' for a plain `hf` run or `tarot-hf` without rotations; the edit kind otherwise (with
     ' + calibrate (<variant>)' for a calibrated run, 'calibrate (<variant>)' alone, 'lora' for a peft adapter)."""
     calibrated = f"calibrate ({config.get(model_info.CALIBRATION_VARIANT)})" if config.get(model_info.CALIBRATION) else None
     if model_args(config).get("peft"):
@@ -82,9 +82,9 @@ def method_from_config(config: dict) -> str | None:
     if model_info.ROTATIONS in config or model_info.METHOD in config:
         if not config.get(model_info.ROTATIONS):
             return calibrated or "base"
-        method = config.get(model_info.METHOD) or "tarot"
+        kind = config.get(model_info.METHOD) or "tarot"
         optimizer = (config.get(model_info.PROVENANCE) or {}).get("optimizer")
-        edit = f"{method} ({optimizer})" if optimizer else method
+        edit = f"{kind} ({optimizer})" if optimizer else kind
         return f"{edit} + {calibrated}" if calibrated else edit
     if config.get("model") == "hf":
         return "base"

@@ -34,19 +34,19 @@ class LoadedModel:
     """One model, its tokenizer and an unedited `TarotHFLM` over them, shared by all its cells."""
 
     def __init__(self, spec: ModelSpec, evaluation: EvalSpec):
-        from tarot_eval import model_loading
+        from tarot_eval.models import loading
 
         self.spec = spec
         self.evaluation = evaluation
-        self.model, self.tokenizer = model_loading.load_model_and_tokenizer(spec.pretrained, spec.dtype, spec.device)
-        name, gguf_file = model_loading.resolve(spec.pretrained)
+        self.model, self.tokenizer = loading.load_model_and_tokenizer(spec.pretrained, spec.dtype, spec.device)
+        name, gguf_file = loading.resolve(spec.pretrained)
         self.base_args = {"pretrained": name, **({"gguf_file": gguf_file} if gguf_file else {})}
         self.base_lm = self.lm()
 
     def lm(self, rotations: Path | None = None, calibration: Path | None = None):
         """A `TarotHFLM` over the loaded model; with `rotations`, that checkpoint is merged in until `tarot_handle.unmerge()`;
         with `calibration`, that file's answer prior is removed from every log-likelihood."""
-        from tarot_eval.lm import TarotHFLM
+        from tarot_eval.harness.tarot_hf import TarotHFLM
 
         return TarotHFLM(
             pretrained=self.model,
@@ -83,7 +83,7 @@ def adapter_applied(loaded: LoadedModel, adapter: Path | None):
 def task_with_demonstrations(job: Evaluation, manager):
     """The task object of an evaluation with fixed demonstrations, every document given the same first `shots` training documents
     of the seed's draw (the optimizer's `choose_docs`), and those documents' indices."""
-    from tarot_eval import objective as objectives
+    from tarot_eval.objective import task_documents as objectives
 
     task = manager.load(job.task)["tasks"][job.task]
     spec = job.demonstrations
@@ -99,7 +99,7 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager, work: Path, out: Pat
     import lm_eval
     from lm_eval.loggers import EvaluationTracker
 
-    from tarot_eval.objective import fixed_demonstrations
+    from tarot_eval.objective.task_documents import fixed_demonstrations
 
     lm = loaded.base_lm if job.checkpoint is None and job.calibration is None else loaded.lm(job.checkpoint, job.calibration)
     spec = loaded.evaluation
@@ -149,7 +149,7 @@ class Worker:
         if self.manager is None:
             from lm_eval.tasks import TaskManager
 
-            from tarot_eval.autoload import tasks_dir
+            from tarot_eval.harness.autoload import tasks_dir
 
             self.manager = TaskManager(include_path=[str(tasks_dir()), *self.include_path],
                                        include_defaults=self.include_defaults)

@@ -42,7 +42,7 @@ def _file_sha256(path: Path, cache: dict) -> str:
 def weight_files(pretrained: str | None) -> list[Path]:
     """The local files that hold a model's weights and tokenizer: the embedded GGUF, a .gguf file, or a
     local folder's config, tokenizer and weight files. A hub id with no local folder has none."""
-    from tarot_eval import default_model
+    from tarot_eval.models import default_model
 
     if pretrained in (None, ""):
         return [default_model.gguf_path()]
@@ -58,7 +58,7 @@ def weight_files(pretrained: str | None) -> list[Path]:
 def model_identity(spec) -> dict:
     """The model part of every identity: the content hash of its files (the name for a hub id that is not
     on disk), its dtype and device. Content hashes are cached by path, size and mtime."""
-    from tarot_eval.default_model import cache_root
+    from tarot_eval.models.default_model import cache_root
 
     cache_path = cache_root() / HASH_CACHE
     try:
@@ -92,9 +92,9 @@ class RequestHasher:
             from lm_eval.models.huggingface import HFLM
             from transformers import AutoTokenizer
 
-            from tarot_eval import model_loading
+            from tarot_eval.models import loading
 
-            name, gguf_file = model_loading.resolve(self.model_spec.pretrained)
+            name, gguf_file = loading.resolve(self.model_spec.pretrained)
             tokenizer = AutoTokenizer.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
             holder = SimpleNamespace(tokenizer=tokenizer, chat_template_args={})
             self._template = lambda history, add_generation_prompt=True: HFLM.apply_chat_template(
@@ -114,7 +114,7 @@ class RequestHasher:
         import math
 
         from tarot_eval.leaderboard.execute import task_with_demonstrations
-        from tarot_eval.objective import fixed_demonstrations
+        from tarot_eval.objective.task_documents import fixed_demonstrations
 
         if job.demonstrations is None:
             task, chosen = self.manager.load(job.task)["tasks"][job.task], None
@@ -139,7 +139,7 @@ class RequestHasher:
         """Hash of the training-pool documents a fit cell draws from, rendered with its prompt."""
         key = ("fit", task_name, n_train, n_val, seed, prompt)
         if key not in self._seen:
-            from tarot_eval import objective as objectives
+            from tarot_eval.objective import task_documents as objectives
 
             task = self.manager.load(task_name)["tasks"][task_name]
             task.set_fewshot_seed(seed=FEWSHOT_SEED)

@@ -92,10 +92,10 @@ def model_config(model: ModelSpec):
     """The model's transformers config alone (no weights loaded)."""
     from transformers import AutoConfig
 
-    from tarot_eval import default_model, model_loading
+    from tarot_eval.models import default_model, loading
 
     try:
-        name, gguf_file = model_loading.resolve(model.pretrained)
+        name, gguf_file = loading.resolve(model.pretrained)
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         return AutoConfig.from_pretrained(name, **extra)
     except (OSError, ValueError, default_model.DefaultModelMissing) as error:

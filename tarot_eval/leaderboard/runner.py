@@ -40,7 +40,7 @@ def task_manager(config: LeaderboardConfig):
     """lm-eval's TaskManager over the tarot tasks and the config's include_path (plus lm-eval's own if asked)."""
     from lm_eval.tasks import TaskManager
 
-    from tarot_eval.autoload import tasks_dir
+    from tarot_eval.harness.autoload import tasks_dir
 
     return TaskManager(include_path=[str(tasks_dir()), *config.include_path], include_defaults=config.include_defaults)
 

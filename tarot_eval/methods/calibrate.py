@@ -20,7 +20,7 @@ class Calibrate(Method):
     guessed_fit_cpu_s = 4.0
 
     def parse(self, name: str, entry: dict, where: str, earlier: list[MethodSpec]) -> MethodSpec:
-        from tarot_eval.calibration import VARIANTS
+        from tarot_eval.objective.calibration import VARIANTS
 
         check_keys(entry, KEYS, where)
         variant = entry.get("variant", "contextual")
@@ -35,7 +35,7 @@ class Calibrate(Method):
         return grid.config.tasks_of(spec)
 
     def fit(self, grid: GridContext, spec: MethodSpec, task: str, seed: int | None) -> FitPlan:
-        from tarot_eval.calibrate import CalibrateSettings
+        from tarot_eval.baselines.calibrate import CalibrateSettings
 
         config = grid.config
         shared = config.method_settings(spec, seed)
@@ -48,7 +48,7 @@ class Calibrate(Method):
         return FitPlan(options, options.record(), (options.n_train, options.n_val, options.seed, options.prompt()))
 
     def run_fit(self, loaded, job: Fit, manager, work: Path) -> str | None:
-        from tarot_eval.calibrate import fit_once
+        from tarot_eval.baselines.calibrate import fit_once
 
         fit_once(loaded.model, loaded.base_lm, manager.load(job.task)["tasks"][job.task], job.options, work)
         return None

@@ -41,7 +41,7 @@ class Lora(Method):
 
     def parse(self, name: str, entry: dict, where: str, earlier: list[MethodSpec]) -> MethodSpec:
         from tarot_eval import settings as settings_fields
-        from tarot_eval.lora import LoraSettings
+        from tarot_eval.baselines.lora import LoraSettings
 
         check_keys(entry, ("method", *KEYS), where)
         try:
@@ -54,7 +54,7 @@ class Lora(Method):
     def fit(self, grid: GridContext, spec: MethodSpec, task: str, seed: int | None) -> FitPlan:
         """Its settings: the documents (n_train, n_val, seed), objective and select_k shared with the edits; its
         own rank, alpha, lr and budget (an edit's budget counts other steps)."""
-        from tarot_eval.lora import LoraSettings
+        from tarot_eval.baselines.lora import LoraSettings
 
         check_target_modules(grid, spec)
         config = grid.config
@@ -67,7 +67,7 @@ class Lora(Method):
         return FitPlan(options, options.record(), (options.n_train, options.n_val, options.seed, options.prompt()))
 
     def run_fit(self, loaded, job: Fit, manager, work: Path) -> str | None:
-        from tarot_eval.lora import train_once
+        from tarot_eval.baselines.lora import train_once
 
         result = train_once(loaded.model, loaded.base_lm, manager.load(job.task)["tasks"][job.task], job.options, work)
         if result is not None and not result["improved"]:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tarot_eval.registry import Registry
+
 if TYPE_CHECKING:
     from tarot_eval.methods.jobs import Fit, GridContext
 
@@ -97,15 +99,8 @@ def check_keys(entry: dict, allowed, where: str) -> None:
         raise ValueError(f"{where}: unknown key(s) {', '.join(unknown)}; expected one of {', '.join(allowed)}")
 
 
-METHODS: dict[str, Method] = {}
-
-
-def register_method(method: type[Method]) -> type[Method]:
-    """Class decorator: registers one instance of `method` under its kind."""
-    if method.kind in METHODS:
-        raise ValueError(f"method kind {method.kind!r} is registered twice")
-    METHODS[method.kind] = method()
-    return method
+METHODS: Registry[Method] = Registry("method kind", "kind")
+register_method = METHODS.register
 
 
 def kind_for(name: str, entry) -> str:

@@ -16,9 +16,10 @@ import yaml
 
 from tarot_eval import settings as settings_fields
 from tarot_eval.cli import UsageError
+from tarot_eval.objective.selection import not_improved_banner
+from tarot_eval.objective.task_loading import task_model_and_lm
 from tarot_eval.optimize.run import PLOT_NAME
 from tarot_eval.optimize.settings import OptimizeSettings
-from tarot_eval.selection import not_improved_banner
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,35 +67,6 @@ def compare(run_dirs: list[str], out: str) -> int:
     return 0
 
 
-def load_task(name: str, include_path: str | None):
-    """The one lm-eval task `name` (a registered name or a YAML file), else a UsageError saying how to find one."""
-    from lm_eval.tasks import TaskManager
-
-    manager = TaskManager(include_path=include_path) if include_path else TaskManager()
-    if name not in manager.all_tasks and not Path(name).is_file():
-        where = f" nor under --include-path {include_path}" if include_path else ""
-        raise UsageError(
-            f"--task {name!r}: not an lm-eval task{where}; list the tasks with `tarot-eval lm-eval ls tasks` "
-            "(its --include_path DIR adds a folder of task YAMLs), and give such a folder here with --include-path DIR"
-        )
-    loaded = manager.load(name)["tasks"]
-    if len(loaded) != 1:
-        raise UsageError(f"--task {name!r} names {len(loaded)} tasks ({', '.join(loaded)}); name one task")
-    return next(iter(loaded.values()))
-
-
-def task_model_and_lm(options):
-    """What a command that reads one task's documents with a model needs: the task (first: a wrong name fails
-    in seconds), the model and tokenizer of `options` (ModelSettings), and lm-eval's HFLM around them."""
-    from lm_eval.models.huggingface import HFLM
-
-    from tarot_eval.model_loading import load_model_and_tokenizer
-
-    task = load_task(options.task, options.include_path)
-    model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
-    return task, model, HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=options.batch_size)
-
-
 def run(args: argparse.Namespace) -> int:
     options = resolve(args)
     if args.compare:
@@ -105,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"missing {' and '.join(missing)}")
 
-    from tarot_eval import architectures
+    from tarot_eval.edit import architectures
     from tarot_eval.optimize.run import optimize
 
     task, model, lm = task_model_and_lm(options)

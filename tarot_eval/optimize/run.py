@@ -21,10 +21,12 @@ from pathlib import Path
 
 import torch
 
-from tarot_eval import architectures, checkpoint, run_lock, selection
-from tarot_eval import calibration as calibrations
-from tarot_eval import objective as objectives
-from tarot_eval.edit import HeadEdit
+from tarot_eval import run_lock
+from tarot_eval.edit import architectures, checkpoint
+from tarot_eval.edit.head_edit import HeadEdit
+from tarot_eval.objective import calibration as calibrations
+from tarot_eval.objective import function, scoring, selection
+from tarot_eval.objective import task_documents as objectives
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize import grad as gradient
 from tarot_eval.optimize import random_search
@@ -85,7 +87,7 @@ class Problem:
     def _base_correct(self, task, lm, pair) -> bool:
         examples = objectives.build_examples(task, lm, [pair], self.settings.prompt)
         with torch.no_grad():
-            return objectives.ChoiceScorer(self.model, examples, pad_token_id=self.pad_id).score().correct(examples)[0]
+            return scoring.ChoiceScorer(self.model, examples, pad_token_id=self.pad_id).score().correct(examples)[0]
 
     def offsets(self, examples) -> list[torch.Tensor] | None:
         """Per example the calibration's offset of each choice; None without a calibration."""
@@ -94,10 +96,10 @@ class Problem:
         calibration = calibrations.load(self.settings.calibration)
         return [torch.tensor(calibration.offsets_for(self.settings.task, list(example.answers))) for example in examples]
 
-    def make_objectives(self, handle) -> tuple[objectives.Objective, objectives.Objective | None]:
+    def make_objectives(self, handle) -> tuple[function.Objective, function.Objective | None]:
         def make(examples, dtype=None):
-            scorer = objectives.ChoiceScorer(self.model, examples, self.batch_size, self.pad_id, dtype=dtype)
-            return objectives.Objective(scorer, handle, self.settings.objective, self.offsets(examples))
+            scorer = scoring.ChoiceScorer(self.model, examples, self.batch_size, self.pad_id, dtype=dtype)
+            return function.Objective(scorer, handle, self.settings.objective, self.offsets(examples))
 
         search_dtype = getattr(torch, self.settings.search_dtype) if self.settings.search_dtype else None
         if search_dtype is not None and self.edit.params.device.type == "cpu" and not _fast_low_precision_cpu():

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
-from tarot_eval import edit_kinds
+from tarot_eval.edit import kinds
 
 KINDS = ("full", "head", "layer", "embed")
 
 
 def parse_bounds(text: str | float, method: str) -> tuple[float, float]:
     """'pi/4', '0.785' or a number -> the bounds of `method`'s parameters (symmetric; rescale's are always [0, 1])."""
-    kind = edit_kinds.kind(method)
+    kind = kinds.kind(method)
     if kind.fixed_bounds is not None:
         return kind.fixed_bounds
     if isinstance(text, (int, float)):
@@ -106,7 +106,7 @@ class SearchSpace:
 
     def identity_point(self) -> torch.Tensor | None:
         """The point whose parameters leave the model unchanged, if this space contains one."""
-        identity = torch.full(self.shape, edit_kinds.kind(self.method).identity_value)
+        identity = torch.full(self.shape, kinds.kind(self.method).identity_value)
         low, high = self.bounds
         if self.kind == "embed":
             x = torch.full((self.dim,), 0.5, dtype=torch.float64)

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from tarot_eval import edit_kinds
-from tarot_eval import objective as objectives
+from tarot_eval.edit import kinds
+from tarot_eval.objective import scoring
+from tarot_eval.objective import task_documents as objectives
 from tarot_eval.optimize import bo as bayesian
 from tarot_eval.optimize import grad as gradient
 from tarot_eval.optimize.search_space import SearchSpace, parse_bounds
 from tarot_eval.settings import DocumentSettings, EditSettings, ModelSettings, PromptSettings, SettingsError, setting
 
 OPTIMIZERS = ("bo", "random", "grad")
-METHODS = edit_kinds.names()
+METHODS = kinds.names()
 
 
 @dataclass(frozen=True)
@@ -47,10 +48,10 @@ class OptimizeSettings(ModelSettings, EditSettings, SearchSettings, DocumentSett
     """Every setting of `tarot-eval optimize`, with its default."""
 
     out: str | None = setting(None, "output directory: checkpoint + run record")
-    method: str = setting("rotation", "the edit: " + "; ".join(f"{k.name} ({k.help})" for k in edit_kinds.KINDS.values()),
+    method: str = setting("rotation", "the edit: " + "; ".join(f"{k.name} ({k.help})" for k in kinds.KINDS.values()),
                           choices=METHODS)
     optimizer: str = setting("bo", "search: bo, random or grad (Adam on the training objective)", choices=OPTIMIZERS)
-    objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=objectives.OBJECTIVES)
+    objective: str = setting("choice-prob", "training objective; see docs/optimize.md", choices=scoring.OBJECTIVES)
     budget: int = setting(124, "objective evaluations (grad: steps); 124 = 4 + 120 as in the paper")
     balance: bool = setting(False, "training documents half right, half wrong for the base model (the paper's choice)")
     ship_unimproved: bool = setting(False, "save the chosen edit even when it does not beat the base model on "
@@ -133,9 +134,9 @@ class Settings:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; expected one of {OPTIMIZERS}")
-        if self.objective not in objectives.OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; expected one of {objectives.OBJECTIVES}")
-        edit_kinds.kind(self.method).check_bounds(self.bounds)
+        if self.objective not in scoring.OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; expected one of {scoring.OBJECTIVES}")
+        kinds.kind(self.method).check_bounds(self.bounds)
 
     def record_config(self) -> dict:
         """What the run record holds and compares; a calibration by its content hash (added by the run), not its path."""

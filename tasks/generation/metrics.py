@@ -20,8 +20,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tarot_eval.rl.fluency import repetition_rate
-from tarot_eval.rl.rewards import DEFAULT_SCORERS, KINDS, Scorer, get_scorer
+from tarot_eval.rewards.fluency import repetition_rate
+from tarot_eval.rewards.scorers import DEFAULT_SCORERS, KINDS, Scorer, get_scorer
 
 # Per-document metric names: (mean of TextScore.value, mean of TextScore.flagged, extra TextScore fields reported).
 KIND_METRICS = {

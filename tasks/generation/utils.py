@@ -12,9 +12,10 @@ import functools
 
 import datasets
 from lm_eval.api.task import ConfigurableTask
-from tarot_eval.rl.fluency import distinct_n
 from tarot_eval.tasks.generation.metrics import ScorerChoice, document_metrics, shared_scorer
 from tarot_eval.tasks.prompts import TEST_PROMPTS, imdb_prompts, toxicity_prompts
+
+from tarot_eval.rewards.fluency import distinct_n
 
 DEFAULT_PROMPT_SEED = 0
 

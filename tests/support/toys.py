@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tarot_eval import objective
+from tarot_eval.objective import function
 
 OPTIMUM = torch.tensor([0.8, 0.2, 0.65, 0.3], dtype=torch.float64)
 
@@ -18,7 +18,7 @@ class Toy:
 
     def __call__(self, x):
         self.calls += 1
-        return objective.ObjectiveValue(-float(((x - OPTIMUM) ** 2).sum()), 0.0)
+        return function.ObjectiveValue(-float(((x - OPTIMUM) ** 2).sum()), 0.0)
 
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from tarot_eval.rl.fluency import FluencyGuard
-from tarot_eval.rl.rewards import Scorer, TextScore
+from tarot_eval.rewards.fluency import FluencyGuard
+from tarot_eval.rewards.scorers import Scorer, TextScore
 
 PROMPTS = ("The quick brown fox", "Take 1 step. Turn left.", "What color is this?", "Answer: True or False")
 

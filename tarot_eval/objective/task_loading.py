@@ -1,0 +1,42 @@
+"""One lm-eval task by name, and the model and HFLM that read its documents: what optimize, calibrate and lora load first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tarot_eval.cli import UsageError
+
+
+def load_task(name: str, include_path: str | None):
+    """The one lm-eval task `name` (a registered name or a YAML file), else a UsageError saying how to find one."""
+    from lm_eval.tasks import TaskManager
+
+    from tarot_eval.harness.autoload import tasks_dir
+
+    # lm-eval's own task index (some 14,000 YAML files) takes seconds to build: the tarot tasks and the user's
+    # folder are looked in first, the whole index only for a name they do not hold (the same precedence either way)
+    manager = TaskManager(include_path=[str(tasks_dir()), *([include_path] if include_path else [])], include_defaults=False)
+    if name not in manager.all_tasks and not Path(name).is_file():
+        manager = TaskManager(include_path=include_path) if include_path else TaskManager()
+    if name not in manager.all_tasks and not Path(name).is_file():
+        where = f" nor under --include-path {include_path}" if include_path else ""
+        raise UsageError(
+            f"--task {name!r}: not an lm-eval task{where}; list the tasks with `tarot-eval lm-eval ls tasks` "
+            "(its --include_path DIR adds a folder of task YAMLs), and give such a folder here with --include-path DIR"
+        )
+    loaded = manager.load(name)["tasks"]
+    if len(loaded) != 1:
+        raise UsageError(f"--task {name!r} names {len(loaded)} tasks ({', '.join(loaded)}); name one task")
+    return next(iter(loaded.values()))
+
+
+def task_model_and_lm(options):
+    """What a command that reads one task's documents with a model needs: the task (first: a wrong name fails
+    in seconds), the model and tokenizer of `options` (ModelSettings), and lm-eval's HFLM around them."""
+    from lm_eval.models.huggingface import HFLM
+
+    from tarot_eval.models.loading import load_model_and_tokenizer
+
+    task = load_task(options.task, options.include_path)
+    model, tokenizer = load_model_and_tokenizer(options.model, dtype=options.dtype, device=options.device)
+    return task, model, HFLM(pretrained=model, tokenizer=tokenizer, backend="causal", batch_size=options.batch_size)
