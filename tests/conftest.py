@@ -61,8 +61,7 @@ def data_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def tiny_tokenizer():
+def make_tiny_tokenizer():
     """A small byte-level BPE tokenizer trained in-process (no hub), with a chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -86,6 +85,12 @@ def tiny_tokenizer():
         "{% if add_generation_prompt %}<s>assistant:{% endif %}"
     )
     return fast
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """The in-process tokenizer (`make_tiny_tokenizer`), trained once per test process."""
+    return make_tiny_tokenizer()
 
 
 @pytest.fixture
@@ -166,3 +171,8 @@ def evaluate_into(output_path: Path, model, tasks, task_manager, model_args="pre
 
 # fixtures defined with the helpers of several test modules (tests/support/), offered to every test here
 from support.compare_runs import toy  # noqa: E402, F401
+
+
+def pytest_collection_modifyitems(items):
+    """Slow tests first (a stable sort): under `-n 2` they start at once instead of ending the run on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

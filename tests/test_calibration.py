@@ -140,6 +140,7 @@ def test_the_objective_scores_calibrated_choices(setup):
                                             for ll, o, e in zip(raw.choice_loglik, offsets, examples)]
 
 
+@pytest.mark.slow
 def test_the_calibrate_command_then_stock_lm_eval_with_calibration(setup, tmp_path, capsys):
     from conftest import run_console
 

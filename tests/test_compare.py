@@ -23,21 +23,15 @@ from tarot_eval.compare.runs import TaskScore
 from tarot_eval.edit import checkpoint
 from tarot_eval.edit.head_edit import HeadEdit
 
+GOLDEN_RUNS = Path(__file__).resolve().parent / "testdata" / "compare" / "runs"
+
 
 @pytest.fixture(scope="module")
-def runs_root(toy) -> Path:
-    """base, rotation and rescale runs of the same model, one lm_eval output folder each."""
-    root, model, lm = toy["root"] / "results", toy["model"], toy["lm"]
-    evaluate_into(root / "base", lm, TASKS, toy["tasks"])
-    torch.manual_seed(1)
-    for method, draw in (("rotation", lambda p: p.uniform_(-3.0, 3.0)), ("rescale", lambda p: p.uniform_(0.0, 1.0))):
-        edit = HeadEdit.identity(model, method, [0, 1, 2])
-        handle = edit.attach(model)
-        handle.params = draw(torch.empty_like(edit.params))
-        try:
-            evaluate_into(root / method, lm, TASKS, toy["tasks"])
-        finally:
-            handle.remove()
+def runs_root(tmp_path_factory) -> Path:
+    """base, rotation and rescale runs of the `toy` model, one lm_eval output folder each (committed under
+    tests/testdata/compare by tests/support/make_compare_testdata.py), copied so a test may change them."""
+    root = tmp_path_factory.mktemp("compare_runs") / "results"
+    shutil.copytree(GOLDEN_RUNS, root)
     return root
 
 

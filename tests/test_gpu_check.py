@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
 MODELS = ("qwen2-1.5b", "phi-3-mini", "llama-3-8b")
 CHECKS = ("build", "hook==fold", "objective", "grad step", "lm-eval", "bo propose")
 
 
+@pytest.mark.slow
 def test_gpu_check_tiny_cpu_runs_every_check(tmp_path):
     rows_file = tmp_path / "rows.json"
     env = {**os.environ, "HF_DATASETS_CACHE": str(tmp_path / "datasets")}

@@ -56,6 +56,7 @@ def grid(tmp_path_factory):
     return {"root": root, "config_path": config_path, "serial": serial, "tasks_dir": tasks_dir, "model_dir": model_dir}
 
 
+@pytest.mark.slow
 def test_two_worker_processes_give_the_cells_one_process_gives(grid):
     out = grid["root"] / "two"
     printed, summary = run(grid["config_path"], out, jobs=2, threads=1)
@@ -73,6 +74,7 @@ def test_cells_keep_no_document_text_and_record_their_cost(grid):
     assert set(record["parts"]) == {"kind", "requests", "model", "settings", "depends"}
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_its_cell_and_the_others_finish(grid, tmp_path, capsys):
     tasks_dir = tmp_path / "tasks"
     tasks_dir.mkdir()
@@ -105,6 +107,7 @@ def test_bad_job_counts_are_one_line_errors(grid, tmp_path, capsys, jobs, thread
     assert message in error and len(error.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_ray_tasks_give_the_cells_one_process_gives(grid, tmp_path, monkeypatch):
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install tarot-eval[ray])")
     monkeypatch.chdir(tmp_path)  # the driver's working folder; workers compute in folders of their own

@@ -259,6 +259,7 @@ optimize(model, hflm(model, tokenizer), load_task(include), settings, out, budge
 """
 
 
+@pytest.mark.slow
 def test_a_second_optimize_process_on_one_out_fails_at_once_and_the_first_completes(tmp_path):
     (tmp_path / "task").mkdir()
     include, out, go = write_task(tmp_path / "task"), tmp_path / "run", tmp_path / "go"

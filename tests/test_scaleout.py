@@ -74,7 +74,7 @@ def _check_split(proc) -> None:
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory, tiny_tokenizer):
-    """A tiny Llama, a rotation checkpoint for it, and one process's tarot-hf scores with it."""
+    """A tiny Llama, a rotation checkpoint for it, and one process's tarot-hf scores with it (in this process)."""
     data = Path(os.environ.get("TAROT_DATA_DIR") or SHARED_DATA)
     if not data.is_dir():
         pytest.skip(f"real data not found at {data}: set TAROT_DATA_DIR to a copy of shared/data")
@@ -86,9 +86,22 @@ def baseline(tmp_path_factory, tiny_tokenizer):
     edit.params = torch.linspace(-0.7, 0.7, edit.params.numel()).view_as(edit.params)
     ckpt = checkpoint.save(root / "ckpt", edit, model, provenance={"task": TASK})
     model_args = f"pretrained={root / 'model'},rotations={ckpt}"
-    _, results = run_console(_lm_eval("tarot-hf", model_args), root / "one")
-    return {"root": root, "ckpt": ckpt, "model_args": model_args,
-            "acc": results["results"][TASK]["acc,none"], "per_doc": _per_doc(root / "one")}
+    results = _one_process(model_args)
+    rows = results["samples"][TASK]
+    return {"root": root, "ckpt": ckpt, "model_args": model_args, "acc": results["results"][TASK]["acc,none"],
+            "per_doc": {row["doc_id"]: (row["acc"], [float(resp[0][0]) for resp in row["resps"]]) for row in rows}}
+
+
+def _one_process(model_args: str) -> dict:
+    """lm-eval's scores in this process (what `lm_eval` without a launcher computes), samples included."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    from tarot_eval.harness.autoload import tasks_dir
+
+    manager = TaskManager(include_path=str(tasks_dir()), include_defaults=False)
+    return lm_eval.simple_evaluate(model="tarot-hf", model_args=model_args, tasks=[TASK], task_manager=manager,
+                                   limit=int(LIMIT), device="cpu", batch_size=4, log_samples=True)
 
 
 def test_tarot_hf_on_two_processes_scores_like_one(baseline, tmp_path):
