@@ -16,6 +16,7 @@ import functools
 import sys
 
 from tarot_eval.rl.layer_choice import AUTO
+from tarot_eval.rl.settings import DPO_FLAGS, GRPO_FLAGS, DPOSettings, GRPOSettings
 from tarot_eval.tasks.prompts import TEST_PROMPTS
 
 from tarot_eval import settings as shared
@@ -27,7 +28,7 @@ PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
 DEFAULT_N_TRAIN = 32  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
 DEFAULT_N_VAL = 100  # 24 let chance pick edits that were worse on test; ~25 s per candidate (docs/rl.md)
-DEFAULT_BUDGET = {"bo": 60, "grpo": 20, "dpo": 6}
+DEFAULT_BUDGET = {"bo": 60, "grpo": shared.fields(GRPOSettings)["steps"].default, "dpo": shared.fields(DPOSettings)["rounds"].default}
 TRAINERS = ("dpo", "grpo", "bo")
 
 
@@ -62,19 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per greedy generation batch")
     parser.add_argument("--budget", type=int,
                         help="dpo: rounds (default 6); grpo: optimizer steps (default 20); bo: reward evaluations (default 60)")
-    parser.add_argument("--lr", type=float, help="dpo, grpo: Adam learning rate on the angles in radians (dpo 0.02, grpo 0.05)")
-    parser.add_argument("--num-generations", type=int, default=8, help="grpo: sampled completions per prompt")
-    parser.add_argument("--prompts-per-step", type=int, default=8, help="grpo: prompts per optimizer step")
-    parser.add_argument("--temperature", type=float, help="dpo, grpo: sampling temperature (dpo 1.0, grpo 0.7)")
-    parser.add_argument("--samples-per-prompt", type=int, default=8, help="dpo: sampled continuations per prompt and round")
-    parser.add_argument("--pairs-per-prompt", type=int, default=2, help="dpo: preference pairs per prompt and round")
-    parser.add_argument("--beta", type=float, default=0.1, help="dpo: strength of the pull towards the unedited model")
-    parser.add_argument("--epochs", type=int, default=2, help="dpo: passes over a round's pairs")
-    parser.add_argument("--diversity", type=float,
-                        help="dpo: weight of a sample's share of bigrams other prompts' samples also use, taken off "
-                             "its reward when ranking pairs (default 0.5; 0: the reward alone)")
-    parser.add_argument("--select-every", type=int, default=4,
-                        help="grpo: steps between candidates measured on validation (early stopping)")
+    shared.add_arguments(parser, DPOSettings, DPO_FLAGS)
+    shared.add_arguments(parser, GRPOSettings, [name for name in GRPO_FLAGS if name not in DPO_FLAGS])
     parser.add_argument("--layers", help="edited layers: '0-4', '0,2,5', 'all', or 'auto' (train a block at the start, "
                                          "the middle and two thirds in; ship the best on validation); default: the "
                                          "middle sixth of the layers (SmolLM2: 12-16 of 30)")
@@ -185,17 +175,11 @@ def trainer_run(args: argparse.Namespace, search: SearchSettings, layers, bounds
             layers=layers, bounds=bounds, space=search.space, budget=budget, seed=search.seed, select_k=search.select_k,
             bo=search.bo_settings())
         return functools.partial(train_bo.train, settings=settings)
-    given = {key: value for key, value in (("learning_rate", args.lr), ("temperature", args.temperature))
-             if value is not None}
     if args.trainer == "grpo":
-        settings = train_grpo.GRPOSettings(
-            layers=layers, bounds=bounds, steps=budget, num_generations=args.num_generations,
-            prompts_per_step=args.prompts_per_step, select_every=args.select_every, seed=search.seed, **given)
+        settings = GRPOSettings(layers=layers, bounds=bounds, steps=budget, seed=search.seed,
+                                **shared.given(args, GRPOSettings, GRPO_FLAGS))
         return functools.partial(train_grpo.train, settings=settings)
-    settings = train_dpo.DPOSettings(
-        layers=layers, bounds=bounds, rounds=budget, samples_per_prompt=args.samples_per_prompt,
-        pairs_per_prompt=args.pairs_per_prompt, beta=args.beta, epochs=args.epochs, seed=search.seed,
-        **given, **({"diversity": args.diversity} if args.diversity is not None else {}))
+    settings = DPOSettings(layers=layers, bounds=bounds, rounds=budget, seed=search.seed, **shared.given(args, DPOSettings, DPO_FLAGS))
     return functools.partial(train_dpo.train, settings=settings)
 
 

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from datasets import Dataset
 from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
 from tarot_eval.rl.generate import GreedyScore, sampled_continuations, texts_to_score
+from tarot_eval.rl.settings import DPOSettings
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result, timed_entry
 from torch import nn
 from tqdm.auto import trange
@@ -39,27 +40,6 @@ from transformers import PrinterCallback
 from tarot_eval.edit import checkpoint
 from tarot_eval.optimize.record import TRAIN_VALUE, RunRecord
 from tarot_eval.rewards.fluency import Fluency, shared_ngram_share
-
-
-@dataclass(frozen=True)
-class DPOSettings:
-    layers: tuple[int, ...]
-    bounds: tuple[float, float]
-    rounds: int = 6
-    samples_per_prompt: int = 8
-    temperature: float = 1.0
-    pairs_per_prompt: int = 2  # best vs worst, second best vs second worst
-    min_gap: float = 1e-6  # a pair's ranking-value difference (reward less the diversity penalty) must exceed this
-    learning_rate: float = 0.02  # Adam on the angles (radians)
-    beta: float = 0.1  # DPO's KL strength against the unedited model
-    epochs: int = 2  # passes over a round's pairs
-    pairs_per_step: int = 16
-    seed: int = 0
-    # ranking only: this weight times a sample's share of bigrams that other prompts' samples of the round also use
-    # is taken off its reward, so phrasing that fits every prompt (a template) stops winning pairs. 0.5: a template
-    # sample (share ~0.8) loses ~0.4, about half a typical spread of rewards within a prompt, while natural text
-    # (share 0.14 +- 0.11 over 32 IMDB reviews cut into 8 pieces of 14 words) moves by a few hundredths
-    diversity: float = 0.5
 
 
 def ranking_values(samples: list[list[str]], rewards: list[list[float]], diversity: float) -> list[list[float]]:

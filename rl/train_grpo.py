@@ -19,30 +19,17 @@ from __future__ import annotations
 import math
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 from datasets import Dataset
 from tarot_eval.rl.angles import AngleStep, angle_optimizer, trainable_angles, training_arguments
 from tarot_eval.rl.generate import STOP, texts_to_score
+from tarot_eval.rl.settings import GRPOSettings
 from tarot_eval.rl.training import RewardSetting, TrainResult, guarded_selection, save_result
 from torch import nn
 from transformers import TrainerCallback
 
 from tarot_eval.rewards.scorers import Scorer
-
-
-@dataclass(frozen=True)
-class GRPOSettings:
-    layers: tuple[int, ...]
-    bounds: tuple[float, float]
-    steps: int = 20
-    learning_rate: float = 0.05
-    # 64 rollouts per step: with 16 the sampled reward did not trend on SmolLM2 (docs/rl.md)
-    num_generations: int = 8  # sampled completions per prompt (the GRPO group)
-    prompts_per_step: int = 8
-    temperature: float = 0.7
-    select_every: int = 4  # steps between candidates measured on the selection prompts
-    seed: int = 0
 
 
 class MeasureCandidates(TrainerCallback):

@@ -54,3 +54,21 @@ def test_optimize_flags_override_the_config_file(tmp_path):
                                                                   "--space", "full"]))
     assert isinstance(resolved, OptimizeSettings)
     assert (resolved.bo_init, resolved.space) == (6, "full")
+
+
+@pytest.mark.parametrize("trainer, argv, expected", [
+    ("dpo", ["--lr", "0.3", "--beta", "0.2", "--diversity", "0"], {"learning_rate": 0.3, "beta": 0.2, "diversity": 0.0}),
+    ("grpo", ["--lr", "0.3", "--num-generations", "4", "--temperature", "0.9"],
+     {"learning_rate": 0.3, "num_generations": 4, "temperature": 0.9}),
+])
+def test_rl_trainer_flags_are_the_trainer_settings_fields(trainer, argv, expected):
+    """Each trainer flag sets its settings field; a flag left out keeps the dataclass's own default (one home)."""
+    from tarot_eval.rl.settings import DPOSettings, GRPOSettings
+
+    cls = {"dpo": DPOSettings, "grpo": GRPOSettings}[trainer]
+    args = parse(rl_command, ["--reward", "sentiment", "--out", "o", "--trainer", trainer, "--seed", "2", *argv])
+    made = rl_command.trainer_run(args, SearchSettings(seed=2), (0, 1), (-0.5, 0.5), 3).keywords["settings"]
+    assert made == cls(layers=(0, 1), bounds=(-0.5, 0.5), seed=2, **{"rounds" if trainer == "dpo" else "steps": 3}, **expected)
+    plain = rl_command.trainer_run(parse(rl_command, ["--reward", "sentiment", "--out", "o", "--trainer", trainer]),
+                                   SearchSettings(), (0, 1), (-0.5, 0.5), 3).keywords["settings"]
+    assert plain == cls(layers=(0, 1), bounds=(-0.5, 0.5), **{"rounds" if trainer == "dpo" else "steps": 3})
