@@ -56,7 +56,8 @@ training_split: train
 test_split: test
 doc_to_text: "Q: {{{{input}}}}\\nA:"
 doc_to_choice: "{{{{ target_scores | dictsort | rejectattr(1, 'none') | map('first') | list }}}}"
-doc_to_target: "{{% set pairs = target_scores | dictsort | rejectattr(1, 'none') | list %}}{{{{ (pairs | map(attribute=1) | list).index(1) }}}}"
+doc_to_target: "{{% set pairs = target_scores | dictsort | rejectattr(1, 'none') | list %}}\
+{{{{ (pairs | map(attribute=1) | list).index(1) }}}}"
 target_delimiter: " "
 metric_list:
   - metric: acc
@@ -182,7 +183,8 @@ def table(rows: list[dict], surrogates: list[str]) -> tuple[str, list[dict]]:
     for c in cells:
         if "bo_r2" in c:
             bo_part = (f"{c['bo_r2']:.2f} | {c['collapsed']}/{c['seeds']} | {c['best_train']:.4f} | "
-                       f"{c['train_minus_random']:+.4f} | {c['val_acc']:.3f} ({c['base_val_acc']:.3f}) | {c['val_minus_random']:+.3f}")
+                       f"{c['train_minus_random']:+.4f} | {c['val_acc']:.3f} ({c['base_val_acc']:.3f}) | "
+                       f"{c['val_minus_random']:+.3f}")
         else:
             bo_part = "not run | | | | |"
         lines.append(f"| {c['space']} | {c['task']} | {c['surrogate']} | {c['random_point_r2']:.2f} | {bo_part} |")
@@ -211,11 +213,14 @@ def plot(cells: list[dict], surrogates: list[str], path: Path) -> None:
     fig, axes = plt.subplots(2, len(spaces), figsize=(6 * len(spaces), 7), squeeze=False)
     for column, space in enumerate(spaces):
         tasks = sorted({c["task"] for c in cells if c["space"] == space})
-        for row, (key, label) in enumerate((("bo_r2", "R² of BO's own predictions"), ("train_minus_random", "best train objective, BO - random"))):
+        for row, (key, label) in enumerate((("bo_r2", "R² of BO's own predictions"),
+                                            ("train_minus_random", "best train objective, BO - random"))):
             ax = axes[row][column]
             width = 0.8 / len(surrogates)
             for k, surrogate in enumerate(surrogates):
-                values = [next((c[key] for c in cells if (c["task"], c["space"], c["surrogate"]) == (t, space, surrogate) and key in c), 0.0) for t in tasks]
+                values = [next((c[key] for c in cells
+                                if (c["task"], c["space"], c["surrogate"]) == (t, space, surrogate) and key in c), 0.0)
+                          for t in tasks]
                 ax.bar([i + k * width for i in range(len(tasks))], values, width, label=surrogate)
             ax.axhline(0.3 if key == "bo_r2" else 0.0, color="grey", linestyle="--", linewidth=1)
             ax.set_xticks([i + width * (len(surrogates) - 1) / 2 for i in range(len(tasks))])

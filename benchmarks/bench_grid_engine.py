@@ -142,7 +142,8 @@ def main() -> None:
     code, printed, wall = run(["--config", str(path), "--out", str(out), "--jobs", "2"])
     redone = [cell for cell, stamp in stamps.items() if (out / cell / "tarot_cell.json").stat().st_mtime_ns != stamp]
     print(f"resumed: exit {code}, {wall:.0f} s; {counts(printed)}; finished cells re-run: {redone or 'none'}; "
-          f"cells now {len(list(out.rglob('tarot_cell.json')))} (jobs1 has {len(list((work / 'jobs1').rglob('tarot_cell.json')))}); "
+          f"cells now {len(list(out.rglob('tarot_cell.json')))} "
+          f"(jobs1 has {len(list((work / 'jobs1').rglob('tarot_cell.json')))}); "
           f"same as jobs1: {fingerprint(out) == reference}", flush=True)
 
     out = work / "worker-killed"

@@ -79,7 +79,8 @@ def floor_of(samples, lm) -> int:
     for number, sample in enumerate(samples):
         pairs = []
         for context, continuation in (arguments[:2] for arguments in sample["arguments"]):
-            pairs.append(lm._encode_pair(context, continuation) if context else ([lm.prefix_token_id], lm.tok_encode(continuation)))
+            pairs.append(lm._encode_pair(context, continuation) if context
+                         else ([lm.prefix_token_id], lm.tok_encode(continuation)))
         examples.append(Example(number, [(list(c), list(t)) for c, t in pairs], 0))
     return token_floor(examples)
 

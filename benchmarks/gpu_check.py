@@ -279,7 +279,8 @@ class ModelCheck:
         effect = float((hooked - base).abs().max())
         unfold_diff = float((restored - base).abs().max())
         return (f"max|diff| {diff:.3g}",
-                f"edit moves logits by {effect:.3g} (|logits| <= {float(base.abs().max()):.3g}); unfold restores to {unfold_diff:.1g}",
+                f"edit moves logits by {effect:.3g} (|logits| <= {float(base.abs().max()):.3g}); "
+                f"unfold restores to {unfold_diff:.1g}",
                 {"max_abs_diff": diff, "edit_effect": effect, "unfold_diff": unfold_diff})
 
     def scorer(self):
@@ -465,7 +466,8 @@ def run_check(model: str, check: str, fn, timeout: float, needs_model: bool, has
         return Row(model, check, True, result, detail, time.perf_counter() - start, values)
     except Exception as error:  # one failing check must not stop the others
         where = traceback.extract_tb(error.__traceback__)[-1]
-        message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} ({Path(where.filename).name}:{where.lineno})"
+        message = (f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} "
+                   f"({Path(where.filename).name}:{where.lineno})")
         return Row(model, check, False, "ERROR", message, time.perf_counter() - start, {})
 
 
@@ -504,7 +506,8 @@ def main(argv=None) -> int:
     print(header, flush=True)
     try:
         with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-            manager = TaskManager(include_path=str(write_task(Path(tmp) / "task", 3 * plan.n_train, plan.limit)), include_defaults=False)
+            manager = TaskManager(include_path=str(write_task(Path(tmp) / "task", 3 * plan.n_train, plan.limit)),
+                                  include_defaults=False)
             tokenizer = make_tokenizer()
             for name in args.models:
                 workdir = Path(tmp) / name

@@ -1,8 +1,9 @@
-"""Regenerate CONTRIBUTING.md's folder and module tables from the code: `python docs/architecture.py` (`--check` exits 1 if stale).
+"""Regenerate CONTRIBUTING.md's folder and module tables from the code: `python docs/architecture.py`
+(`--check` exits 1 if stale).
 
-One row per folder (its package docstring: the concern it holds), then one row per module of tarot_eval/, rl/ and tasks/ (their installed names, tarot_eval.rl and
-tarot_eval.tasks), ordered by the import-linter layers of pyproject.toml from the bottom up: what
-the module holds (the first line of its docstring) and the tarot-eval modules it imports (read
+One row per folder (its package docstring: the concern it holds), then one row per module of tarot_eval/, rl/ and tasks/
+(their installed names, tarot_eval.rl and tarot_eval.tasks), ordered by the import-linter layers of pyproject.toml from the
+bottom up: what the module holds (the first line of its docstring) and the tarot-eval modules it imports (read
 with `ast`, so the column cannot drift from the imports).
 """
 

@@ -98,11 +98,14 @@ def main() -> None:
     run([sys.executable, "-c", (
         "import sys; sys.path.insert(0, 'tests'); import torch; from support.tasks import tiny_model, tiny_tokenizer; "
         "t = tiny_tokenizer(); torch.manual_seed(123); m = tiny_model(len(t)); "
-        f"[p.data.normal_(0, 0.02) for p in m.parameters()]; m.save_pretrained('{work}/other'); t.save_pretrained('{work}/other')")],
+        f"[p.data.normal_(0, 0.02) for p in m.parameters()]; m.save_pretrained('{work}/other'); "
+        f"t.save_pretrained('{work}/other')")],
         REPO).check_returncode()
-    case("a checkpoint onto another model of the same shapes, other weights", lm_eval("pretrained=other,rotations=tiny/rotations"),
-         work, "test_lm::test_other_weights_need_allow_transfer; test_checkpoint::test_same_shapes_other_weights_need_allow_transfer")
-    case("the same, through tarot-eval lm-eval (one line, exit 2)", tarot("lm-eval", *lm_eval("pretrained=other,rotations=tiny/rotations")[1:]),
+    case("a checkpoint onto another model of the same shapes, other weights",
+         lm_eval("pretrained=other,rotations=tiny/rotations"), work,
+         "test_lm::test_other_weights_need_allow_transfer; test_checkpoint::test_same_shapes_other_weights_need_allow_transfer")
+    case("the same, through tarot-eval lm-eval (one line, exit 2)",
+         tarot("lm-eval", *lm_eval("pretrained=other,rotations=tiny/rotations")[1:]),
          work, "test_lm::test_other_weights_need_allow_transfer")
     case("empty rotations= (would silently score the base model)", lm_eval("pretrained=tiny/model,rotations="), work,
          "test_lm::test_empty_rotations_is_an_error_not_the_base_model")
@@ -110,9 +113,11 @@ def main() -> None:
          "test_lm::test_unknown_model_arg_is_named")
     # checkpoint contents
     case('checkpoint config "bounds": "wide"', lm_eval("pretrained=tiny/model,rotations=bounds"), work,
-         "test_checkpoint::test_config_values_of_the_wrong_type_are_named") if edit_config(ckpt, work / "bounds", bounds="wide") else None
+         "test_checkpoint::test_config_values_of_the_wrong_type_are_named") \
+        if edit_config(ckpt, work / "bounds", bounds="wide") else None
     case('checkpoint config "layers": "0"', lm_eval("pretrained=tiny/model,rotations=layers"), work,
-         "test_checkpoint::test_config_values_of_the_wrong_type_are_named") if edit_config(ckpt, work / "layers", layers="0") else None
+         "test_checkpoint::test_config_values_of_the_wrong_type_are_named") \
+        if edit_config(ckpt, work / "layers", layers="0") else None
     shutil.copytree(ckpt, work / "torn")
     weights = next((work / "torn").glob("*.safetensors"))
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -149,7 +154,8 @@ def main() -> None:
     case("optimize: a damaged trace.jsonl (an index twice)", [*optimize, "--budget", "3", "--out", "damaged"], work,
          "test_optimize::test_a_damaged_record_is_refused_naming_the_file")
     # compare
-    for name, limit, args in (("base2", "2", ""), ("edit2", "2", ",rotations=tiny/rotations"), ("edit3", "3", ",rotations=tiny/rotations")):
+    for name, limit, args in (("base2", "2", ""), ("edit2", "2", ",rotations=tiny/rotations"),
+                              ("edit3", "3", ",rotations=tiny/rotations")):
         run([str(BIN / "lm_eval"), "--model", "tarot-hf", "--model_args", f"pretrained=tiny/model{args}", "--tasks",
              "tarot_navigate", "--limit", limit, "--device", "cpu", "--batch_size", "2", "--log_samples",
              "--output_path", f"evals/{name}"], work).check_returncode()
@@ -162,7 +168,8 @@ def main() -> None:
     samples.write_text(samples.read_text()[:-40])
     case("compare: a torn samples file", tarot("compare", "torn_runs", "--out", "board2"), work,
          "test_compare::test_a_torn_samples_file_is_named")
-    case("compare: a folder with no lm-eval results", tarot("compare", "tiny", "--out", "board3"), work, "test_compare::test_cli_errors")
+    case("compare: a folder with no lm-eval results", tarot("compare", "tiny", "--out", "board3"), work,
+         "test_compare::test_cli_errors")
     case("compare: a metric the runs lack", tarot("compare", "differ", "--metric", "bleu", "--out", "board4"), work,
          "test_compare::test_cli_errors")
     # leaderboard
@@ -188,7 +195,8 @@ def main() -> None:
     (work / "victim/mine.txt").write_text("the user's own file")
     (work / "escape/deep/er").mkdir(parents=True)
     (work / "escape/deep/er/lb.yaml").write_text(
-        "models:\n  tiny: {pretrained: ../../../tiny/model}\ntasks:\n  zero_shot: ['../../../../victim']\nmethods:\n  base: null\n")
+        "models:\n  tiny: {pretrained: ../../../tiny/model}\ntasks:\n  zero_shot: ['../../../../victim']\n"
+        "methods:\n  base: null\n")
     case("leaderboard: a task named ../../../../victim (wrote outside --out)", tarot("leaderboard", "--config",
          "escape/deep/er/lb.yaml", "--out", "escape/deep/er/out"), work,
          "test_leaderboard::test_names_that_leave_out_and_repeated_keys_are_refused")
@@ -200,7 +208,8 @@ def main() -> None:
          "test_export::test_non_empty_out_needs_overwrite_and_is_then_replaced_whole")
     run(tarot("calibrate", "--model", "tiny/model", "--task", "tarot_navigate", "--variant", "batch", "--n-train", "2",
               "--n-val", "2", "--out", "cal"), work).check_returncode()
-    case("a calibration fitted on one model applied to another", tarot("lm-eval", *lm_eval("pretrained=other,calibration=cal")[1:]),
+    case("a calibration fitted on one model applied to another",
+         tarot("lm-eval", *lm_eval("pretrained=other,calibration=cal")[1:]),
          work, "test_calibration::test_a_calibration_is_refused_on_other_weights_unless_transfer_is_allowed")
     lora = tarot("lora", "--task", "tarot_navigate", "--n-train", "2", "--n-val", "2", "--budget", "1", "--out", "lo")
     run([*lora, "--model", "tiny/model"], work).check_returncode()
@@ -224,7 +233,8 @@ def main() -> None:
     for name, content in (("five", b"5"), ("null", b"null"), ("latin1", b'{"method": "caf\xe9"}')):
         shutil.copytree(ckpt, work / f"ckpt_{name}")
         (work / f"ckpt_{name}" / "tarot_config.json").write_bytes(content)
-        case(f"tarot-hf: tarot_config.json that is {name}", tarot("lm-eval", *lm_eval(f"pretrained=tiny/model,rotations=ckpt_{name}")[1:]),
+        case(f"tarot-hf: tarot_config.json that is {name}",
+             tarot("lm-eval", *lm_eval(f"pretrained=tiny/model,rotations=ckpt_{name}")[1:]),
              work, "test_checkpoint::test_a_config_that_is_no_object_or_no_utf8_is_named")
     shutil.copytree(work / "tiny/model", work / "pickled")
     for weights in (work / "pickled").glob("*.safetensors"):
@@ -232,7 +242,8 @@ def main() -> None:
     run([sys.executable, "-c", (  # a pytorch_model.bin whose unpickling would run code (transformers loads weights_only)
         "import torch, os\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch PWNED_BIN',))\n"
         f"torch.save({{'model.embed_tokens.weight': P()}}, '{work}/pickled/pytorch_model.bin')")], work).check_returncode()
-    case("tarot-hf: a model folder whose pytorch_model.bin is a crafted pickle", tarot("lm-eval", *lm_eval("pretrained=pickled")[1:]),
+    case("tarot-hf: a model folder whose pytorch_model.bin is a crafted pickle",
+         tarot("lm-eval", *lm_eval("pretrained=pickled")[1:]),
          work, "cli.library_failure (UnpicklingError)")
     assert not (work / "PWNED_BIN").exists(), "the pickled payload ran"
     case("export --dtype float33", tarot("export", "--model", "tiny/model", "--rotations", "tiny/rotations", "--out", "x1",
@@ -246,8 +257,10 @@ def main() -> None:
                         ("dtype: float33", board.replace("angle_limit: pi/4", "angle_limit: pi/4\n    dtype: float33").encode()),
                         ("angle_limit: pi/0", board.replace("angle_limit: pi/4", "angle_limit: pi/0").encode()),
                         ("layers: '0,0'", board.replace("layers: 0-1", "layers: '0,0'").encode()),
-                        ("a method listed twice", board.replace("  base: null\n", "  base: null\n  rotation: {method: rescale}\n").encode()),
-                        ("lora rank: -2", board.replace("  base: null\n", "  base: null\n  lora: {method: lora, rank: -2}\n").encode()),
+                        ("a method listed twice", board.replace(
+                            "  base: null\n", "  base: null\n  rotation: {method: rescale}\n").encode()),
+                        ("lora rank: -2", board.replace(
+                            "  base: null\n", "  base: null\n  lora: {method: lora, rank: -2}\n").encode()),
                         ("lora target_modules: nosuch", board.replace(
                             "  base: null\n", "  base: null\n  lora: {method: lora, target_modules: nosuch}\n").encode())):
         path = work / f"board-{len(ROWS)}.yaml"

@@ -28,7 +28,8 @@ PROMPT_SETS = ("imdb", "rtp")
 DEFAULT_PROMPTS = {"sentiment": "imdb", "toxicity": "rtp"}
 DEFAULT_N_TRAIN = 32  # the paper used 12 (imdb) and 10 (rtp), with no validation prompts
 DEFAULT_N_VAL = 100  # 24 let chance pick edits that were worse on test; ~25 s per candidate (docs/rl.md)
-DEFAULT_BUDGET = {"bo": 60, "grpo": shared.fields(GRPOSettings)["steps"].default, "dpo": shared.fields(DPOSettings)["rounds"].default}
+DEFAULT_BUDGET = {"bo": 60, "grpo": shared.fields(GRPOSettings)["steps"].default,
+                  "dpo": shared.fields(DPOSettings)["rounds"].default}
 TRAINERS = ("dpo", "grpo", "bo")
 
 
@@ -92,7 +93,8 @@ def scorer_request(args: argparse.Namespace) -> tuple[str | None, dict]:
                                           ("trust_checkpoint", args.trust_checkpoint)) if v}
     name = args.toxicity_scorer or ("detoxify" if detoxify_options else None)
     if detoxify_options and name != "detoxify":
-        raise UsageError(f"--toxicity-checkpoint/--toxicity-config-dir/--trust-checkpoint are Detoxify's; --toxicity-scorer is {name!r}")
+        raise UsageError(f"--toxicity-checkpoint/--toxicity-config-dir/--trust-checkpoint are Detoxify's; "
+                         f"--toxicity-scorer is {name!r}")
     return name, detoxify_options
 
 
@@ -179,7 +181,8 @@ def trainer_run(args: argparse.Namespace, search: SearchSettings, layers, bounds
         settings = GRPOSettings(layers=layers, bounds=bounds, steps=budget, seed=search.seed,
                                 **shared.given(args, GRPOSettings, GRPO_FLAGS))
         return functools.partial(train_grpo.train, settings=settings)
-    settings = DPOSettings(layers=layers, bounds=bounds, rounds=budget, seed=search.seed, **shared.given(args, DPOSettings, DPO_FLAGS))
+    settings = DPOSettings(layers=layers, bounds=bounds, rounds=budget, seed=search.seed,
+                           **shared.given(args, DPOSettings, DPO_FLAGS))
     return functools.partial(train_dpo.train, settings=settings)
 
 

@@ -46,9 +46,11 @@ def fluency(model, tokenizer, run: RunSamples) -> dict[str, float]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("runs", nargs="+", metavar="RUN", help="NAME=FOLDER or FOLDER (an lm_eval --output_path); the first is the reference")
+    parser.add_argument("runs", nargs="+", metavar="RUN",
+                        help="NAME=FOLDER or FOLDER (an lm_eval --output_path); the first is the reference")
     parser.add_argument("--task", required=True, help="the generation task the runs scored, e.g. tarot_imdb or tarot_detox")
-    parser.add_argument("--model", help="the unedited model for perplexity: HF id, local dir or .gguf (default: the embedded SmolLM2)")
+    parser.add_argument("--model",
+                        help="the unedited model for perplexity: HF id, local dir or .gguf (default: the embedded SmolLM2)")
     parser.add_argument("--examples", type=int, default=3, help="prompts shown with every run's continuation (default 3)")
     parser.add_argument("--out", type=Path, help="also write the report to this Markdown file")
     parser.add_argument("--checkpoints", nargs="+", metavar="CKPT", default=[],

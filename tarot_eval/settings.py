@@ -162,7 +162,8 @@ def parse_layers(text: str | None, num_layers: int) -> tuple[int, ...]:
         for part in text.split(","):
             low, dash, high = part.strip().partition("-")
             if dash and int(high) < int(low):
-                raise SettingsError(f"--layers {text!r}: the range {part.strip()} is reversed (an empty edit); write {high}-{low}")
+                raise SettingsError(f"--layers {text!r}: the range {part.strip()} is reversed (an empty edit); "
+                                    f"write {high}-{low}")
             layers.extend(range(int(low), int(high) + 1) if dash else [int(low)])
     except ValueError as error:
         if isinstance(error, SettingsError):

@@ -102,7 +102,8 @@ def test_stored_weight_layers_must_be_the_edited_layers(saved, model):
     config = checkpoint.TarotConfig.from_pretrained(directory)
     del config.base_model["weights"]["layers"]["1"]
     _rewrite_config(directory, base_model=config.base_model)
-    with pytest.raises(CheckpointError, match=r"tarot_config.json: base_model.weights covers layers \['0'\], but the checkpoint edits layers \[0, 1\]"):
+    with pytest.raises(CheckpointError, match=r"tarot_config.json: base_model.weights covers layers \['0'\], "
+                                              r"but the checkpoint edits layers \[0, 1\]"):
         checkpoint.load(directory, model)
 
 

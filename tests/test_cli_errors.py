@@ -125,8 +125,9 @@ def task_folder(tmp_path):
 def test_a_task_template_jinja_refuses_is_one_line(task_folder, saved_tiny_llama, tmp_path, capsys, template, message):
     yaml_file = task_folder / "tiny_mc.yaml"
     yaml_file.write_text(yaml_file.read_text().replace('"Question: {{question}}\\nAnswer:"', repr(template)))
-    code, line = last_line_cli(capsys, "optimize", "--task", "tiny_mc", "--include-path", task_folder, "--model", saved_tiny_llama,
-                         "--out", tmp_path / "out", "--n-train", 4, "--n-val", 4, "--budget", 2, "--layers", "0")
+    code, line = last_line_cli(capsys, "optimize", "--task", "tiny_mc", "--include-path", task_folder,
+                               "--model", saved_tiny_llama, "--out", tmp_path / "out",
+                               "--n-train", 4, "--n-val", 4, "--budget", 2, "--layers", "0")
     assert code == 2 and re.search(rf"^tarot-eval optimize: error: {message}", line), line
 
 
@@ -139,7 +140,8 @@ def test_lora_target_modules_peft_cannot_match_are_one_line(task_folder, saved_t
 
 def test_lora_and_optimize_value_checks_are_one_line(task_folder, saved_tiny_llama, tmp_path, capsys):
     common = ["--task", "tiny_mc", "--include-path", task_folder, "--model", saved_tiny_llama, "--out", tmp_path / "out"]
-    assert last_line_cli(capsys, "lora", *common, "--lr", "nan") == (2, "tarot-eval lora: error: --lr nan: must be a finite number above 0")
+    assert last_line_cli(capsys, "lora", *common, "--lr", "nan") == (
+        2, "tarot-eval lora: error: --lr nan: must be a finite number above 0")
     code, line = last_line_cli(capsys, "optimize", *common, "--layers", "1-0")
     assert code == 2 and "--layers '1-0': the range 1-0 is reversed (an empty edit); write 0-1" in line
     code, line = last_line_cli(capsys, "optimize", *common, "--angle-limit", "pi/0")

@@ -132,12 +132,15 @@ def test_labels_come_from_lm_eval_config_for_hf_and_tarot_hf(toy, saved_tiny_lla
     edit.params = torch.full_like(edit.params, 1.5)
     ckpt = checkpoint.save(tmp_path / "ckpt", edit, model, bounds=(-math.pi, math.pi), provenance={"optimizer": "random"})
     root = tmp_path / "results"
-    evaluate_into(root / "first", "hf", ["toy_a"], toy["tasks"], model_args=f"pretrained={saved_tiny_llama}", device="cpu", batch_size=16)
-    evaluate_into(root / "second", "tarot-hf", ["toy_a"], toy["tasks"], model_args=f"pretrained={saved_tiny_llama},rotations={ckpt}", device="cpu", batch_size=16)
+    evaluate_into(root / "first", "hf", ["toy_a"], toy["tasks"], model_args=f"pretrained={saved_tiny_llama}", device="cpu",
+                  batch_size=16)
+    evaluate_into(root / "second", "tarot-hf", ["toy_a"], toy["tasks"],
+                  model_args=f"pretrained={saved_tiny_llama},rotations={ckpt}", device="cpu", batch_size=16)
     code, out, _ = compare(capsys, root, "--out", tmp_path / "board")
     assert code == 0
     table = read_csv(tmp_path / "board" / "leaderboard.csv")
-    assert set(table) == {("base", "toy_a"), ("base", "average"), ("rotation (random)", "toy_a"), ("rotation (random)", "average")}
+    assert set(table) == {("base", "toy_a"), ("base", "average"),
+                          ("rotation (random)", "toy_a"), ("rotation (random)", "average")}
     assert {record["model"] for record in table.values()} == {"tiny-llama"}
     assert table[("rotation (random)", "toy_a")]["p_value"]
 

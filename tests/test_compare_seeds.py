@@ -168,7 +168,8 @@ def test_reference_is_tested_against_every_method_seed_by_seed(seeded_root, tmp_
             assert int(record["better"]) == sum(1 for p, delta in tests if p < 0.5 and delta > 0)
             assert int(record["worse"]) == sum(1 for p, delta in tests if p < 0.5 and delta < 0)
     versus = table_rows(out, 1)
-    assert [row[:4] for row in versus] == [["tiny-llama", "0-shot", "base", "0, 1, 2"], ["tiny-llama", "0-shot", "rescale", "0, 1"]]
+    assert [row[:4] for row in versus] == [["tiny-llama", "0-shot", "base", "0, 1, 2"],
+                                           ["tiny-llama", "0-shot", "rescale", "0, 1"]]
     for row, other in zip(versus, pairs):
         record = records[(other, TASKS[0])]
         p_values = ", ".join(f"p={float(p):.3f}" if float(p) >= 0.001 else "p<0.001" for p in record["p_values"].split(";"))
@@ -192,7 +193,8 @@ def test_chart_draws_a_point_per_seed(seeded_root):
     chart.draw(axes, board)
     files = results_files(seeded_root)
     points = sorted(tuple(line.get_ydata()) for line in axes.lines if line.get_marker() == "o")  # a dot per seed
-    per_task = [tuple(accuracy(files[(method, seed)], task) * 100 for seed in seeds) for method, seeds in SEEDS.items() for task in TASKS]
+    per_task = [tuple(accuracy(files[(method, seed)], task) * 100 for seed in seeds)
+                for method, seeds in SEEDS.items() for task in TASKS]
     averages = [tuple(statistics.mean(accuracy(files[(method, seed)], task) * 100 for task in TASKS) for seed in seeds)
                 for method, seeds in SEEDS.items()]
     expected = sorted(per_task + averages)

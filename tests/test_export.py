@@ -117,7 +117,8 @@ def test_out_never_replaces_the_inputs_even_with_overwrite(tmp_path, saved_tiny_
     out = {"base": saved_tiny_llama, "parent of base": tmp_path, "checkpoint": ckpt}[target]
     weights = (saved_tiny_llama / "model.safetensors").read_bytes()
     what = "checkpoint" if target == "checkpoint" else "base model folder"
-    _refused(capsys, f"--out .* is or holds the {what} .*; write the export to another folder", ckpt, out, saved_tiny_llama, "--overwrite")
+    _refused(capsys, f"--out .* is or holds the {what} .*; write the export to another folder", ckpt, out, saved_tiny_llama,
+             "--overwrite")
     assert (saved_tiny_llama / "model.safetensors").read_bytes() == weights
     assert checkpoint.TarotConfig.from_pretrained(ckpt).layers == [0, 2]
 

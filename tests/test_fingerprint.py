@@ -44,7 +44,8 @@ def test_a_five_percent_change_of_one_edited_layer_is_caught():
     weight = model.model.layers[2].self_attn.o_proj.weight
     with torch.no_grad():
         weight.add_(torch.randn(weight.shape, generator=torch.Generator().manual_seed(0)) * weight.std() * 0.05)
-    assert checkpoint.weight_difference(reference["layers"], checkpoint.weight_fingerprint(model, LAYERS)["layers"]).startswith("layer 2")
+    assert checkpoint.weight_difference(reference["layers"],
+                                        checkpoint.weight_fingerprint(model, LAYERS)["layers"]).startswith("layer 2")
 
 
 def test_a_scaled_layer_is_caught_by_its_rms():

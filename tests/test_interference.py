@@ -73,7 +73,8 @@ def test_the_ordinary_table_leaves_the_crossed_runs_out(grid, capsys):
 def test_a_method_may_run_on_some_tasks_and_choose_its_own_interference(tmp_path):
     model_dir, tasks_dir = tiny_leaderboard_files(tmp_path, [*TASKS, "lb_c"])
     for task in TASKS:  # planning renders every cell's requests, so the few-shot tasks must exist
-        (tasks_dir / f"{task}_shots.yaml").write_text(f"include: {task}.yaml\ntask: {task}_shots\nnum_fewshot: 2\nfewshot_split: train\n")
+        (tasks_dir / f"{task}_shots.yaml").write_text(f"include: {task}.yaml\ntask: {task}_shots\n"
+                                                      "num_fewshot: 2\nfewshot_split: train\n")
     config = {
         "include_path": str(tasks_dir), "interference": True,
         "models": {"tiny": {"pretrained": str(model_dir), "layers": "0-1"}},

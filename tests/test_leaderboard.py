@@ -216,20 +216,24 @@ def test_changed_optimizer_settings_rerun_the_cell_and_keep_the_old_one(setup, t
     [
         (lambda c: c.update(modles={}), r"top level: unknown key\(s\) modles"),
         (lambda c: c["models"]["tiny"].update(layer="0-1"), r"models\.tiny: unknown key\(s\) layer"),
-        (lambda c: c["methods"]["rotation"].update(learning_rate=0.1), r"methods\.rotation\.learning_rate: unknown optimizer setting"),
+        (lambda c: c["methods"]["rotation"].update(learning_rate=0.1),
+         r"methods\.rotation\.learning_rate: unknown optimizer setting"),
         (lambda c: c["methods"]["rotation"].update(optimizer="adam"), r"methods\.rotation\.optimizer: 'adam' is not one of"),
         (lambda c: c["optimizer"].update(budget="many"), r"optimizer\.budget: expected int"),
         (lambda c: c["methods"].update(base={"optimizer": "bo"}), r"methods\.base: the base method .* takes no settings"),
-        (lambda c: c["tasks"].update(few_shot={FEWSHOT: "lb_other"}), rf"tasks\.few_shot\.{FEWSHOT}: .*'lb_other', which is not in tasks\.zero_shot"),
+        (lambda c: c["tasks"].update(few_shot={FEWSHOT: "lb_other"}),
+         rf"tasks\.few_shot\.{FEWSHOT}: .*'lb_other', which is not in tasks\.zero_shot"),
         (lambda c: c["eval"].update(fewshot_as_multiturn=True), r"eval\.fewshot_as_multiturn: needs eval\.apply_chat_template"),
         (lambda c: c["tasks"].update(zero_shot=[TASK, "no_such_task"], few_shot=None), r"tasks: unknown task 'no_such_task'"),
-        (lambda c: c["models"]["tiny"].update(layers="0-7"), r"models\.tiny with methods\.rotation: --layers '0-7': \[2, 3, 4, 5, 6, 7\] outside"),
+        (lambda c: c["models"]["tiny"].update(layers="0-7"),
+         r"models\.tiny with methods\.rotation: --layers '0-7': \[2, 3, 4, 5, 6, 7\] outside"),
     ],
 )
 def test_invalid_configs_are_refused_naming_the_key(setup, tmp_path, capsys, change, message):
     config = json.loads(json.dumps(setup["config"]))
     change(config)
-    assert cli.main(["leaderboard", "--config", str(write_config(tmp_path / "bad.yaml", config)), "--out", str(tmp_path / "out")]) == 2
+    assert cli.main(["leaderboard", "--config", str(write_config(tmp_path / "bad.yaml", config)),
+                     "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err
     assert error.startswith("tarot-eval leaderboard: error: ")
     assert re.search(message, error), error
@@ -254,7 +258,8 @@ MINIMAL = "models:\n  tiny: {pretrained: null}\ntasks:\n  zero_shot: [%s]\nmetho
 
 
 @pytest.mark.parametrize("text, message", [
-    (MINIMAL % ("'../../../../victim'", ""), r"tasks\.zero_shot\.\.\./\.\./\.\./\.\./victim: name '\.\./\.\./\.\./\.\./victim' must be"),
+    (MINIMAL % ("'../../../../victim'", ""),
+     r"tasks\.zero_shot\.\.\./\.\./\.\./\.\./victim: name '\.\./\.\./\.\./\.\./victim' must be"),
     (MINIMAL % ("a/b", ""), r"tasks\.zero_shot\.a/b: name 'a/b' must be letters"),
     (MINIMAL % ("tarot_navigate", "  rotation: {method: rotation}\n  rotation: {method: rescale}\n"),
      r"not valid YAML \(key 'rotation' appears twice in one mapping .* line 8"),

@@ -94,7 +94,8 @@ def test_icl_shows_each_document_the_first_training_documents_of_its_seed(grid):
         assert json.loads((folder / "tarot_demonstrations.json").read_text())["train_docs"] == [i for i, _ in chosen]
         (samples,) = (folder / "lm_eval_output").rglob(f"samples_{TASK}_*.jsonl")  # lm-eval's own, git-ignored
         (kept,) = folder.glob(f"samples_{TASK}_*.jsonl")  # the cell's compact copy: no document text
-        assert all("arguments" not in json.loads(line) and "doc" not in json.loads(line) for line in kept.read_text().splitlines())
+        assert all("arguments" not in json.loads(line) and "doc" not in json.loads(line)
+                   for line in kept.read_text().splitlines())
         for line in samples.read_text().splitlines():
             context = json.loads(line)["arguments"]["gen_args_0"]["arg_0"]
             assert all(f"Question: {doc['question']}" in context for _, doc in chosen)
@@ -155,7 +156,8 @@ def test_a_second_run_of_the_grid_does_no_work(grid, tmp_path):
     ({"methods": {"icl": {"method": "icl", "shots": 9}}}, "methods.icl.shots: 9 demonstrations, but .* the 4 training"),
     ({"methods": {"rot": {"method": "rotation", "calibration": "x"}}}, "methods.rot.calibration: name a calibrate method"),
     ({"methods": {"rot": {"method": "rotation", "layers": "0,0"}}}, "methods.rot.layers: --layers '0,0': layer"),
-    ({"methods": {"rot": {"method": "rotation", "layers": "1-0"}}}, "methods.rot.layers: --layers '1-0': the range 1-0 is reversed"),
+    ({"methods": {"rot": {"method": "rotation", "layers": "1-0"}}},
+     "methods.rot.layers: --layers '1-0': the range 1-0 is reversed"),
     ({"models": {"tiny": {"pretrained": "x", "dtype": "float33"}}}, "models.tiny.dtype: 'float33' is not a torch dtype"),
     ({"models": {"tiny": {"pretrained": "x", "angle_limit": "pi/0"}}}, "models.tiny.angle_limit: angle limit 'pi/0' is not"),
 ])
@@ -181,7 +183,8 @@ def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):
 
     raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")
     raw["methods"] = {"base": None, "rot-L1": {"method": "rotation", "layers": "1"},
-                      "rot-mix": {"method": "rotation", "demonstrations": "fixed", "num_fewshot": 2}, "rot": {"method": "rotation"}}
+                      "rot-mix": {"method": "rotation", "demonstrations": "fixed", "num_fewshot": 2},
+                      "rot": {"method": "rotation"}}
     config = load(write_config(tmp_path / "axis.yaml", raw))
     (model,) = config.models
     made = {m.name: run_settings(config.method_settings(m, 0), model, TASK, 2, config.eval)[0] for m in config.methods[1:]}

@@ -85,7 +85,8 @@ def test_checkpoint_on_an_exported_model_needs_allow_stacked(tmp_path, saved_tin
     from tarot_eval.edit import export
 
     merged = export.export(rotations, tmp_path / "merged", str(saved_tiny_llama))
-    with pytest.raises(export.ExportError, match=r"merged already has the edit .*rot' folded in .*rot' on top .*allow_stacked=true"):
+    with pytest.raises(export.ExportError,
+                       match=r"merged already has the edit .*rot' folded in .*rot' on top .*allow_stacked=true"):
         TarotHFLM(pretrained=str(merged), rotations=str(rotations), device="cpu")
     with pytest.raises(checkpoint.CheckpointError, match="found on other weights"):  # stacked, but on edited weights
         TarotHFLM(pretrained=str(merged), rotations=str(rotations), allow_stacked="true", device="cpu")

@@ -64,7 +64,8 @@ def test_switch_off_and_passthrough(tmp_path, task_dir, saved_tiny_llama):
 
 
 def test_unknown_model_arg_fails_the_command(tmp_path, task_dir, saved_tiny_llama):
-    proc, _ = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},rotaions=x"), tmp_path / "bad", check=False)
+    proc, _ = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},rotaions=x"), tmp_path / "bad",
+                          check=False)
     assert proc.returncode != 0 and "unknown model_args rotaions" in proc.stderr
 
 
@@ -78,7 +79,8 @@ def test_embedded_default_matches_hf_on_the_gguf(tmp_path, data_dir):
     task_dir = write_choice_task(tmp_path / "tasks", "probe_navigate", rows)
     gguf = default_model.gguf_path()
     common = ["--tasks", "probe_navigate", "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "8"]
-    _, hf = run_console(["lm_eval", "--model", "hf", "--model_args", f"pretrained={gguf.parent},gguf_file={gguf.name}", *common], tmp_path / "hf")
+    _, hf = run_console(["lm_eval", "--model", "hf", "--model_args", f"pretrained={gguf.parent},gguf_file={gguf.name}", *common],
+                        tmp_path / "hf")
     _, ours = run_console(["lm_eval", "--model", "tarot-hf", *common], tmp_path / "ours")
     assert _acc(ours, "probe_navigate") == _acc(hf, "probe_navigate")
     assert ours["config"]["tarot_base_model"]["source"].startswith("SmolLM2-135M-Instruct")

@@ -98,7 +98,9 @@ def test_held_out_quality_separates_signal_from_noise():
     noise = torch.randn(40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     assert bo.held_out_quality(X, smooth, n_fit=30)["r2"] > 0.5
     assert bo.held_out_quality(X, noise, n_fit=30)["r2"] < 0.2
-    assert bo.held_out_quality(X, smooth, n_fit=30, settings=bo.BOSettings(surrogate="bnn", kernel_depth=12, noise="learned"))["r2"] < 0.2  # the paper's depth-12 kernel collapses
+    # the paper's depth-12 kernel collapses
+    assert bo.held_out_quality(X, smooth, n_fit=30,
+                               settings=bo.BOSettings(surrogate="bnn", kernel_depth=12, noise="learned"))["r2"] < 0.2
 
 
 def test_trust_region_shrinks_after_failures():
@@ -148,7 +150,8 @@ def setup(tmp_path_factory):
 
 
 def settings(**overrides) -> Settings:
-    base = dict(task="tiny_mc", layers=(0, 1), space="full", n_train=8, n_val=6, seed=0, bo=FAST_BO, grad=grad.GradSettings(lr=0.1))
+    base = dict(task="tiny_mc", layers=(0, 1), space="full", n_train=8, n_val=6, seed=0, bo=FAST_BO,
+                grad=grad.GradSettings(lr=0.1))
     return Settings(**{**base, **overrides})
 
 
@@ -189,7 +192,8 @@ def test_checkpoint_reproduces_the_recorded_score(setup, tmp_path, optimizer, me
     result = optimize(model, lm, task, run_settings, tmp_path / "run", budget=6, select_k=3)
     provenance = checkpoint.TarotConfig.from_pretrained(tmp_path / "run").provenance
     assert provenance["improved"] == result.improved
-    assert provenance["scores"]["chosen"]["validation"]["value"] > provenance["scores"]["base"]["validation"]["value"] or not result.improved
+    assert (provenance["scores"]["chosen"]["validation"]["value"] > provenance["scores"]["base"]["validation"]["value"]
+            or not result.improved)
     assert provenance["shipped"] == ("chosen" if result.improved else "identity")
     loaded = checkpoint.load(tmp_path / "run", model)
     problem = Problem(model, lm, task, run_settings)

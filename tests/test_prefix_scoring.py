@@ -73,7 +73,8 @@ def test_the_prefix_tree_gives_hflms_answers(family, variant, tiny_tokenizer, ed
     for stock in (True, False):
         lm = TarotHFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size=3, stock_scoring=stock, **options)
         answers[stock] = scored(lm, batch)
-        assert lm.tarot_requests == ({"prefix-tree": 0, "stock": len(batch)} if stock else {"prefix-tree": len(batch), "stock": 0})
+        assert lm.tarot_requests == ({"prefix-tree": 0, "stock": len(batch)} if stock
+                                     else {"prefix-tree": len(batch), "stock": 0})
     assert_same(answers[False], answers[True])
 
 
@@ -133,8 +134,8 @@ def test_batch_size_auto_is_detected_as_hflm_detects_it(tiny_tokenizer):
     model, batch = tiny_model("llama"), requests(seed=7)
     answers = {}
     for stock in (True, False):
-        lm = TarotHFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size="auto", max_batch_size=8, max_length=256,
-                       stock_scoring=stock)
+        lm = TarotHFLM(pretrained=model, tokenizer=tiny_tokenizer, backend="causal", batch_size="auto", max_batch_size=8,
+                       max_length=256, stock_scoring=stock)
         answers[stock] = scored(lm, batch)
         assert lm.tarot_requests["prefix-tree" if not stock else "stock"] == len(batch)
     assert_same(answers[False], answers[True])

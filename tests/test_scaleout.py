@@ -113,7 +113,8 @@ def test_tarot_hf_on_two_processes_scores_like_one(baseline, tmp_path):
 
 def test_exported_model_under_hf_on_two_processes_scores_like_tarot_hf(baseline, tmp_path):
     merged = tmp_path / "merged"
-    assert main(["export", "--rotations", str(baseline["ckpt"]), "--model", str(baseline["root"] / "model"), "--out", str(merged)]) == 0
+    assert main(["export", "--rotations", str(baseline["ckpt"]), "--model", str(baseline["root"] / "model"),
+                 "--out", str(merged)]) == 0
     proc, results = _two_processes(_lm_eval("hf", f"pretrained={merged}"), tmp_path / "two")
     assert results["config"]["model"] == "hf"
     _assert_same_scores(results, tmp_path / "two", baseline)

@@ -304,7 +304,8 @@ def test_unset_data_dir_offline_raises_one_error_saying_where_and_how(monkeypatc
     monkeypatch.setattr(data_sources, "BIGBENCH_URL", "https://tarot-eval.invalid/{name}/task.json")
     with pytest.raises(TaskDataError, match=r"TAROT_DATA_DIR is not set.*tarot-eval-tests/not-cached.*set TAROT_DATA_DIR="):
         utils.load_ag_news(["a", "b", "c", "d"], train_size=1, test_size=1)
-    with pytest.raises(TaskDataError, match=r"TAROT_DATA_DIR is not set.*tarot-eval.invalid/navigate/task.json.*set TAROT_DATA_DIR="):
+    with pytest.raises(TaskDataError,
+                       match=r"TAROT_DATA_DIR is not set.*tarot-eval.invalid/navigate/task.json.*set TAROT_DATA_DIR="):
         utils.load_bigbench("navigate", train_size=1)
 
 

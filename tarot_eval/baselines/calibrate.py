@@ -1,4 +1,5 @@
-"""`tarot-eval calibrate`: fit a model's prior over a task's answers (`tarot_eval.objective.calibration`), never reading test labels.
+"""`tarot-eval calibrate`: fit a model's prior over a task's answers (`tarot_eval.objective.calibration`),
+never reading test labels.
 
 - contextual (Zhao et al. 2021): the task's own prompt with content-free inputs: every text field
   of a training-pool document replaced by each of "N/A", "[MASK]" and "", choice probabilities averaged;

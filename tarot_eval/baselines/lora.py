@@ -69,7 +69,8 @@ class LoraSettings(ModelSettings, DocumentSettings, PromptSettings):
 
     def record(self) -> dict:
         """What determines the adapter (the model is recorded beside it)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("model", "dtype", "device", "out", "include_path", "batch_size")}
+        return {k: v for k, v in asdict(self).items()
+                if k not in ("model", "dtype", "device", "out", "include_path", "batch_size")}
 
     def prompt(self) -> objectives.PromptOptions:
         return objectives.PromptOptions(None, self.apply_chat_template, self.fewshot_as_multiturn, self.system_instruction)
@@ -151,7 +152,8 @@ def train(model, lm, task, options: LoraSettings, out: str | Path) -> dict:
               "validation_docs": [i for i, _ in docs.validation], "base_model": checkpoint.model_identity(model),
               "weights": checkpoint.weight_fingerprint(model, range(architectures.geometry(model).num_layers)),
               "chosen_step": chosen, "candidates": pool, "improved": improved, "shipped": shipped,
-              "scores": {"base": base, "chosen": {"train": {"value": trace[chosen][TRAIN_VALUE], "accuracy": trace[chosen][TRAIN_ACCURACY]},
+              "scores": {"base": base, "chosen": {"train": {"value": trace[chosen][TRAIN_VALUE],
+                                                            "accuracy": trace[chosen][TRAIN_ACCURACY]},
                                                   "validation": val[chosen]}},
               "trace": trace, "train_seconds": round(time.perf_counter() - started, 2)}
     (Path(out) / RESULT_NAME).write_text(json.dumps(result, indent=2) + "\n")

@@ -24,12 +24,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
     add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
     add("--reference", default=None, metavar="METHOD",
-        help=f"method tested, seed by seed, against every other method (default: {scoreboard.DEFAULT_REFERENCE}, when a run has it)")
+        help=f"method tested, seed by seed, against every other method "
+             f"(default: {scoreboard.DEFAULT_REFERENCE}, when a run has it)")
     add("--by-seed", action="store_true", help="one row per seed instead of mean ± sd over the seeds (seed-<k> folders)")
     add("--interference", action="store_true",
         help="the task x task matrix of each edit's Δ vs base (edited on x evaluated on), with interference/ runs; "
              "writes interference.{md,png}")
-    add("--no-significance", action="store_true", help="skip the paired significance test (no samples files needed; the runs must still cover the same documents)")
+    add("--no-significance", action="store_true",
+        help="skip the paired significance test (no samples files needed; the runs must still cover the same documents)")
 
 
 def run(args: argparse.Namespace) -> int:

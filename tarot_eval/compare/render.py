@@ -141,14 +141,16 @@ img { max-width: 100%; }
 {% for table in tables %}<table>
 <thead><tr>{% for header in table.headers %}<th>{{ header }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for cells, base in zip(table.rows, table.base) %}<tr{% if base %} class="base"{% endif %}>{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>
+{% for cells, base in zip(table.rows, table.base) %}<tr{% if base %} class="base"{% endif %}>\
+{% for cell in cells %}<td>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table>
 <p>{{ table.legend }}</p>
 {% endfor %}<img alt="{{ title }} bar chart" src="data:image/png;base64,{{ png_base64 }}">
 <h2>Runs</h2>
 <ul>
-{% for row in board.rows %}<li>{{ row.model }} · {{ row.method }} · {{ row.shots }}{% if row.seed is not none %} · seed {{ row.seed }}{% endif %}: <code>{{ row.run.source }}</code></li>
+{% for row in board.rows %}<li>{{ row.model }} · {{ row.method }} · {{ row.shots }}\
+{% if row.seed is not none %} · seed {{ row.seed }}{% endif %}: <code>{{ row.run.source }}</code></li>
 {% endfor %}</ul>
 </body>
 </html>

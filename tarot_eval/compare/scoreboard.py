@@ -153,7 +153,8 @@ def _versus(runs: list[Run], reference: str, significance: bool) -> list[Versus]
             for seed, ours, theirs in seed_pairs(mine, others):
                 shared = sorted(ours.scores.keys() & theirs.scores.keys())
                 if shared:
-                    found.append(Versus(model, shots, method, seed, {task: _cell(ours, theirs, task, significance) for task in shared}))
+                    found.append(Versus(model, shots, method, seed,
+                                        {task: _cell(ours, theirs, task, significance) for task in shared}))
     return found
 
 

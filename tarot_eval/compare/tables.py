@@ -126,9 +126,11 @@ def run_row(board: Scoreboard, row: Row) -> list[str]:
     cells = []
     for task in board.tasks:
         cell = row.cells.get(task)
-        cells += [format_cell(cell, scale, board.alpha), format_answers(() if cell is None or cell.answers is None else (cell.answers,))]
+        cells += [format_cell(cell, scale, board.alpha),
+                  format_answers(() if cell is None or cell.answers is None else (cell.answers,))]
     mean_delta = None if row.mean_delta is None else row.mean_delta * scale
-    summary = [f"{row.average * scale:.{places}f}", format_signed(mean_delta, places=places), format_signed(row.mean_relative, "%")]
+    summary = [f"{row.average * scale:.{places}f}", format_signed(mean_delta, places=places),
+               format_signed(row.mean_relative, "%")]
     seed = [seed_text([row.seed])] if board.seeded else []
     return [row.model, row.method, row.shots, *seed, *cells, *summary]
 
@@ -151,7 +153,8 @@ def tests_used(cells) -> str:
 
 def answers_legend(over_seeds: bool) -> str:
     return (
-        f" answers: the most predicted choice (#index) and its share of the documents{', mean over seeds' if over_seeds else ''}, "
+        f" answers: the most predicted choice (#index) and its share of the documents"
+        f"{', mean over seeds' if over_seeds else ''}, "
         "and the entropy of the predicted choices in bits (log2 of the number of choices when all are predicted "
         f"equally); ⚑collapsed: one choice takes ≥ {COLLAPSED_SHARE:.0%} of the predictions"
         f"{' (k/n: in k of n seeds)' if over_seeds else ''}. Header: chance = 1 / number of choices; "
@@ -216,5 +219,6 @@ def versus_table(board: Scoreboard) -> Table | None:
         f"{board.reference} − method, mean ± sd over the paired seeds"
     )
     if tests:
-        legend += f"; +k/−m of n: seeds where {board.reference} is significantly better / worse (p < {board.alpha:g}, {tests}), then each seed's p"
+        legend += (f"; +k/−m of n: seeds where {board.reference} is significantly better / worse "
+                   f"(p < {board.alpha:g}, {tests}), then each seed's p")
     return Table(["Model", "Shots", f"{board.reference} vs", "Seeds", *board.tasks], rows, [False] * len(rows), legend + ".")

@@ -84,7 +84,8 @@ def weight_difference(stored: dict, actual: dict) -> str | None:
         theirs = actual[layer]
         low, high = sorted((mine["rms"], theirs["rms"]))
         if high - low > WEIGHTS_TOLERANCE * high:
-            return f"layer {layer} output projection: weight rms {mine['rms']:.6g} vs {theirs['rms']:.6g} (over {WEIGHTS_TOLERANCE:.0%} apart)"
+            return (f"layer {layer} output projection: weight rms {mine['rms']:.6g} vs {theirs['rms']:.6g} "
+                    f"(over {WEIGHTS_TOLERANCE:.0%} apart)")
         gaps = torch.tensor(mine["projections"], dtype=torch.float64) - torch.tensor(theirs["projections"], dtype=torch.float64)
         gap = gaps.square().mean().sqrt().item()
         if gap > WEIGHTS_TOLERANCE:
@@ -130,7 +131,8 @@ class TarotConfig:
             raise CheckpointError(f"{directory}: not a tarot checkpoint (no {CONFIG_NAME})")
         mapping = read_json(path, CheckpointError)
         if not isinstance(mapping, dict):
-            raise CheckpointError(f"{path}: a JSON object of config keys expected, found {type(mapping).__name__} {mapping!r:.40}")
+            raise CheckpointError(f"{path}: a JSON object of config keys expected, "
+                                  f"found {type(mapping).__name__} {mapping!r:.40}")
         return cls.from_mapping(mapping, path)
 
     @classmethod

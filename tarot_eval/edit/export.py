@@ -144,7 +144,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="base model: HF id, local dir or .gguf (default: embedded SmolLM2)")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (never the base model's folder)")
-    parser.add_argument("--allow-stacked", action="store_true", help="export on top of a model that already has an edit folded in")
+    parser.add_argument("--allow-stacked", action="store_true",
+                        help="export on top of a model that already has an edit folded in")
     parser.add_argument("--allow-transfer", action="store_true",
                         help="apply a checkpoint found on other weights of the same shapes (e.g. another fine-tune)")
 

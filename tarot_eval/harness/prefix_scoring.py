@@ -5,8 +5,9 @@ so the system prompt, the task description and shared demonstrations are recompu
 document. Here the tokenized requests (HFLM's own `_encode_pair`, so the tokens are the same) are
 grouped by context into documents and scored by `scoring.ChoiceScorer`, which computes the prefix tree
 of a block's requests once per node: the prefix every document shares, openings some share, each
-document's context and its choice tokens, each as a continuation of its ancestors' caches. The answer is HFLM's contract: per request `(sum of the continuation's log-probs, is_greedy)`,
-in request order, each passed to lm-eval's `cache_hook`. Requests HFLM would truncate (longer than
+document's context and its choice tokens, each as a continuation of its ancestors' caches. The answer is HFLM's
+contract: per request `(sum of the continuation's log-probs, is_greedy)`, in request order, each passed to
+lm-eval's `cache_hook`. Requests HFLM would truncate (longer than
 `max_length + 1` tokens) are left to HFLM, as is every request of a non-causal model.
 """
 

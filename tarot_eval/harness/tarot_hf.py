@@ -76,7 +76,8 @@ class TarotHFLM(HFLM):
                 "plus lm-eval's hf model_args (see `lm_eval --model hf` docs)"
             )
         if rotations is not None and not str(rotations).strip():
-            raise ValueError("tarot-hf: rotations= is empty; name a checkpoint directory, or leave rotations out for the base model")
+            raise ValueError("tarot-hf: rotations= is empty; name a checkpoint directory, "
+                             "or leave rotations out for the base model")
         self.tarot_rotations = None if rotations is None else str(Path(str(rotations)))
         if calibration is not None and not str(calibration).strip():
             raise ValueError("tarot-hf: calibration= is empty; name a `tarot-eval calibrate` folder, or leave it out")

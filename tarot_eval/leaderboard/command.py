@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true",
                         help="only print which cells would run and which are done, and the CPU hours of what is missing")
-    parser.add_argument("--jobs", type=int, default=1, help="cells run at once, each in its own worker process (default 1: in this process)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells run at once, each in its own worker process (default 1: in this process)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per job (default: the cores divided by --jobs)")
     parser.add_argument("--executor", choices=("local", "ray"), default="local",
                         help="local: --jobs worker processes here; ray: Ray tasks (pip install tarot-eval[ray])")

@@ -239,7 +239,8 @@ def _tasks(raw) -> tuple[list[str], dict[str, str]]:
                     "{FEWSHOT_TASK: ZERO_SHOT_TASK} to name the checkpoint it uses"
                 )
     else:
-        few_shot = {_check_name(task, f"tasks.few_shot.{task}"): source for task, source in _mapping(few, "tasks.few_shot").items()}
+        few_shot = {_check_name(task, f"tasks.few_shot.{task}"): source
+                    for task, source in _mapping(few, "tasks.few_shot").items()}
     for task, source in few_shot.items():
         if source not in zero_shot:
             raise ConfigError(

@@ -106,7 +106,8 @@ def evaluate(loaded: LoadedModel, job: Evaluation, manager, work: Path, out: Pat
     tracker = EvaluationTracker(output_path=str(work / LM_EVAL_OUTPUT))
     task, demonstrations = (job.task, None) if job.demonstrations is None else task_with_demonstrations(job, manager)
     try:
-        with contextlib.nullcontext() if demonstrations is None else fixed_demonstrations(task, [doc for _, doc in demonstrations]), \
+        with contextlib.nullcontext() if demonstrations is None else fixed_demonstrations(
+                task, [doc for _, doc in demonstrations]), \
                 adapter_applied(loaded, job.adapter):
             results = lm_eval.simple_evaluate(
                 model=lm,

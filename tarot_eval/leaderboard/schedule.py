@@ -49,7 +49,8 @@ def estimated_cpu_hours(steps, costs: dict[str, list[dict]]) -> float:
 
 def peak_memory_mb(costs: dict[str, list[dict]]) -> float:
     """The largest peak resident memory any finished cell recorded (a guess before any is recorded)."""
-    values = [cost["peak_rss_mb"] for kind in costs.values() for cost in kind if isinstance(cost.get("peak_rss_mb"), (int, float))]
+    values = [cost["peak_rss_mb"] for kind in costs.values() for cost in kind
+              if isinstance(cost.get("peak_rss_mb"), (int, float))]
     return max(values) if values else GUESSED_PEAK_MB
 
 
@@ -95,7 +96,8 @@ class Scheduler:
             tqdm.write(f"FAILED {self.steps[name].job.cell}: {error.rstrip()}")
         else:
             self.costs.setdefault(self.steps[name].parts["kind"], []).append(cost)
-            tqdm.write(f"done {self.steps[name].job.cell} ({cost['wall_s']:.0f} s wall, {cost['cpu_s']:.0f} s CPU, {cost['peak_rss_mb']:.0f} MB peak)")
+            tqdm.write(f"done {self.steps[name].job.cell} ({cost['wall_s']:.0f} s wall, {cost['cpu_s']:.0f} s CPU, "
+                       f"{cost['peak_rss_mb']:.0f} MB peak)")
         self.bar.update(1)
         self._show()
 

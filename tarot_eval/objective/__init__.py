@@ -1,1 +1,2 @@
-"""What an edit is optimized for: a task, its documents and prompts, batched choice scoring, the objective function, calibration files, selection."""
+"""What an edit is optimized for: a task, its documents and prompts, batched choice scoring, the objective function,
+calibration files, selection."""

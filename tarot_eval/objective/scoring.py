@@ -394,7 +394,8 @@ class ChoiceScorer(_Scorer):
         ids, own_mask = _padded([node.tokens for node in nodes], self.pad, device)
         cache, past_mask = self._past(batch, kept)
         mask = torch.cat([past_mask, own_mask], dim=1)
-        position_ids = torch.tensor([node.start for node in nodes], device=device)[:, None] + torch.arange(ids.shape[1], device=device)
+        position_ids = (torch.tensor([node.start for node in nodes], device=device)[:, None]
+                        + torch.arange(ids.shape[1], device=device))
         wanted = [[offset for offset, *_ in node.reads] for node in nodes]
         keep, columns = _keep_columns(wanted, device) if any(wanted) else (None, None)
         needs_cache = any(node.children for node in nodes)

@@ -37,7 +37,8 @@ def decide(chosen_score: float, base_score: float, ship_unimproved: bool) -> tup
     return improved, "chosen" if improved or ship_unimproved else "identity"
 
 
-def not_improved_banner(what: str, shipped: str, flag: str | None = SHIP_UNIMPROVED_FLAG, kept_as: str = "the identity edit") -> str:
+def not_improved_banner(what: str, shipped: str, flag: str | None = SHIP_UNIMPROVED_FLAG,
+                        kept_as: str = "the identity edit") -> str:
     """The loud notice a command prints when no candidate beat the base model on `what`
     (e.g. "validation documents", "validation reward"); `flag`: the command's flag that ships it anyway (None: none)."""
     line = "!" * 78

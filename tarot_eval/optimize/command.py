@@ -25,7 +25,8 @@ from tarot_eval.optimize.settings import OptimizeSettings
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML file of settings (keys = flag names); flags override it")
     settings_fields.add_arguments(parser, OptimizeSettings)
-    parser.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="only draw the traces of these run dirs into --out (a PNG path)")
+    parser.add_argument("--compare", nargs="+", metavar="RUN_DIR",
+                        help="only draw the traces of these run dirs into --out (a PNG path)")
 
 
 def resolve(args: argparse.Namespace) -> OptimizeSettings:

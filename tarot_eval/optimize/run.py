@@ -123,7 +123,8 @@ def _recorded(record: RunRecord, key: str, evaluate) -> dict:
     return {"value": entry["value"], "accuracy": entry["accuracy"]}
 
 
-def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, select_k: int = 5, batch_size: int = 16) -> Result:
+def optimize(model, lm, task, settings: Settings, out: str | Path, budget: int, select_k: int = 5,
+             batch_size: int = 16) -> Result:
     """Run (or resume) the search in `out`, choose on validation, save the checkpoint there."""
     if budget < 1:
         raise ValueError(f"budget must be at least 1 evaluation, got {budget}")

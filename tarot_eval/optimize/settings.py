@@ -33,8 +33,10 @@ class SearchSettings:
     bo_raw_samples: int = setting(1024, "BO: raw samples for the acquisition")
     bo_kernel_depth: int = setting(3, "BO: depth of the infinite-width BNN kernel (the paper's 12 collapses)")
     bo_surrogate: str = setting("vanilla", "BO: GP surrogate: bnn (the paper's kernel), vanilla (BoTorch's standard "
-                                "SingleTaskGP, dimension-scaled priors), saas (MAP SAAS); see docs/optimize.md", choices=bayesian.SURROGATES)
-    bo_noise: str = setting("fixed", "BO: fixed (deterministic objective) or learned (sampled rewards)", choices=bayesian.NOISE_MODELS)
+                                "SingleTaskGP, dimension-scaled priors), saas (MAP SAAS); see docs/optimize.md",
+                                choices=bayesian.SURROGATES)
+    bo_noise: str = setting("fixed", "BO: fixed (deterministic objective) or learned (sampled rewards)",
+                            choices=bayesian.NOISE_MODELS)
     trust_region: bool = setting(False, "BO: TuRBO-style trust region around the best point")
 
     def bo_settings(self) -> bayesian.BOSettings:

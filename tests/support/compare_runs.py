@@ -47,7 +47,8 @@ def toy(tmp_path_factory, tiny_tokenizer):
         write_task(root / "tasks", name, seed)
     model = tiny_model("llama")
     lm = HFLM(pretrained=model, tokenizer=tiny_tokenizer, batch_size=16)
-    return {"root": root, "model": model, "lm": lm, "tasks": TaskManager(include_path=str(root / "tasks"), include_defaults=False)}
+    return {"root": root, "model": model, "lm": lm,
+            "tasks": TaskManager(include_path=str(root / "tasks"), include_defaults=False)}
 
 
 

@@ -4,8 +4,8 @@
 
 The runs are those `tests/test_compare.py` builds (a tiny Llama, base / a random rotation / a random rescale,
 on two 4-way toy tasks), saved by lm-eval's own EvaluationTracker, so the compare tests read real lm-eval
-folders without evaluating anything; `leaderboard.md` and `leaderboard.csv` are compare's output on them (paths relative to this folder), the
-tables `tests/test_compare_golden.py` holds compare to. Rerun this only when lm-eval's output format or
+folders without evaluating anything; `leaderboard.md` and `leaderboard.csv` are compare's output on them (paths relative to
+this folder), the tables `tests/test_compare_golden.py` holds compare to. Rerun this only when lm-eval's output format or
 compare's tables change on purpose, and commit the diff with the reason.
 """
 
