@@ -3,11 +3,7 @@
 import json
 
 import pytest
-import torch
-from conftest import run_console, write_choice_task
-
-from tarot_eval.edit import checkpoint
-from tarot_eval.edit.head_edit import HeadEdit
+from conftest import evaluate_into, run_console, write_choice_task
 
 ROWS = [{"input": f"Take {i} steps forward and {i % 3} steps back.", "label": i % 2} for i in range(12)]
 
@@ -31,28 +27,24 @@ def _per_doc(output_path):
     return [json.loads(line)["resps"] for line in samples.read_text().splitlines()]
 
 
+def _hf_reference(output_path, task_dir, task, model_args, batch_size):
+    """lm-eval's own `hf` model in this process, saved as `lm_eval --output_path ... --log_samples` saves it: the
+    reference the console runs of tarot-hf are held to (one console start and task index fewer per test)."""
+    from lm_eval.tasks import TaskManager
+
+    manager = TaskManager(include_path=str(task_dir), include_defaults=False)
+    results_file = evaluate_into(output_path, "hf", [task], manager, model_args=model_args, device="cpu", batch_size=batch_size)
+    return json.loads(results_file.read_text())
+
+
 def test_tarot_hf_and_hf_in_the_stock_command(tmp_path, task_dir, saved_tiny_llama):
-    _, hf = run_console(_common(task_dir, "hf", f"pretrained={saved_tiny_llama}"), tmp_path / "hf")
+    hf = _hf_reference(tmp_path / "hf", task_dir, "probe_steps", f"pretrained={saved_tiny_llama}", 4)
     _, ours = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}"), tmp_path / "ours")
     assert _acc(ours) == _acc(hf)
     mine, theirs = _per_doc(tmp_path / "ours"), _per_doc(tmp_path / "hf")  # document by document, per choice
     assert [[greedy for (_, greedy), in doc] for doc in mine] == [[greedy for (_, greedy), in doc] for doc in theirs]
     assert max(abs(float(a) - float(b)) for x, y in zip(mine, theirs) for ((a, _),), ((b, _),) in zip(x, y)) <= 1e-5
     assert ours["config"]["model"] == "tarot-hf" and ours["config"]["tarot_rotations"] is None
-
-
-def test_rotations_are_recorded_in_results(tmp_path, task_dir, saved_tiny_llama):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(saved_tiny_llama)
-    edit = HeadEdit.identity(model, "rotation", (0, 1, 2))
-    edit.params = torch.full_like(edit.params, 0.7)
-    ckpt = checkpoint.save(tmp_path / "ckpt", edit, model, provenance={"task": "probe_steps"})
-    _, results = run_console(
-        _common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},rotations={ckpt}"), tmp_path / "rot"
-    )
-    assert results["config"]["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(ckpt)
-    assert results["config"]["tarot_fold"] is True and results["config"]["tarot_method"] == "rotation"
 
 
 def test_switch_off_and_passthrough(tmp_path, task_dir, saved_tiny_llama):
@@ -71,7 +63,7 @@ def test_unknown_model_arg_fails_the_command(tmp_path, task_dir, saved_tiny_llam
 
 @pytest.mark.slow
 def test_embedded_default_matches_hf_on_the_gguf(tmp_path, data_dir):
-    """Real SmolLM2: `--model tarot-hf` (no pretrained, no rotations) == `--model hf` on the GGUF file."""
+    """Real SmolLM2: `lm_eval --model tarot-hf` (no pretrained, no rotations) == lm-eval's `hf` on the GGUF file."""
     from tarot_eval.models import default_model
 
     examples = json.loads((data_dir / "bigbench" / "navigate.json").read_text())["examples"][:24]
@@ -79,8 +71,7 @@ def test_embedded_default_matches_hf_on_the_gguf(tmp_path, data_dir):
     task_dir = write_choice_task(tmp_path / "tasks", "probe_navigate", rows)
     gguf = default_model.gguf_path()
     common = ["--tasks", "probe_navigate", "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "8"]
-    _, hf = run_console(["lm_eval", "--model", "hf", "--model_args", f"pretrained={gguf.parent},gguf_file={gguf.name}", *common],
-                        tmp_path / "hf")
+    hf = _hf_reference(tmp_path / "hf", task_dir, "probe_navigate", f"pretrained={gguf.parent},gguf_file={gguf.name}", 8)
     _, ours = run_console(["lm_eval", "--model", "tarot-hf", *common], tmp_path / "ours")
     assert _acc(ours, "probe_navigate") == _acc(hf, "probe_navigate")
     assert ours["config"]["tarot_base_model"]["source"].startswith("SmolLM2-135M-Instruct")

@@ -106,7 +106,8 @@ def _one_process(model_args: str) -> dict:
 
 def test_tarot_hf_on_two_processes_scores_like_one(baseline, tmp_path):
     proc, results = _two_processes(_lm_eval("tarot-hf", baseline["model_args"]), tmp_path / "two")
-    assert results["config"]["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(baseline["ckpt"])
+    assert results["config"]["tarot_checkpoint_hash"] == checkpoint.checkpoint_hash(baseline["ckpt"])  # recorded by the
+    assert results["config"]["tarot_fold"] is True and results["config"]["tarot_method"] == "rotation"  # stock command
     _assert_same_scores(results, tmp_path / "two", baseline)
     _check_split(proc)
 
