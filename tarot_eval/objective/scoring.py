@@ -275,21 +275,8 @@ def _top_down(nodes: list[_Node], top: list[int]) -> list[int]:
 
 
 class _Scorer:
-    """What both scorers hold: the model (through `_Forward`), the examples and how to batch and pad them."""
-
-    def __init__(self, model: nn.Module, examples: list[Example], batch_size: int, pad_token_id: int, dtype: torch.dtype | None):
-        if not examples:
-            raise ValueError("no examples to score")
-        self.model = model
-        self.examples = examples
-        self.batch_size = batch_size
-        self.pad = pad_token_id
-        self.forward = _Forward(model, dtype)
-
-
-class ChoiceScorer(_Scorer):
-    """Scores a model on fixed examples through the prefix tree of their requests (built once): each node's
-    tokens are computed once, level by level, as continuations of their ancestors' caches."""
+    """What both scorers hold: the model (through `_Forward`), the examples and how to batch and pad them;
+    each scorer plans its batches once (`_prepare`), at construction."""
 
     def __init__(
         self,
@@ -299,8 +286,25 @@ class ChoiceScorer(_Scorer):
         pad_token_id: int = 0,
         dtype: torch.dtype | None = None,
     ):
-        super().__init__(model, examples, batch_size, pad_token_id, dtype)
-        self.nodes, top = _prefix_tree(examples)
+        if not examples:
+            raise ValueError("no examples to score")
+        self.model = model
+        self.examples = examples
+        self.batch_size = batch_size
+        self.pad = pad_token_id
+        self.forward = _Forward(model, dtype)
+        self._prepare()
+
+    def _prepare(self) -> None:
+        raise NotImplementedError
+
+
+class ChoiceScorer(_Scorer):
+    """Scores a model on fixed examples through the prefix tree of their requests (built once): each node's
+    tokens are computed once, level by level, as continuations of their ancestors' caches."""
+
+    def _prepare(self) -> None:
+        self.nodes, top = _prefix_tree(self.examples)
         self.batches = self._plan(top)
         self.chains = [self._ancestry(index) for index in range(len(self.nodes))]  # each node's ancestors, top first
         self.last_use = {}  # node -> the last batch that reads its keys and values
@@ -416,16 +420,8 @@ class ChoiceScorer(_Scorer):
 class SequenceScorer(_Scorer):
     """The reference scorer: one context+choice sequence per choice, right-padded batches."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        examples: list[Example],
-        batch_size: int = 16,
-        pad_token_id: int = 0,
-        dtype: torch.dtype | None = None,
-    ):
-        super().__init__(model, examples, batch_size, pad_token_id, dtype)
-        self.batches = self._plan(batch_size, pad_token_id)
+    def _prepare(self) -> None:
+        self.batches = self._plan(self.batch_size, self.pad)
 
     def _sequences(self):
         """(example, input ids, [(position, token, choice, is_first)]) per forward sequence."""
