@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import statistics
 from pathlib import Path
 
@@ -179,6 +180,37 @@ def test_reference_is_tested_against_every_method_seed_by_seed(seeded_root, tmp_
     assert code == 0
     header, *rows = table_lines(out, 1)
     assert header[2] == "rescale vs" and [row[2:4] for row in rows] == [["base", "0, 1"], ["rotation", "0, 1"]]
+
+
+def test_task_mean_and_holm_columns_count_from_the_samples(seeded_root, tmp_path, capsys):
+    """task mean: each seed's Δ averaged over the tasks, mean ± sd, and a t-test over the seeds; Holm: the row's
+    seed x task McNemar tests adjusted together. Both recomputed here from the samples files (scipy, by hand)."""
+    from scipy.stats import ttest_1samp
+
+    code, out, _ = compare(capsys, seeded_root, "--out", tmp_path, "--alpha", "0.5")
+    assert code == 0
+    files = results_files(seeded_root)
+    header, *rows = table_lines(out, 1)
+    assert header[-2:] == ["task mean", "Holm"]
+    pairs = {"base": [(None, seed) for seed in SEEDS["rotation"]], "rescale": [(0, 0), (1, 1)]}
+    for row, (other, seeds) in zip(rows, pairs.items()):
+        tests = {(ours, task): mcnemar(files[(other, theirs)], files[("rotation", ours)], task)
+                 for theirs, ours in seeds for task in TASKS}
+        per_seed = [sum(tests[(ours, task)][1] for task in TASKS) / len(TASKS) for _, ours in seeds]
+        p_value = ttest_1samp(per_seed, 0.0).pvalue
+        shown = re.fullmatch(r"Δ ([+-][\d.]+) ± ([\d.]+) \(t p=([\d.]+)\)", row[-2])
+        assert shown, row[-2]  # one decimal shown: equal to within its rounding (accuracies differ in float noise)
+        assert float(shown[1]) == pytest.approx(statistics.mean(per_seed) * 100, abs=0.051)
+        assert float(shown[2]) == pytest.approx(statistics.stdev(per_seed) * 100, abs=0.051)
+        assert float(shown[3]) == pytest.approx(p_value, abs=0.0006)
+        ordered = sorted(tests.values())  # Holm by hand: the i-th smallest p times (n - i), kept monotone
+        adjusted, running = {}, 0.0
+        for i, (p, delta) in enumerate(ordered):
+            running = max(running, min(1.0, (len(ordered) - i) * p))
+            adjusted[(p, delta)] = running
+        better = sum(1 for (p, delta), q in adjusted.items() if q < 0.5 and delta > 0)
+        worse = sum(1 for (p, delta), q in adjusted.items() if q < 0.5 and delta < 0)
+        assert row[-1] == f"+{better}/−{worse} of {len(tests)}"
 
 
 def test_bad_reference_is_one_line_error(seeded_root, tmp_path, capsys):

@@ -1,5 +1,6 @@
 """Scoreboard rows over seeds: each model x method x shots as mean ± sd over its seeds, how many
-seeds are significantly better or worse than the comparison, and the reference's seed-paired tests."""
+seeds are significantly better or worse than the comparison, and the reference's seed-paired tests (per cell,
+Holm-adjusted over a row's cells, and of the task-averaged Δ over seeds)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from statistics import mean, stdev
 
 from tarot_eval.compare.diagnostics import Answers
 from tarot_eval.compare.scoreboard import Row, Scoreboard, TableCell, Versus
+from tarot_eval.compare.significance import holm, one_sample_t
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,30 @@ class SeedVersus:
     @property
     def seeds(self) -> tuple[int | None, ...]:
         return tuple(pair.seed for pair in self.pairs)
+
+    def holm(self, alpha: float) -> tuple[int, int, int]:
+        """(+k, −m, n): this row's n seed x task tests adjusted together (Holm-Bonferroni), then those below
+        `alpha` where the reference is better (+k) or worse (−m)."""
+        tests = [(cell.delta, cell.test.p_value) for seeds in self.cells.values() for cell in seeds.cells
+                 if cell.test is not None and cell.delta is not None]
+        adjusted = holm([p for _, p in tests])
+        better = sum(1 for (delta, _), q in zip(tests, adjusted) if q < alpha and delta > 0)
+        worse = sum(1 for (delta, _), q in zip(tests, adjusted) if q < alpha and delta < 0)
+        return better, worse, len(tests)
+
+    @property
+    def task_mean(self) -> Spread | None:
+        """Per seed, Δ averaged over the tasks every paired seed has; their mean ± sd over the seeds."""
+        shared = [task for task in self.cells if all(task in pair.cells for pair in self.pairs)]
+        if not shared:
+            return None
+        return spread(sum(pair.cells[task].delta for task in shared) / len(shared) for pair in self.pairs)
+
+    @property
+    def task_mean_p(self) -> float | None:
+        """Two-sided p of the task-averaged Δ over the paired seeds (one-sample t-test; None under two seeds)."""
+        mean = self.task_mean
+        return None if mean is None else one_sample_t(list(mean.values))
 
 
 def _grouped(items, key) -> list[tuple]:

@@ -117,3 +117,21 @@ def paired_test(pairs: list[tuple[float, float]]) -> PairedTest:
     differs = base_better + other_better > 0
     p_value = ttest_rel([other for _, other in pairs], [base for base, _ in pairs]).pvalue if differs else 1.0
     return PairedTest("paired-t", len(pairs), base_better, other_better, float(p_value))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values of one family of tests, in the order given (statsmodels' `multipletests`)."""
+    if not p_values:
+        return []
+    from statsmodels.stats.multitest import multipletests
+
+    return [float(q) for q in multipletests(p_values, method="holm")[1]]
+
+
+def one_sample_t(values: list[float]) -> float | None:
+    """Two-sided p of a one-sample t-test of `values` against 0 (scipy); None with fewer than two values or no spread."""
+    from scipy.stats import ttest_1samp
+
+    if len(values) < 2 or len(set(values)) < 2:
+        return None
+    return float(ttest_1samp(values, 0.0).pvalue)

@@ -211,7 +211,8 @@ def versus_table(board: Scoreboard) -> Table | None:
     if not board.seeded or not found:
         return None
     rows = [[one.model, one.shots, one.method, seed_text(one.seeds),
-             *(format_versus(one.cells.get(task), board.scale) for task in board.tasks)] for one in found]
+             *(format_versus(one.cells.get(task), board.scale) for task in board.tasks),
+             format_task_mean(one, board.scale), format_holm(one, board.alpha)] for one in found]
     tests = tests_used([cell for pair in board.versus for cell in pair.cells.values()])
     legend = (
         f"{board.reference} against each other method of the same model and shots on the same documents, paired seed "
@@ -221,4 +222,27 @@ def versus_table(board: Scoreboard) -> Table | None:
     if tests:
         legend += (f"; +k/−m of n: seeds where {board.reference} is significantly better / worse "
                    f"(p < {board.alpha:g}, {tests}), then each seed's p")
-    return Table(["Model", "Shots", f"{board.reference} vs", "Seeds", *board.tasks], rows, [False] * len(rows), legend + ".")
+    legend += ("; task mean: each seed's Δ averaged over the tasks, mean ± sd over the seeds, and the two-sided p of a "
+               "one-sample t-test of those per-seed averages against 0")
+    if tests:
+        legend += (f"; Holm: the row's seed x task tests adjusted together (Holm-Bonferroni), +k/−m of n still below "
+                   f"{board.alpha:g}")
+    headers = ["Model", "Shots", f"{board.reference} vs", "Seeds", *board.tasks, "task mean", "Holm"]
+    return Table(headers, rows, [False] * len(rows), legend + ".")
+
+
+def format_task_mean(one: SeedVersus, scale: float) -> str:
+    """`Δ mean ± sd (t p)` of the task-averaged Δ over the paired seeds."""
+    mean_delta = one.task_mean
+    if mean_delta is None:
+        return "—"
+    places = digits(scale)
+    text = f"Δ {signed(mean_delta.mean * scale, places)}"
+    text += "" if mean_delta.sd is None else f" ± {mean_delta.sd * scale:.{places}f}"
+    p_value = one.task_mean_p
+    return text + ("" if p_value is None else f" (t {format_p(p_value)})")
+
+
+def format_holm(one: SeedVersus, alpha: float) -> str:
+    better, worse, n = one.holm(alpha)
+    return f"+{better}/−{worse} of {n}" if n else "—"
