@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-# The per-document objective terms (see tarot_eval/objective/task_documents.py for their meaning).
+# The per-document objective terms (see tarot_eval/objective/function.py for their meaning).
 OBJECTIVES = ("choice-prob", "answer-token-prob")
 
 
