@@ -11,10 +11,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from support.tasks import tiny_model, tiny_tokenizer  # noqa: E402
 
-from tarot_eval.edit.head_edit import (
-    HeadEdit,  # noqa: E402
-    checkpoint,  # noqa: E402
-)
+from tarot_eval.edit import checkpoint  # noqa: E402
+from tarot_eval.edit.head_edit import HeadEdit  # noqa: E402
 
 
 def main(out: Path) -> None:
