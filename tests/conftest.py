@@ -41,7 +41,11 @@ TINY_CONFIGS = {
 def tiny_model(family: str, seed: int = 0) -> transformers.PreTrainedModel:
     """A tiny random causal LM; biases (where the family has them) are made non-zero so they matter."""
     torch.manual_seed(seed)
-    config = TINY_CONFIGS[family]()
+    return model_from_config(TINY_CONFIGS[family]())
+
+
+def model_from_config(config) -> transformers.PreTrainedModel:
+    """The random causal LM of `config` (eager attention, eval mode), biases drawn non-zero so they matter."""
     config.bos_token_id, config.eos_token_id = 1, 2
     model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
     with torch.no_grad():

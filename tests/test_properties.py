@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import TINY_CONFIGS
+from conftest import TINY_CONFIGS, model_from_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -53,13 +53,7 @@ def _float32_model(family: str, heads: int, kv_heads: int, head_dim: int) -> tra
         config.num_key_value_heads = kv_heads
     if "head_dim" in config.__dict__:
         config.head_dim = head_dim
-    config.bos_token_id, config.eos_token_id = 1, 2
-    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
-    with torch.no_grad():
-        for module in model.modules():
-            bias = getattr(module, "bias", None)
-            if isinstance(bias, torch.nn.Parameter):
-                bias.normal_(0, 0.5)
+    model = model_from_config(config)
     geo = architectures.geometry(model)
     assert (geo.num_heads, geo.num_kv_heads, geo.head_dim) == (heads, kv_heads if family != "gpt2" else heads, head_dim)
     return model

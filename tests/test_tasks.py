@@ -12,8 +12,8 @@ from pathlib import Path
 import datasets
 import huggingface_hub
 import pytest
-import torch
 import transformers
+from support.tasks import tiny_model
 from tarot_eval.tasks import data_sources, utils
 from tarot_eval.tasks.data_sources import TaskDataError
 
@@ -108,17 +108,7 @@ def smollm2_tokenizer():
 
 @pytest.fixture(scope="module")
 def tiny_llama(smollm2_tokenizer):
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(
-        vocab_size=len(smollm2_tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=4096,
-    )
-    return transformers.LlamaForCausalLM(config).eval()
+    return tiny_model(len(smollm2_tokenizer), max_positions=4096)  # few-shot contexts run long
 
 
 @pytest.fixture(scope="module")

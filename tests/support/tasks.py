@@ -76,7 +76,8 @@ def tiny_tokenizer() -> transformers.PreTrainedTokenizerFast:
 
 
 
-def tiny_model(vocab_size: int, seed: int = 0) -> transformers.PreTrainedModel:
+def tiny_model(vocab_size: int, seed: int = 0, max_positions: int = 256) -> transformers.PreTrainedModel:
+    """A tiny random Llama (GQA: 4 query heads, 2 key-value heads) for a tokenizer of `vocab_size` tokens."""
     torch.manual_seed(seed)
     config = transformers.LlamaConfig(
         vocab_size=vocab_size,
@@ -85,7 +86,7 @@ def tiny_model(vocab_size: int, seed: int = 0) -> transformers.PreTrainedModel:
         num_attention_heads=4,
         num_key_value_heads=2,
         intermediate_size=64,
-        max_position_embeddings=256,
+        max_position_embeddings=max_positions,
     )
     return transformers.LlamaForCausalLM(config).eval()
 
