@@ -15,7 +15,7 @@ the device in bf16) it prints one row per check:
               layers, next to how far the edit moves the logits at all (the scale of the diff);
   lm-eval     `tarot-hf` (folded) / `hf` wall time of `lm_eval.simple_evaluate` on a synthetic
               JSONL multiple-choice task with `--limit`, both loaded from a saved temp dir;
-  objective   tarot_eval.objective evaluations per second (ChoiceScorer + Objective.evaluate);
+  objective   evaluations per second of tarot_eval.objective.function.Objective (ChoiceScorer + evaluate);
   grad step   one `grad` optimizer step (Objective.loss_and_evaluation + backward on the angles):
               time and peak memory, as the project runs it (model weights require grad, the
               default after from_pretrained) and with the weights frozen;

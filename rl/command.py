@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=24, help="generated tokens per prompt (default 24)")
     parser.add_argument("--batch-size", type=int, default=16, help="prompts per greedy generation batch")
     parser.add_argument("--budget", type=int,
-                        help="dpo: rounds (default 6); grpo: optimizer steps (default 20); bo: reward evaluations (default 60)")
+                        help=f"dpo: rounds (default {DEFAULT_BUDGET['dpo']}); grpo: optimizer steps (default "
+                             f"{DEFAULT_BUDGET['grpo']}); bo: reward evaluations (default {DEFAULT_BUDGET['bo']})")
     shared.add_arguments(parser, DPOSettings, DPO_FLAGS)
     shared.add_arguments(parser, GRPOSettings, [name for name in GRPO_FLAGS if name not in DPO_FLAGS])
     parser.add_argument("--layers", help="edited layers: '0-4', '0,2,5', 'all', or 'auto' (train a block at the start, "

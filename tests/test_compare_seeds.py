@@ -191,7 +191,7 @@ def test_task_mean_and_holm_columns_count_from_the_samples(seeded_root, tmp_path
     assert code == 0
     files = results_files(seeded_root)
     header, *rows = table_lines(out, 1)
-    assert header[-2:] == ["task mean", "Holm"]
+    assert header[-2:] == ["task mean", "Holm"] and len(rows) == 2
     pairs = {"base": [(None, seed) for seed in SEEDS["rotation"]], "rescale": [(0, 0), (1, 1)]}
     for row, (other, seeds) in zip(rows, pairs.items()):
         tests = {(ours, task): mcnemar(files[(other, theirs)], files[("rotation", ours)], task)
@@ -204,12 +204,12 @@ def test_task_mean_and_holm_columns_count_from_the_samples(seeded_root, tmp_path
         assert float(shown[2]) == pytest.approx(statistics.stdev(per_seed) * 100, abs=0.051)
         assert float(shown[3]) == pytest.approx(p_value, abs=0.0006)
         ordered = sorted(tests.values())  # Holm by hand: the i-th smallest p times (n - i), kept monotone
-        adjusted, running = {}, 0.0
+        adjusted, running = [], 0.0
         for i, (p, delta) in enumerate(ordered):
             running = max(running, min(1.0, (len(ordered) - i) * p))
-            adjusted[(p, delta)] = running
-        better = sum(1 for (p, delta), q in adjusted.items() if q < 0.5 and delta > 0)
-        worse = sum(1 for (p, delta), q in adjusted.items() if q < 0.5 and delta < 0)
+            adjusted.append((delta, running))
+        better = sum(1 for delta, q in adjusted if q < 0.5 and delta > 0)
+        worse = sum(1 for delta, q in adjusted if q < 0.5 and delta < 0)
         assert row[-1] == f"+{better}/−{worse} of {len(tests)}"
 
 

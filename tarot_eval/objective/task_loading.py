@@ -13,18 +13,25 @@ def load_task(name: str, include_path: str | None):
 
     from tarot_eval.harness.autoload import tasks_dir
 
-    # lm-eval's own task index (some 14,000 YAML files) takes seconds to build: the tarot tasks and the user's
-    # folder are looked in first, the whole index only for a name they do not hold (the same precedence either way)
-    manager = TaskManager(include_path=[str(tasks_dir()), *([include_path] if include_path else [])], include_defaults=False)
-    if name not in manager.all_tasks and not Path(name).is_file():
+    # lm-eval's own task index (some 14,000 YAML files) takes seconds to build: the tarot tasks and the user's folder
+    # are looked in first; the whole index serves a name they do not hold, or one they hold but cannot load alone
+    # (a group or an include built on lm-eval's own tasks). The user's folder overrides lm-eval's tasks either way.
+    loaded = None
+    small = TaskManager(include_path=[str(tasks_dir()), *([include_path] if include_path else [])], include_defaults=False)
+    if name in small.all_tasks or Path(name).is_file():
+        try:
+            loaded = small.load(name)["tasks"]
+        except Exception:  # retried on the whole index below, which raises what is really wrong
+            loaded = None
+    if loaded is None:
         manager = TaskManager(include_path=include_path) if include_path else TaskManager()
-    if name not in manager.all_tasks and not Path(name).is_file():
-        where = f" nor under --include-path {include_path}" if include_path else ""
-        raise UsageError(
-            f"--task {name!r}: not an lm-eval task{where}; list the tasks with `tarot-eval lm-eval ls tasks` "
-            "(its --include_path DIR adds a folder of task YAMLs), and give such a folder here with --include-path DIR"
-        )
-    loaded = manager.load(name)["tasks"]
+        if name not in manager.all_tasks and not Path(name).is_file():
+            where = f" nor under --include-path {include_path}" if include_path else ""
+            raise UsageError(
+                f"--task {name!r}: not an lm-eval task{where}; list the tasks with `tarot-eval lm-eval ls tasks` "
+                "(its --include_path DIR adds a folder of task YAMLs), and give such a folder here with --include-path DIR"
+            )
+        loaded = manager.load(name)["tasks"]
     if len(loaded) != 1:
         raise UsageError(f"--task {name!r} names {len(loaded)} tasks ({', '.join(loaded)}); name one task")
     return next(iter(loaded.values()))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 KINDS = ("sentiment", "toxicity")
 DEFAULT_SCORERS = {"sentiment": "vader", "toxicity": "profanity-check"}
 
-# name -> "module:Class" within tarot_eval.rl; any other name is a HuggingFace
+# name -> "module:Class" within tarot_eval.rewards; any other name is a HuggingFace
 # sequence-classification model id or local path (see classifier.py).
 BUILTIN_SCORERS = {
     "sentiment": {"vader": "sentiment:VaderScorer"},
