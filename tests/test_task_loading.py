@@ -55,3 +55,12 @@ def test_a_name_nowhere_is_one_usage_error(manager):
     manager.small, manager.whole = {}, {"builtin": "other"}
     with pytest.raises(UsageError, match="'nope': not an lm-eval task nor under --include-path folder"):
         load_task("nope", "folder")
+
+
+def test_a_broken_template_fails_without_the_whole_index(manager):
+    from jinja2 import TemplateSyntaxError
+
+    manager.small, manager.whole = {"mine": TemplateSyntaxError("unexpected '}'", 1)}, {"mine": "task"}
+    with pytest.raises(TemplateSyntaxError, match="unexpected '}'"):
+        load_task("mine", "folder")
+    assert manager.built == [False]

@@ -15,12 +15,17 @@ def load_task(name: str, include_path: str | None):
 
     # lm-eval's own task index (some 14,000 YAML files) takes seconds to build: the tarot tasks and the user's folder
     # are looked in first; the whole index serves a name they do not hold, or one they hold but cannot load alone
-    # (a group or an include built on lm-eval's own tasks). The user's folder overrides lm-eval's tasks either way.
+    # (a group or an include built on lm-eval's own tasks). The user's folder overrides lm-eval's tasks either way. A
+    # task whose own Jinja template is wrong fails the same on either index, so it fails at once.
+    from jinja2 import TemplateError
+
     loaded = None
     small = TaskManager(include_path=[str(tasks_dir()), *([include_path] if include_path else [])], include_defaults=False)
     if name in small.all_tasks or Path(name).is_file():
         try:
             loaded = small.load(name)["tasks"]
+        except TemplateError:
+            raise
         except Exception:  # retried on the whole index below, which raises what is really wrong
             loaded = None
     if loaded is None:
