@@ -1,6 +1,10 @@
-"""The stock `lm_eval` console script sees tarot-hf through the startup hook (real subprocesses)."""
+"""The stock `lm_eval` console script sees tarot-hf through the startup hook (real subprocesses), and tarot-hf's
+embedded default model matches lm-eval's `hf` on the same GGUF file."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from conftest import evaluate_into, run_console, write_choice_task
@@ -27,13 +31,13 @@ def _per_doc(output_path):
     return [json.loads(line)["resps"] for line in samples.read_text().splitlines()]
 
 
-def _hf_reference(output_path, task_dir, task, model_args, batch_size):
-    """lm-eval's own `hf` model in this process, saved as `lm_eval --output_path ... --log_samples` saves it: the
-    reference the console runs of tarot-hf are held to (one console start and task index fewer per test)."""
+def _hf_reference(output_path, task_dir, task, model_args, batch_size, model="hf"):
+    """lm-eval's own `hf` model (or `model`) in this process, saved as `lm_eval --output_path ... --log_samples` saves
+    it: the reference the console runs of tarot-hf are held to (one console start and task index fewer per test)."""
     from lm_eval.tasks import TaskManager
 
     manager = TaskManager(include_path=str(task_dir), include_defaults=False)
-    results_file = evaluate_into(output_path, "hf", [task], manager, model_args=model_args, device="cpu", batch_size=batch_size)
+    results_file = evaluate_into(output_path, model, [task], manager, model_args=model_args, device="cpu", batch_size=batch_size)
     return json.loads(results_file.read_text())
 
 
@@ -48,30 +52,37 @@ def test_tarot_hf_and_hf_in_the_stock_command(tmp_path, task_dir, saved_tiny_lla
 
 
 def test_switch_off_and_passthrough(tmp_path, task_dir, saved_tiny_llama):
+    # switched off, a fresh interpreter's lm-eval has no tarot-hf (what `lm_eval --model tarot-hf` looks up, minus
+    # the command's own start and task index)...
+    lookup = "from lm_eval.api.registry import get_model; get_model('tarot-hf')"
+    proc = subprocess.run([sys.executable, "-c", lookup], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TAROT_EVAL_NO_AUTOLOAD": "1"})
+    assert proc.returncode != 0 and "Attempted to load model 'tarot-hf'" in proc.stderr
+    # ...and the passthrough registers it itself
     args = _common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}")
-    proc, _ = run_console(args, tmp_path / "off", env={"TAROT_EVAL_NO_AUTOLOAD": "1"}, check=False)
-    assert proc.returncode != 0 and "tarot-hf" in proc.stderr + proc.stdout
     _, results = run_console(["tarot-eval", "lm-eval", *args[1:]], tmp_path / "pass", env={"TAROT_EVAL_NO_AUTOLOAD": "1"})
     assert results["config"]["model"] == "tarot-hf"
 
 
-def test_unknown_model_arg_fails_the_command(tmp_path, task_dir, saved_tiny_llama):
-    proc, _ = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama},rotaions=x"), tmp_path / "bad",
-                          check=False)
-    assert proc.returncode != 0 and "unknown model_args rotaions" in proc.stderr
+def test_an_unknown_model_arg_is_refused_by_name(saved_tiny_llama):
+    """What the stock command raises, through lm-eval's own registry lookup and argument-string parser."""
+    from lm_eval.api.registry import get_model
+
+    with pytest.raises(ValueError, match="tarot-hf: unknown model_args rotaions; tarot-hf takes "):
+        get_model("tarot-hf").create_from_arg_string(f"pretrained={saved_tiny_llama},rotaions=x", {"device": "cpu"})
 
 
 @pytest.mark.slow
 def test_embedded_default_matches_hf_on_the_gguf(tmp_path, data_dir):
-    """Real SmolLM2: `lm_eval --model tarot-hf` (no pretrained, no rotations) == lm-eval's `hf` on the GGUF file."""
+    """Real SmolLM2: tarot-hf with no model_args at all (what `lm_eval --model tarot-hf` builds; the stock command
+    itself is run by the tests above) == lm-eval's `hf` on the GGUF file."""
     from tarot_eval.models import default_model
 
     examples = json.loads((data_dir / "bigbench" / "navigate.json").read_text())["examples"][:24]
     rows = [{"input": e["input"], "label": int(e["target_scores"]["True"] == 1)} for e in examples]
     task_dir = write_choice_task(tmp_path / "tasks", "probe_navigate", rows)
     gguf = default_model.gguf_path()
-    common = ["--tasks", "probe_navigate", "--include_path", str(task_dir), "--device", "cpu", "--batch_size", "8"]
     hf = _hf_reference(tmp_path / "hf", task_dir, "probe_navigate", f"pretrained={gguf.parent},gguf_file={gguf.name}", 8)
-    _, ours = run_console(["lm_eval", "--model", "tarot-hf", *common], tmp_path / "ours")
+    ours = _hf_reference(tmp_path / "ours", task_dir, "probe_navigate", "", 8, model="tarot-hf")
     assert _acc(ours, "probe_navigate") == _acc(hf, "probe_navigate")
     assert ours["config"]["tarot_base_model"]["source"].startswith("SmolLM2-135M-Instruct")
