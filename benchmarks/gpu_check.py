@@ -396,6 +396,16 @@ class ModelCheck:
         head_dim = self.config.hidden_size // self.config.num_attention_heads
         dim = len(self.layers) * self.config.num_attention_heads * head_dim // 2
         job = {"dim": dim, "points": self.plan.bo_points, "settings": self.plan.bo_settings}
+        if self.plan.tiny:  # a few kB: this process (a child costs a second start of torch and botorch)
+            out = {**time_proposal(job), "where": "in this process"}
+        else:
+            out = self._bo_in_child(job)
+        return (f"{out['seconds']:.2f} s",
+                f"{self.plan.bo_points} points x {dim} dims, cpu, {out['threads']} threads, restarts {out['num_restarts']}, "
+                f"raw samples {out['raw_samples']}, {out['where']}",
+                {"seconds": out["seconds"], "dim": dim})
+
+    def _bo_in_child(self, job: dict) -> dict:
         # a child process: the paper-sized proposal allocates tens of GB of host memory, and an
         # over-allocation there (capped by RLIMIT_AS) must not take the model checks down with it
         child = subprocess.run([sys.executable, __file__, "--bo-child", json.dumps(job)], capture_output=True, text=True,
@@ -404,11 +414,7 @@ class ModelCheck:
         if child.returncode != 0 or not lines:
             last = (child.stderr.strip().splitlines() or ["no output"])[-1]
             raise RuntimeError(f"bo child exited {child.returncode}: {last}")
-        out = json.loads(lines[-1])
-        return (f"{out['seconds']:.2f} s",
-                f"{self.plan.bo_points} points x {dim} dims, cpu, {out['threads']} threads, restarts {out['num_restarts']}, "
-                f"raw samples {out['raw_samples']}, memory cap {out['memory_cap_gib']:.0f} GiB",
-                {"seconds": out["seconds"], "dim": dim})
+        return json.loads(lines[-1])
 
     def release(self) -> None:
         self.model, self._scorer = None, None
@@ -434,12 +440,17 @@ class FixedRecord:
 
 
 def bo_child(job: dict) -> None:
-    """Time one bo.propose at random X [points, dim] in the unit cube, random Y; print one JSON line."""
-    from tarot_eval.optimize import bo
-
+    """time_proposal under a cap of 3/4 of the host memory; print one JSON line."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     cap = int(0.75 * total)
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    print(json.dumps({**time_proposal(job), "where": f"child process, memory cap {cap / 2**30:.0f} GiB"}))
+
+
+def time_proposal(job: dict) -> dict:
+    """Time one bo.propose at random X [points, dim] in the unit cube, random Y."""
+    from tarot_eval.optimize import bo
+
     generator = torch.Generator().manual_seed(0)
     X = torch.rand(job["points"], job["dim"], generator=generator, dtype=torch.float64)
     Y = torch.rand(job["points"], generator=generator, dtype=torch.float64)
@@ -448,9 +459,9 @@ def bo_child(job: dict) -> None:
     x, _ = bo.propose(FixedRecord(X, Y), settings, seed=0)
     seconds = time.perf_counter() - start
     if x.shape != (job["dim"],) or not ((0 <= x) & (x <= 1)).all():
-        raise SystemExit(f"proposal of shape {tuple(x.shape)} is not a point of the unit cube [0, 1]^{job['dim']}")
-    print(json.dumps({"seconds": seconds, "threads": torch.get_num_threads(), "num_restarts": settings.num_restarts,
-                      "raw_samples": settings.raw_samples, "memory_cap_gib": cap / 2**30}))
+        raise RuntimeError(f"proposal of shape {tuple(x.shape)} is not a point of the unit cube [0, 1]^{job['dim']}")
+    return {"seconds": seconds, "threads": torch.get_num_threads(), "num_restarts": settings.num_restarts,
+            "raw_samples": settings.raw_samples}
 
 
 # ---------------------------------------------------------------- driver
