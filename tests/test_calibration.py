@@ -156,7 +156,8 @@ def test_the_calibrate_command_then_stock_lm_eval_with_calibration(setup, tmp_pa
     assert "fitted with other settings" in capsys.readouterr().err
     _, results = run_console(["lm_eval", "--model", "tarot-hf", "--model_args",
                               f"pretrained={setup['model_dir']},calibration={out}", "--tasks", "tiny_mc",
-                              "--include_path", setup["include"], "--device", "cpu", "--log_samples"], tmp_path / "eval")
+                              "--include_path", setup["include"], "--device", "cpu", "--log_samples"], tmp_path / "eval",
+                             env={"TAROT_EVAL_NO_DEFAULT_TASKS": "1"})
     assert results["config"]["tarot_calibration_hash"] == calibrations.calibration_hash(out)
     (samples,) = (tmp_path / "eval").rglob("samples_tiny_mc_*.jsonl")
     prior = calibrations.load(out).log_prior

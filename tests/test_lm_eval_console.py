@@ -42,6 +42,8 @@ def _hf_reference(output_path, task_dir, task, model_args, batch_size, model="hf
 
 
 def test_tarot_hf_and_hf_in_the_stock_command(tmp_path, task_dir, saved_tiny_llama):
+    # the stock command as a user first runs it: lm-eval's whole task index included (the other console runs of the
+    # suite set TAROT_EVAL_NO_DEFAULT_TASKS)
     hf = _hf_reference(tmp_path / "hf", task_dir, "probe_steps", f"pretrained={saved_tiny_llama}", 4)
     _, ours = run_console(_common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}"), tmp_path / "ours")
     assert _acc(ours) == _acc(hf)
@@ -49,6 +51,15 @@ def test_tarot_hf_and_hf_in_the_stock_command(tmp_path, task_dir, saved_tiny_lla
     assert [[greedy for (_, greedy), in doc] for doc in mine] == [[greedy for (_, greedy), in doc] for doc in theirs]
     assert max(abs(float(a) - float(b)) for x, y in zip(mine, theirs) for ((a, _),), ((b, _),) in zip(x, y)) <= 1e-5
     assert ours["config"]["model"] == "tarot-hf" and ours["config"]["tarot_rotations"] is None
+
+
+def test_no_default_tasks_indexes_the_tarot_tasks_and_the_include_path_only(task_dir, monkeypatch, caplog):
+    from lm_eval.tasks import TaskManager
+
+    monkeypatch.setenv("TAROT_EVAL_NO_DEFAULT_TASKS", "1")
+    tasks = TaskManager(include_path=str(task_dir)).all_tasks
+    assert {"tarot_navigate", "tarot_agnews_fewshot", "probe_steps"} <= set(tasks) and "hellaswag" not in tasks
+    assert "TAROT_EVAL_NO_DEFAULT_TASKS is set: lm-eval's own tasks are not indexed" in caplog.text
 
 
 def test_switch_off_and_passthrough(tmp_path, task_dir, saved_tiny_llama):
@@ -60,7 +71,8 @@ def test_switch_off_and_passthrough(tmp_path, task_dir, saved_tiny_llama):
     assert proc.returncode != 0 and "Attempted to load model 'tarot-hf'" in proc.stderr
     # ...and the passthrough registers it itself
     args = _common(task_dir, "tarot-hf", f"pretrained={saved_tiny_llama}")
-    _, results = run_console(["tarot-eval", "lm-eval", *args[1:]], tmp_path / "pass", env={"TAROT_EVAL_NO_AUTOLOAD": "1"})
+    _, results = run_console(["tarot-eval", "lm-eval", *args[1:]], tmp_path / "pass",
+                             env={"TAROT_EVAL_NO_AUTOLOAD": "1", "TAROT_EVAL_NO_DEFAULT_TASKS": "1"})
     assert results["config"]["model"] == "tarot-hf"
 
 

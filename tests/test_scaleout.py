@@ -48,7 +48,7 @@ def _two_processes(command: list[str], output_path: Path):
     launch = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
               "-m", *command]
-    return run_console(launch, output_path, env={"ACCELERATE_USE_CPU": "1"})
+    return run_console(launch, output_path, env={"ACCELERATE_USE_CPU": "1", "TAROT_EVAL_NO_DEFAULT_TASKS": "1"})
 
 
 def _per_doc(output_path: Path) -> dict[int, tuple[float, list[float]]]:

@@ -409,7 +409,8 @@ def lm_eval_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProc
 
 @pytest.mark.slow
 def test_lm_eval_validate_accepts_the_tarot_groups():
-    done = lm_eval_cli("validate", "--tasks", "tarot,tarot_fewshot,tarot_colored_objects", "--include_path", "tasks")
+    done = lm_eval_cli("validate", "--tasks", "tarot,tarot_fewshot,tarot_colored_objects", "--include_path", "tasks",
+                       env={"TAROT_EVAL_NO_DEFAULT_TASKS": "1"})  # the tarot tasks without lm-eval's own
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All tasks found and valid" in done.stdout
 
@@ -452,7 +453,7 @@ def test_a_new_bigbench_task_from_yaml_alone_runs_through_the_console_script(
         "--model", "hf", "--model_args", f"pretrained={tmp_path / 'model'},dtype=float32",
         "--tasks", "parity", "--include_path", str(tmp_path / "tasks"), "--num_fewshot", "2",
         "--limit", "4", "--device", "cpu", "--output_path", str(tmp_path / "out"),
-        env={data_sources.DATA_DIR_ENV: str(tmp_path / "data")},
+        env={data_sources.DATA_DIR_ENV: str(tmp_path / "data"), "TAROT_EVAL_NO_DEFAULT_TASKS": "1"},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     (results_file,) = (tmp_path / "out").rglob("results_*.json")

@@ -9,6 +9,7 @@ from tarot_eval.cli import UsageError
 
 def load_task(name: str, include_path: str | None):
     """The one lm-eval task `name` (a registered name or a YAML file), else a UsageError saying how to find one."""
+    from jinja2 import TemplateError
     from lm_eval.tasks import TaskManager
 
     from tarot_eval.harness.autoload import tasks_dir
@@ -17,8 +18,6 @@ def load_task(name: str, include_path: str | None):
     # are looked in first; the whole index serves a name they do not hold, or one they hold but cannot load alone
     # (a group or an include built on lm-eval's own tasks). The user's folder overrides lm-eval's tasks either way. A
     # task whose own Jinja template is wrong fails the same on either index, so it fails at once.
-    from jinja2 import TemplateError
-
     loaded = None
     small = TaskManager(include_path=[str(tasks_dir()), *([include_path] if include_path else [])], include_defaults=False)
     if name in small.all_tasks or Path(name).is_file():
