@@ -109,3 +109,31 @@ def test_report_plots_every_trained_candidate_against_its_perplexity(tmp_path, s
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert run_report(["--task", "tarot_imdb", str(tmp_path / "base"), "--plot", str(plot)]) == 2
     assert "go together" in capsys.readouterr().err
+
+
+def test_runs_over_seeds_get_the_mean_change_and_a_count_of_significant_ones():
+    import statistics
+
+    from scipy.stats import ttest_rel
+
+    from tarot_eval.compare.generations import RunSamples, markdown
+
+    ids = range(40)
+    base_values = {i: (i % 7) / 7 for i in ids}
+
+    def run(name, shift, scale):
+        values = {i: base_values[i] + shift + scale * ((i * 37) % 11 - 5) for i in ids}
+        return RunSamples(name, {"reward": statistics.mean(values.values())}, {i: f"prompt {i}" for i in ids},
+                          {i: "text" for i in ids}, {"reward": values})
+
+    base = run("base", 0.0, 0.0)
+    seeds = [run("seed-0", 0.2, 0.01), run("seed-1", 0.001, 0.05), run("seed-2", -0.3, 0.02)]
+    text = markdown("tarot_imdb", [base, *seeds], [{} for _ in range(4)], examples=1)
+    changes = [seed.metrics["reward"] - base.metrics["reward"] for seed in seeds]
+    p_values = [ttest_rel([base_values[i] for i in ids], [seed.per_document["reward"][i] for i in ids]).pvalue
+                for seed in seeds]
+    assert [p < 0.05 for p in p_values] == [True, False, True]  # one up, one not, one down
+    assert "### Over the 3 runs against base" in text
+    assert (f"| reward | {statistics.mean(changes):+.4g} ± {statistics.stdev(changes):.4g} | 1 / 1 of 3 |"
+            in text.splitlines())
+    assert "Over the" not in markdown("tarot_imdb", [base, seeds[0]], [{}, {}], examples=1)  # one run: no summary

@@ -4,12 +4,14 @@ An lm-eval `--output_path` folder written with `--log_samples` for a `generate_u
 (`tarot_imdb`, `tarot_detox`) becomes a `RunSamples`; `markdown` puts runs side by side with a
 paired test per metric against the first run and the first prompts with every run's continuation.
 Extra per-run columns (the perplexity `tarot-eval rl-report` computes with the base model) come in
-from the caller, so this module only reads files.
+from the caller, so this module only reads files. Two or more runs against the first (e.g. training seeds)
+also get a summary: each metric's change, mean ± sd over the runs, and how many changed significantly.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,20 @@ def paired_p(reference: RunSamples, run: RunSamples, metric: str) -> float:
     return paired_test([(base[i], other[i]) for i in sorted(base)]).p_value
 
 
+def over_runs(runs: list[RunSamples], tested: list[str], alpha: float = 0.05) -> list[str]:
+    """Markdown lines: per tested metric, the change of runs[1:] against runs[0] (mean ± sd over the runs) and how
+    many of them differ from runs[0] at p < alpha, up and down."""
+    others = runs[1:]
+    lines = [f"### Over the {len(others)} runs against {runs[0].name}", "",
+             f"| metric | change, mean ± sd | p < {alpha:g}: up / down |", "|---|---|---|"]
+    for name in tested:
+        changes = [run.metrics[name] - runs[0].metrics[name] for run in others]
+        significant = [change for run, change in zip(others, changes) if paired_p(runs[0], run, name) < alpha]
+        lines.append(f"| {name} | {statistics.mean(changes):+.4g} ± {statistics.stdev(changes):.4g} | "
+                     f"{sum(c > 0 for c in significant)} / {sum(c < 0 for c in significant)} of {len(others)} |")
+    return [*lines, ""]
+
+
 def markdown(task: str, runs: list[RunSamples], extra_columns: list[dict], examples: int, legend: str = "") -> str:
     """The runs' metrics, `extra_columns` (one dict per run, the caller's, explained by `legend`) and paired tests as a
     Markdown table, then the first `examples` prompts with every run's continuation."""
@@ -84,8 +100,10 @@ def markdown(task: str, runs: list[RunSamples], extra_columns: list[dict], examp
         tests = [f"{paired_p(runs[0], run, name):.3g}" if run is not runs[0] else "" for name in tested]
         lines.append("| " + " | ".join([run.name, *(f"{value:.4g}" for value in values), *tests]) + " |")
     lines += ["", *([legend] if legend else []),
-              f"p METRIC: paired test per prompt against {runs[0].name} (t-test; exact McNemar for 0/1 metrics).",
-              "", f"### First {examples} prompts (greedy)", ""]
+              f"p METRIC: paired test per prompt against {runs[0].name} (t-test; exact McNemar for 0/1 metrics).", ""]
+    if len(runs) >= 3:
+        lines += over_runs(runs, tested)
+    lines += [f"### First {examples} prompts (greedy)", ""]
     for doc_id in sorted(runs[0].prompts)[:examples]:
         lines.append(f"- `{runs[0].prompts[doc_id]!r}`")
         lines += [f"  - {run.name}: `{run.continuations[doc_id]!r}`" for run in runs]
