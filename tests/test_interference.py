@@ -7,6 +7,7 @@ from support.leaderboard import leaderboard, results, tiny_leaderboard_files, wr
 
 from tarot_eval import cli
 from tarot_eval.compare import interference, runs
+from tarot_eval.compare.errors import CompareError
 from tarot_eval.edit import checkpoint
 from tarot_eval.leaderboard.config import ConfigError, load
 from tarot_eval.leaderboard.plan import plan_model
@@ -48,7 +49,8 @@ def test_each_edit_is_scored_on_the_other_tasks_with_its_own_checkpoint(grid):
 def test_the_matrix_pairs_every_cell_with_base_on_its_column_task(grid, capsys):
     found = runs.read_runs(grid["out"], "acc", interference=True)
     (matrix,) = interference.build(found)
-    assert matrix.method == "rotation" and matrix.tasks == TASKS  # a leaderboard cell: the config's own method name
+    assert matrix.method == "rotation"  # a leaderboard cell: the config's own method name
+    assert matrix.edited_on == TASKS and matrix.evaluated_on == TASKS
     assert set(matrix.entries) == {(s, t) for s in TASKS for t in TASKS}
     base = {task: results(grid["out"] / "runs" / "tiny" / "base" / task)["results"][task]["acc,none"] for task in TASKS}
     for (source, target), entry in matrix.entries.items():
@@ -61,6 +63,18 @@ def test_the_matrix_pairs_every_cell_with_base_on_its_column_task(grid, capsys):
     printed = capsys.readouterr().out
     assert "edited on ↓ / evaluated on →" in printed and "of 2)" in printed
     assert (grid["root"] / "board" / "interference.png").stat().st_size > 0
+
+
+def test_rows_are_the_tasks_edited_on_and_an_edit_never_crossed_gets_no_matrix(grid):
+    found = runs.read_runs(grid["out"], "acc", interference=True)
+    (matrix,) = interference.build([run for run in found if run.edited_on != "lb_b"])
+    assert matrix.edited_on == ["lb_a"] and matrix.evaluated_on == TASKS  # lb_b: a column, not an empty row
+    assert set(matrix.entries) == {("lb_a", "lb_a"), ("lb_a", "lb_b")}
+    assert [line.split(" | ")[0] for line in interference.markdown([matrix]).splitlines()[2:3]] == ["| lb_a"]
+    own_tasks_only = [run for run in found if "interference" not in run.source.relative_to(grid["out"]).parts]
+    assert {run.edited_on for run in own_tasks_only} == {None, *TASKS}  # base runs and each edit on its own task
+    with pytest.raises(CompareError, match="scored only on the task its edit was optimized on"):
+        interference.build(own_tasks_only)
 
 
 def test_the_ordinary_table_leaves_the_crossed_runs_out(grid, capsys):
