@@ -20,3 +20,20 @@ def test_compare_writes_the_committed_tables(tmp_path, capsys):
         written = (tmp_path / "board" / name).read_text().replace(str(runs), "runs")  # the golden names its runs so
         assert written == (GOLDEN / name).read_text(), f"{name} changed"
     assert (GOLDEN / "leaderboard.md").read_text().strip() in out
+
+
+def test_tasks_keeps_only_the_named_tasks_and_an_unmatched_pattern_is_one_line(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(GOLDEN / "runs", runs)
+    code, out, _ = compare(capsys, runs, "--out", tmp_path / "board", "--tasks", "*_b")
+    assert code == 0
+    header, _, *rows = [line for line in out.splitlines() if line.startswith("|")][:5]
+    assert "toy_b (chance" in header and "toy_a" not in header
+    full = {line.split("|")[2].strip(): line for line in (GOLDEN / "leaderboard.md").read_text().splitlines()
+            if line.startswith("| tiny")}
+    for row in rows[:3]:  # the toy_b cell and its answers are the full table's, the average is toy_b's alone
+        method, toy_b = row.split("|")[2].strip(), row.split("|")[4].strip()
+        assert toy_b == full[method].split("|")[6].strip()
+    code, out, err = compare(capsys, runs, "--tasks", "toy_b,fewshot_*")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--tasks fewshot_* matches no task" in err and "(their tasks: toy_a, toy_b)" in err

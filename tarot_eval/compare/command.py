@@ -21,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="method name for the run(s) at or under PATH (a results file or folder); repeatable")
     add("--model-label", action="append", metavar="PATH=MODEL",
         help="model name for the run(s) at or under PATH; repeatable")
+    add("--tasks", type=lambda text: [part.strip() for part in text.split(",") if part.strip()], default=None,
+        metavar="TASK[,TASK]", help="compare only these tasks: names or shell patterns, e.g. '*_fewshot' (default: all)")
     add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
     add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
     add("--reference", default=None, metavar="METHOD",
@@ -44,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
         model_labels=labels.parse_labels(args.model_label, root, "--model-label"),
         interference=args.interference,
     )
+    if args.tasks:
+        found = runs.select_tasks(found, args.tasks, root)
     if args.interference:
         matrices = interference.build(found, base_method=args.base, alpha=args.alpha)
         paths = interference.write(matrices, args.out or root / "leaderboard")

@@ -8,13 +8,14 @@ under folders named `*.moved-aside-*`: runs that `tarot-eval leaderboard` replac
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import math
 import os
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tarot_eval.compare.errors import CompareError
@@ -67,6 +68,18 @@ class Run:
     def shots(self) -> str:
         counts = sorted({score.n_shot for score in self.scores.values()})
         return "/".join(str(count) for count in counts) + "-shot"
+
+
+def select_tasks(found: list[Run], patterns: list[str], root: Path) -> list[Run]:
+    """Only the scores of tasks matching one of `patterns` (names or shell patterns); runs left with none are dropped."""
+    every = sorted({task for run in found for task in run.scores})
+    unmatched = [pattern for pattern in patterns if not fnmatch.filter(every, pattern)]
+    if unmatched:
+        raise CompareError(f"--tasks {', '.join(unmatched)} matches no task of the runs under {root} "
+                           f"(their tasks: {', '.join(every)})")
+    kept = [replace(run, scores={task: score for task, score in run.scores.items()
+                                 if any(fnmatch.fnmatchcase(task, pattern) for pattern in patterns)}) for run in found]
+    return [run for run in kept if run.scores]
 
 
 def find_results(root: Path, interference: bool = False) -> list[Path]:
