@@ -36,4 +36,18 @@ def test_tasks_keeps_only_the_named_tasks_and_an_unmatched_pattern_is_one_line(t
         assert toy_b == full[method].split("|")[6].strip()
     code, out, err = compare(capsys, runs, "--tasks", "toy_b,fewshot_*")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
-    assert "--tasks fewshot_* matches no task" in err and "(their tasks: toy_a, toy_b)" in err
+    assert "--tasks fewshot_* matches no task of the runs" in err and "(there: toy_a, toy_b)" in err
+
+
+def test_methods_keeps_the_named_methods_and_always_the_base(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    shutil.copytree(GOLDEN / "runs", runs)
+    code, out, _ = compare(capsys, runs, "--out", tmp_path / "board", "--methods", "rot*")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("| tiny")]
+    assert [row.split("|")[2].strip() for row in rows[:2]] == ["base", "rotation"] and "rescale" not in out
+    golden = {line for line in (GOLDEN / "leaderboard.md").read_text().splitlines() if line.startswith("| tiny")}
+    assert set(rows[:2]) <= golden  # the same rows as in the whole table
+    code, out, err = compare(capsys, runs, "--methods", "lora")
+    assert code == 2 and out == "" and "--methods lora matches no method of the runs" in err
+    assert "(there: base, rescale, rotation)" in err

@@ -9,6 +9,11 @@ from pathlib import Path
 from tarot_eval.compare import interference, labels, render, runs, scoreboard
 
 
+def names(text: str) -> list[str]:
+    """A comma-separated list of names or shell patterns."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("results_dir", type=Path, metavar="RESULTS_DIR",
@@ -21,8 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="method name for the run(s) at or under PATH (a results file or folder); repeatable")
     add("--model-label", action="append", metavar="PATH=MODEL",
         help="model name for the run(s) at or under PATH; repeatable")
-    add("--tasks", type=lambda text: [part.strip() for part in text.split(",") if part.strip()], default=None,
-        metavar="TASK[,TASK]", help="compare only these tasks: names or shell patterns, e.g. '*_fewshot' (default: all)")
+    add("--tasks", type=names, default=None, metavar="TASK[,TASK]",
+        help="compare only these tasks: names or shell patterns, e.g. '*_fewshot' (default: all)")
+    add("--methods", type=names, default=None, metavar="METHOD[,METHOD]",
+        help="compare only these methods (names or shell patterns) and the --base one (default: all)")
     add("--base", default="base", help="method name of the baseline each model is compared to (default: base)")
     add("--alpha", type=float, default=0.05, help="significance level marked with * (default: 0.05)")
     add("--reference", default=None, metavar="METHOD",
@@ -48,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.tasks:
         found = runs.select_tasks(found, args.tasks, root)
+    if args.methods:
+        found = runs.select_methods(found, args.methods, root, args.base)
     if args.interference:
         matrices = interference.build(found, base_method=args.base, alpha=args.alpha)
         paths = interference.write(matrices, args.out or root / "leaderboard")

@@ -70,16 +70,28 @@ class Run:
         return "/".join(str(count) for count in counts) + "-shot"
 
 
+def _unmatched(flag: str, patterns: list[str], names: list[str], root: Path) -> None:
+    if unmatched := [pattern for pattern in patterns if not fnmatch.filter(names, pattern)]:
+        raise CompareError(f"{flag} {', '.join(unmatched)} matches no {flag.removeprefix('--')[:-1]} of the runs under "
+                           f"{root} (there: {', '.join(names)})")
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
 def select_tasks(found: list[Run], patterns: list[str], root: Path) -> list[Run]:
     """Only the scores of tasks matching one of `patterns` (names or shell patterns); runs left with none are dropped."""
-    every = sorted({task for run in found for task in run.scores})
-    unmatched = [pattern for pattern in patterns if not fnmatch.filter(every, pattern)]
-    if unmatched:
-        raise CompareError(f"--tasks {', '.join(unmatched)} matches no task of the runs under {root} "
-                           f"(their tasks: {', '.join(every)})")
-    kept = [replace(run, scores={task: score for task, score in run.scores.items()
-                                 if any(fnmatch.fnmatchcase(task, pattern) for pattern in patterns)}) for run in found]
+    _unmatched("--tasks", patterns, sorted({task for run in found for task in run.scores}), root)
+    kept = [replace(run, scores={task: score for task, score in run.scores.items() if _matches(task, patterns)})
+            for run in found]
     return [run for run in kept if run.scores]
+
+
+def select_methods(found: list[Run], patterns: list[str], root: Path, base_method: str) -> list[Run]:
+    """Only the runs of methods matching one of `patterns`, and always the base method's (the Δ columns need it)."""
+    _unmatched("--methods", patterns, sorted({run.method for run in found}), root)
+    return [run for run in found if run.method == base_method or _matches(run.method, patterns)]
 
 
 def find_results(root: Path, interference: bool = False) -> list[Path]:
