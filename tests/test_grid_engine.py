@@ -119,3 +119,33 @@ def test_ray_tasks_give_the_cells_one_process_gives(grid, tmp_path, monkeypatch)
     assert not summary.failed
     assert fingerprint(out) == fingerprint(grid["serial"])
     assert not list(out.rglob(".landing-*")) and not list(out.rglob("*.partial"))
+
+
+def test_the_cost_estimate_is_per_task_where_a_task_has_finished_cells(tmp_path):
+    from types import SimpleNamespace
+
+    from tarot_eval.leaderboard import schedule
+    from tarot_eval.methods import registry
+
+    def record(cell: str, kind: str, cpu_s: float) -> None:
+        folder = tmp_path / "runs" / cell.split(" (")[0]
+        folder.mkdir(parents=True)
+        cost = {"wall_s": cpu_s, "cpu_s": cpu_s, "peak_rss_mb": 100.0}
+        (folder / "tarot_cell.json").write_text(json.dumps({"kind": kind, "cell": cell, "cost": cost}))
+
+    record("m/base/a", "evaluate", 10.0)
+    record("m/cal/seed-0/a", "evaluate", 12.0)
+    record("m/base/a_fewshot", "evaluate", 300.0)
+    record("m/rot/seed-0/a/b (edit of a)", "evaluate", 20.0)  # an interference run counts for the task it scored
+    costs = schedule.recorded_costs(tmp_path)
+
+    def step(kind: str, task: str):
+        return SimpleNamespace(parts={"kind": kind}, job=SimpleNamespace(task=task))
+
+    assert schedule.typical(costs, step("evaluate", "a_fewshot"), "cpu_s") == 300.0
+    assert schedule.typical(costs, step("evaluate", "a"), "cpu_s") == 11.0
+    assert schedule.typical(costs, step("evaluate", "b"), "cpu_s") == 20.0
+    assert schedule.typical(costs, step("evaluate", "c"), "cpu_s") == 16.0  # no cell of c yet: the kind's median
+    assert schedule.typical(costs, step("optimize", "a"), "cpu_s") == registry.guessed_cpu_s("optimize")
+    todo = [step("evaluate", "a_fewshot")] * 2 + [step("evaluate", "a")] * 2
+    assert schedule.estimated_cpu_hours(todo, costs) == pytest.approx((600 + 22) / 3600)

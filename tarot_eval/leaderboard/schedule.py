@@ -26,7 +26,7 @@ class Ready:
 
 
 def recorded_costs(out: Path) -> dict[str, list[dict]]:
-    """The cost of every finished cell under `out`, by kind."""
+    """The cost of every finished cell under `out`, by kind, each with the task it scored or fitted (`task`)."""
     found: dict[str, list[dict]] = {}
     for path in out.rglob(cells.RECORD_NAME) if out.is_dir() else []:
         try:
@@ -34,17 +34,24 @@ def recorded_costs(out: Path) -> dict[str, list[dict]]:
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and isinstance(record.get("cost"), dict):
-            found.setdefault(record.get("kind"), []).append(record["cost"])
+            task = str(record.get("cell", "")).split(" (edit of ")[0].rsplit("/", 1)[-1]
+            found.setdefault(record.get("kind"), []).append({**record["cost"], "task": task})
     return found
 
 
-def typical(costs: dict[str, list[dict]], kind: str, key: str, guess: float) -> float:
-    values = [cost[key] for cost in costs.get(kind, []) if isinstance(cost.get(key), (int, float))]
-    return statistics.median(values) if values else guess
+def typical(costs: dict[str, list[dict]], step, key: str) -> float:
+    """The median recorded `key` of the step's kind on its task (a 6-shot evaluation reads far longer prompts than a
+    zero-shot one), else of its kind on any task, else the kind's guess."""
+    kind = step.parts["kind"]
+    recorded = [cost for cost in costs.get(kind, []) if isinstance(cost.get(key), (int, float))]
+    same_task = [cost[key] for cost in recorded if cost["task"] == step.job.task]
+    if same_task or recorded:
+        return statistics.median(same_task or [cost[key] for cost in recorded])
+    return registry.guessed_cpu_s(kind)
 
 
 def estimated_cpu_hours(steps, costs: dict[str, list[dict]]) -> float:
-    return sum(typical(costs, step.parts["kind"], "cpu_s", registry.guessed_cpu_s(step.parts["kind"])) for step in steps) / 3600
+    return sum(typical(costs, step, "cpu_s") for step in steps) / 3600
 
 
 def peak_memory_mb(costs: dict[str, list[dict]]) -> float:
@@ -95,7 +102,8 @@ class Scheduler:
             self.failures[name] = error.splitlines()[0]
             tqdm.write(f"FAILED {self.steps[name].job.cell}: {error.rstrip()}")
         else:
-            self.costs.setdefault(self.steps[name].parts["kind"], []).append(cost)
+            step = self.steps[name]
+            self.costs.setdefault(step.parts["kind"], []).append({**cost, "task": step.job.task})
             tqdm.write(f"done {self.steps[name].job.cell} ({cost['wall_s']:.0f} s wall, {cost['cpu_s']:.0f} s CPU, "
                        f"{cost['peak_rss_mb']:.0f} MB peak)")
         self.bar.update(1)
@@ -104,7 +112,7 @@ class Scheduler:
     def _show(self) -> None:
         counts = {name: sum(value == name for value in self.state.values()) for name in ("running", "waiting", "failed")}
         left = [step for _, step in self.todo if self.state[step.name] in ("waiting", "running")]
-        eta = sum(typical(self.costs, step.parts["kind"], "wall_s", registry.guessed_cpu_s(step.parts["kind"])) for step in left)
+        eta = sum(typical(self.costs, step, "wall_s") for step in left)
         self.bar.set_postfix_str(f"running {counts['running']}, waiting {counts['waiting']}, failed {counts['failed']}, "
                                  f"eta ~{eta / max(self.jobs, 1) / 60:.0f} min")
 
