@@ -289,3 +289,23 @@ def test_aggregate_only_metrics_are_refused_for_significance(tmp_path):
     score = TaskScore("t", "distinct_1", "none", 0.5, None, 0, samples)
     with pytest.raises(CompareError, match="not a number per document.*--no-significance"):
         significance.read_outcomes(score)
+
+
+def test_a_run_lacks_only_the_tasks_of_its_own_model_and_shots(tmp_path, caplog):
+    """A 6-shot row beside 0-shot rows covers the 6-shot tasks; only a run missing a task its own rows have is warned."""
+    import logging
+
+    from tarot_eval.compare import scoreboard
+    from tarot_eval.compare.runs import Run, TaskScore
+
+    def run(method: str, shots: int, tasks: list[str]) -> Run:
+        scores = {task: TaskScore(task, "acc", "none", 0.5, None, shots, tmp_path / "absent.jsonl") for task in tasks}
+        return Run(tmp_path / method / str(shots), "m", method, scores)
+
+    found = [run("base", 0, ["a", "b"]), run("base", 6, ["a_fewshot"]), run("rot", 0, ["a", "b"]),
+             run("rot", 6, ["a_fewshot"]), run("half", 0, ["a"])]
+    with caplog.at_level(logging.WARNING, logger="tarot_eval.compare.scoreboard"):
+        board = scoreboard.build(found, significance=False)
+    assert [record.getMessage() for record in caplog.records if "lacks" in record.getMessage()] == [
+        f"{tmp_path / 'half' / '0'} lacks b: its average covers fewer tasks than others"]
+    assert board.tasks == ["a", "a_fewshot", "b"]

@@ -199,8 +199,11 @@ def build(
         cells = {task: _cell(run, found[task], task, significance, read_answers(run.scores[task])) for task in sorted(run.scores)}
         rows.append(Row(run.model, run.method, run.shots, run.method == base_method, run, cells, run.seed))
     tasks = sorted({task for run in runs for task in run.scores})
+    group_tasks: dict[tuple, set[str]] = {}
     for run in runs:
-        if missing := [task for task in tasks if task not in run.scores]:
+        group_tasks.setdefault(_group_key(run), set()).update(run.scores)
+    for run in runs:  # against the runs of its own model and shots: a 6-shot run lacks no 0-shot task
+        if missing := sorted(group_tasks[_group_key(run)] - set(run.scores)):
             log.warning("%s lacks %s: its average covers fewer tasks than others", run.source, ", ".join(missing))
     metric = runs[0].scores[next(iter(runs[0].scores))].metric
     versus = _versus(runs, reference, significance) if reference else []
