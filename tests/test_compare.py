@@ -291,7 +291,7 @@ def test_aggregate_only_metrics_are_refused_for_significance(tmp_path):
         significance.read_outcomes(score)
 
 
-def test_a_run_lacks_only_the_tasks_of_its_own_model_and_shots(tmp_path, caplog):
+def test_rows_of_other_shots_are_neither_missing_tasks_nor_empty_places_in_the_chart(tmp_path, caplog):
     """A 6-shot row beside 0-shot rows covers the 6-shot tasks; only a run missing a task its own rows have is warned."""
     import logging
 
@@ -309,3 +309,20 @@ def test_a_run_lacks_only_the_tasks_of_its_own_model_and_shots(tmp_path, caplog)
     assert [record.getMessage() for record in caplog.records if "lacks" in record.getMessage()] == [
         f"{tmp_path / 'half' / '0'} lacks b: its average covers fewer tasks than others"]
     assert board.tasks == ["a", "a_fewshot", "b"]
+
+    from matplotlib.figure import Figure
+
+    from tarot_eval.compare import chart
+    from tarot_eval.compare.seeds import summarize
+
+    rows = summarize(board)
+    names = [(row.method, row.shots) for row in rows]
+    present = chart.slots(board, rows)  # per task, then the average: only the rows with a bar there
+    assert [[names[index] for index in members] for members in present] == [
+        [("base", "0-shot"), ("half", "0-shot"), ("rot", "0-shot")], [("base", "6-shot"), ("rot", "6-shot")],
+        [("base", "0-shot"), ("rot", "0-shot")], names]
+    axes = Figure().add_subplot()
+    chart.draw(axes, board)
+    drawn = sorted(bar.get_x() + bar.get_width() / 2 for bar in axes.patches if not math.isnan(bar.get_height()))
+    width = 0.8 / len(names)
+    assert drawn[3:5] == pytest.approx([1 - width / 2, 1 + width / 2])  # the 6-shot task's two bars, centred on it

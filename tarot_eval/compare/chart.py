@@ -67,18 +67,27 @@ def draw_levels(axes, board: Scoreboard, scale: float) -> None:
                 labelled.add(name)
 
 
+def slots(board: Scoreboard, rows) -> list[list[int]]:
+    """Per group of bars (each task, then the average) the rows that have a bar there, in order: a task only the
+    6-shot rows scored gets no empty places for the 0-shot ones."""
+    present = [[index for index, row in enumerate(rows) if row.cells.get(task) is not None] for task in board.tasks]
+    return [*present, [index for index, row in enumerate(rows) if row.average is not None]]
+
+
 def draw(axes, board: Scoreboard) -> None:
     """Bars at the mean over seeds, a point per seed, error bars, significance marks, chance and majority lines."""
     scale = board.scale
     rows = summarize(board)
     groups = [*board.tasks, "average"]
-    width = 0.8 / len(rows)
+    present = slots(board, rows)
+    width = 0.8 / max(len(members) for members in present)
     for index, row in enumerate(rows):
         cells = [row.cells.get(task) for task in board.tasks]
         spreads = [None if cell is None else cell.value for cell in cells] + [row.average]
         heights = [math.nan if spread is None else spread.mean * scale for spread in spreads]
         errors = [error_of(spread, cell) * scale for spread, cell in zip(spreads, [*cells, None])]
-        positions = [group + (index - (len(rows) - 1) / 2) * width for group in range(len(groups))]
+        positions = [group + (members.index(index) - (len(members) - 1) / 2) * width if index in members else group
+                     for group, members in enumerate(present)]
         bars = axes.bar(positions, heights, width, yerr=errors, capsize=2, alpha=0.8, label=series_label(row, board))
         for position, spread in zip(positions, spreads):
             if spread is not None and len(spread.values) > 1:
@@ -107,7 +116,7 @@ def draw(axes, board: Scoreboard) -> None:
 
 def bar_chart(board: Scoreboard) -> bytes:
     """The chart of `draw` as PNG bytes, as wide as its groups of bars need."""
-    bars = (len(board.tasks) + 1) * len({(row.model, row.method, row.shots) for row in board.rows})
+    bars = sum(len(members) for members in slots(board, summarize(board)))
     figure = Figure(figsize=(max(6.0, 1.5 + 0.6 * (len(board.tasks) + 1) + 0.35 * bars), 4.5))
     FigureCanvasAgg(figure)
     draw(figure.add_subplot(), board)
