@@ -205,7 +205,31 @@ def test_the_beyond_zero_shot_config_adds_shots_interference_and_depth():
         assert config.zero_shot_of(config.method(name)) == ["tarot_agnews", "tarot_entailed_polarity"]
     assert config.few_shot == {f"{task}_fewshot": task for task in config.zero_shot}
     assert config.method("rotation-mix").settings["demonstrations"] == "mix"
+    assert "tarot_entailed_polarity" not in config.zero_shot_of(config.method("rotation-mix"))  # 40 training documents
     assert [config.method(name).settings["layers"] for name in ("rotation-L12-16", "rotation-L25-29")] == ["12-16", "25-29"]
+
+
+def test_every_shipped_method_with_fixed_demonstrations_has_training_documents_left_for_them(data_dir):
+    """`fixed` / `mix` prompts take their demonstrations from the training split apart from the training and validation
+    documents: each such method's tasks must hold n_train + n_val + the shots (else its cells fail at run time)."""
+    from pathlib import Path
+
+    from tarot_eval.objective.task_documents import MIX_SHOTS
+
+    checked = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("leaderboard_*.yaml")):
+        config = load(path)
+        manager = task_manager(config)
+        for method in config.methods:
+            settings = config.method_settings(method)
+            if settings.get("demonstrations") not in ("fixed", "mix"):
+                continue
+            shots = max(MIX_SHOTS) if settings["demonstrations"] == "mix" else settings["num_fewshot"]
+            for name in config.zero_shot_of(method):
+                task = manager.load_task_or_group([name])[name]
+                assert len(list(task.training_docs())) >= settings["n_train"] + settings["n_val"] + shots, (path.name, name)
+                checked += 1
+    assert checked >= 4
 
 
 @pytest.mark.parametrize("name", ["leaderboard_smollm2_beyond.yaml", "leaderboard_smollm2_budget.yaml",
