@@ -178,6 +178,20 @@ def test_lora_target_modules_the_model_lacks_are_refused_before_any_work(grid, t
     assert not out.exists()
 
 
+def test_fixed_demonstrations_the_training_split_cannot_supply_are_refused_before_any_work(grid, tmp_path):
+    raw = grid_config(grid["root"] / "tiny-llama", grid["root"] / "tasks")  # tiny tasks: 24 training documents
+    raw["optimizer"] = {**raw["optimizer"], "n_train": 10, "n_val": 10}
+    raw["methods"] = {"base": None, "rot-mix": {"method": "rotation", "demonstrations": "mix"}}
+    out = tmp_path / "out"
+    path = write_config(tmp_path / "mix.yaml", raw)
+    with pytest.raises(PlanError, match=rf"{path}: methods\.rot-mix on {TASK}: its 'train' split holds 24 documents, "
+                                        r"fewer than 10 training \+ 10 validation \+ the 6 fixed demonstrations"):
+        run_leaderboard(load(path), out, dry_run=True)
+    assert not out.exists()
+    raw["optimizer"] = {**raw["optimizer"], "n_val": 8}  # 10 + 8 + 6 = 24: plans
+    run_leaderboard(load(write_config(tmp_path / "fits.yaml", raw)), out, dry_run=True)
+
+
 def test_a_method_may_set_its_own_layers_and_demonstrations(grid, tmp_path):
     from tarot_eval.methods.search import run_settings
 

@@ -144,6 +144,12 @@ class RequestHasher:
             task = self.manager.load(task_name)["tasks"][task_name]
             task.set_fewshot_seed(seed=FEWSHOT_SEED)
             split, ordered, _ = objectives.shuffled_pool(task, seed)
+            if prompt.demonstrations != "sampled":  # the fixed demonstrations come from what the draw leaves
+                shots = max(objectives.MIX_SHOTS) if prompt.demonstrations == "mix" else prompt.num_fewshot or 0
+                if len(ordered) < n_train + n_val + shots:
+                    raise ValueError(f"its {split!r} split holds {len(ordered)} documents, fewer than {n_train} training + "
+                                     f"{n_val} validation + the {shots} fixed demonstrations of demonstrations="
+                                     f"{prompt.demonstrations!r}")
             zero_shot = objectives.PromptOptions(0 if prompt.demonstrations != "sampled" else prompt.num_fewshot,
                                                  prompt.apply_chat_template, prompt.fewshot_as_multiturn,
                                                  prompt.system_instruction)

@@ -140,10 +140,15 @@ def _fits(grid: GridContext, made: Identities) -> list[Step]:
                     fit = method.fit(grid, spec, task, seed)
                 except ValueError as error:
                     raise PlanError(str(error)) from None
+                try:
+                    requests = made.training(task, *fit.draw)
+                except ValueError as error:  # caught here, before any cell ran, instead of failing the fit cells
+                    raise PlanError(f"{grid.config.source}: methods.{spec.name} on {task}: {error} (leave the task out "
+                                    f"of the method's `tasks:` or lower n_train / n_val)") from None
                 cell = GridCell(grid.model.name, spec.name, task, seed)
                 job = Fit(**vars(cell), kind=spec.kind, options=fit.options,
                           directory=grid.out.joinpath(CHECKPOINTS, *cell.parts))
-                steps.append(made.step(job, made.training(task, *fit.draw), fit.record, list(fit.reads)))
+                steps.append(made.step(job, requests, fit.record, list(fit.reads)))
     return steps
 
 
