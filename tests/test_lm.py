@@ -75,6 +75,20 @@ def test_missing_default_model_names_the_install_command(monkeypatch):
         default_model.gguf_path()
 
 
+def test_default_model_conversion_is_shared_by_every_install_of_the_wheel(tmp_path):
+    from tarot_eval.models import default_model
+
+    venvs = [tmp_path / "venv-a", tmp_path / "venv-b"]
+    for venv in venvs:
+        venv.mkdir()
+        (venv / "smollm2.gguf").write_bytes(b"GGUF" + bytes(60))
+    other_size = tmp_path / "smollm2.gguf"
+    other_size.write_bytes(b"GGUF" + bytes(61))
+    stamps = [default_model.conversion_stamp(venv / "smollm2.gguf") for venv in venvs]
+    assert stamps[0] == stamps[1]
+    assert default_model.conversion_stamp(other_size) != stamps[0]
+
+
 @pytest.mark.parametrize("empty", ["", "  "])
 def test_empty_rotations_is_an_error_not_the_base_model(saved_tiny_llama, empty):
     with pytest.raises(ValueError, match="rotations= is empty"):

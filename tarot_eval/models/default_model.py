@@ -44,11 +44,21 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tarot-eval")
 
 
+def conversion_stamp(source: Path) -> str:
+    """What names a conversion: the wheel's version and the GGUF's name and size, not where it is installed, so
+    every environment with the same wheel shares one converted copy (a path-keyed one cost 0.5 GB per venv)."""
+    try:
+        version = importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    key = f"{DISTRIBUTION}=={version}:{source.name}:{source.stat().st_size}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def converted_dir() -> Path:
     """A plain HF checkpoint of the embedded model, converted from its GGUF on first use."""
     source = gguf_path()
-    stamp = hashlib.sha256(f"{source}:{source.stat().st_size}:{source.stat().st_mtime_ns}".encode()).hexdigest()[:12]
-    target = cache_root() / "models" / f"{DEFAULT_NAME}-{stamp}"
+    target = cache_root() / "models" / f"{DEFAULT_NAME}-{conversion_stamp(source)}"
     if (target / "config.json").is_file():
         return target
     model, tokenizer = load_gguf(source)
