@@ -127,16 +127,17 @@ def test_the_cost_estimate_is_per_task_where_a_task_has_finished_cells(tmp_path)
     from tarot_eval.leaderboard import schedule
     from tarot_eval.methods import registry
 
-    def record(cell: str, kind: str, cpu_s: float) -> None:
-        folder = tmp_path / "runs" / cell.split(" (")[0]
+    def record(cell: str, task: str, kind: str, cpu_s: float) -> None:
+        folder = tmp_path / "runs" / cell
         folder.mkdir(parents=True)
         cost = {"wall_s": cpu_s, "cpu_s": cpu_s, "peak_rss_mb": 100.0}
-        (folder / "tarot_cell.json").write_text(json.dumps({"kind": kind, "cell": cell, "cost": cost}))
+        parts = {"kind": kind, "settings": {"task": task}}
+        (folder / "tarot_cell.json").write_text(json.dumps({"kind": kind, "cell": cell, "parts": parts, "cost": cost}))
 
-    record("m/base/a", "evaluate", 10.0)
-    record("m/cal/seed-0/a", "evaluate", 12.0)
-    record("m/base/a_fewshot", "evaluate", 300.0)
-    record("m/rot/seed-0/a/b (edit of a)", "evaluate", 20.0)  # an interference run counts for the task it scored
+    record("m/base/a", "a", "evaluate", 10.0)
+    record("m/cal/seed-0/a", "a", "evaluate", 12.0)
+    record("m/base/a_fewshot", "a_fewshot", "evaluate", 300.0)
+    record("m/rot/seed-0/a/b", "b", "evaluate", 20.0)  # an interference run counts for the task it scored
     costs = schedule.recorded_costs(tmp_path)
 
     def step(kind: str, task: str):

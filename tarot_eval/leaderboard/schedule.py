@@ -34,8 +34,8 @@ def recorded_costs(out: Path) -> dict[str, list[dict]]:
         except (OSError, ValueError):
             continue
         if isinstance(record, dict) and isinstance(record.get("cost"), dict):
-            task = str(record.get("cell", "")).split(" (edit of ")[0].rsplit("/", 1)[-1]
-            found.setdefault(record.get("kind"), []).append({**record["cost"], "task": task})
+            settings = (record.get("parts") or {}).get("settings") or {}
+            found.setdefault(record.get("kind"), []).append({**record["cost"], "task": settings.get("task")})
     return found
 
 
